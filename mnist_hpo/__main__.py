@@ -1,0 +1,3 @@
+from mnist_hpo.cli import main
+
+main()

@@ -1,0 +1,110 @@
+"""Self-describing checkpoints: weights plus the plain-data spec needed to rebuild the network.
+
+Files are written atomically and read with ``torch.load(weights_only=True)``, so loading a
+checkpoint can never run code. A checkpoint carries its model spec, metrics named by split and
+the library versions that produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import mnist_hpo
+from mnist_hpo.errors import UserError
+from mnist_hpo.models import build_model
+
+FORMAT = "mnist-hpo-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, corrupt, not ours or for another architecture."""
+
+
+def library_versions() -> dict[str, str]:
+    import optuna
+    import torchvision
+
+    return {
+        "mnist_hpo": mnist_hpo.__version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "optuna": optuna.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename it, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_bytes(model: nn.Module, spec: dict, metrics: dict[str, float] | None = None, extra: dict | None = None) -> bytes:
+    """Serialise a model with its spec; ``metrics`` keys name their split (``val_accuracy``...)."""
+    import io
+
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_spec": spec,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metrics": dict(metrics or {}),
+        "versions": library_versions(),
+        **(extra or {}),
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def save_checkpoint(path: Path, model: nn.Module, spec: dict, metrics: dict[str, float] | None = None, extra: dict | None = None) -> str:
+    """Write the checkpoint atomically and return its sha256."""
+    data = checkpoint_bytes(model, spec, metrics, extra)
+    atomic_write_bytes(Path(path), data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a file written by `mnist-hpo export` or `train --save`")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged or foreign file
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} cannot be read safely ({reason}); re-export it with `mnist-hpo export`") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an mnist-hpo checkpoint; export one with `mnist-hpo export --study NAME --out FILE`")
+    return payload
+
+
+def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network a checkpoint describes and load its weights (eval mode)."""
+    payload = read_checkpoint(path)
+    model = build_model(payload["model_spec"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError:
+        raise CheckpointError(
+            f"checkpoint {path} holds weights for another architecture than its spec "
+            f"{json.dumps(payload['model_spec'])[:80]}; re-export it"
+        ) from None
+    return model.eval(), payload

@@ -1,0 +1,17 @@
+"""Errors the user can fix: the CLI prints them as one line and exits with status 2."""
+
+
+class UserError(Exception):
+    """Bad input or environment; the message says what is wrong and how to fix it."""
+
+
+class DataError(UserError):
+    """MNIST or a CSV could not be found, fetched or parsed."""
+
+
+class ModelError(UserError):
+    """Unknown model name or an impossible architecture."""
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite; the search turns this into a pruned trial."""

@@ -1,0 +1,90 @@
+"""Model registry: every network by name, plus the configurable family the search samples.
+
+A model is described by a plain-data spec, ``{"name": "m3"}`` or
+``{"name": "family", "config": {...FamilyConfig fields...}}``, so checkpoints and Optuna
+trials can store it and rebuild the exact network later.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from mnist_hpo.errors import ModelError
+from mnist_hpo.models.baselines import kaggle_cnn, simple_cnn, tiny_cnn, wide_cnn
+from mnist_hpo.models.family import (
+    PAPER_CONFIGS,
+    FamilyCNN,
+    FamilyConfig,
+    build_family,
+    max_conv_layers,
+)
+
+__all__ = [
+    "FamilyCNN",
+    "FamilyConfig",
+    "PAPER_CONFIGS",
+    "build_model",
+    "count_parameters",
+    "max_conv_layers",
+    "model_names",
+    "mult_adds",
+    "summary_table",
+]
+
+FAMILY = "family"
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    **{name: (lambda config=config: FamilyCNN(config)) for name, config in PAPER_CONFIGS.items()},
+    "kaggle-cnn": kaggle_cnn,
+    "wide-cnn": wide_cnn,
+    "tiny-cnn": tiny_cnn,
+    "simple-cnn": simple_cnn,
+}
+
+
+def model_names() -> list[str]:
+    return list(MODELS)
+
+
+def build_model(spec: str | dict) -> nn.Module:
+    """Build a network from its name or its spec dict (see the module docstring)."""
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    name = spec.get("name")
+    if name == FAMILY:
+        return build_family(spec.get("config") or {})
+    if name not in MODELS:
+        raise ModelError(f"unknown model {name!r}; choose from {', '.join(MODELS)} (see `mnist-hpo models`)")
+    return MODELS[name]()
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _torchinfo_summary(model: nn.Module, verbose: int = 0):
+    import torchinfo
+
+    return torchinfo.summary(
+        model,
+        input_size=(1, 1, 28, 28),
+        device="cpu",
+        mode="eval",
+        verbose=verbose,
+        col_names=("output_size", "num_params", "mult_adds"),
+        row_settings=("var_names",),
+    )
+
+
+def mult_adds(model: nn.Module) -> int:
+    """Multiply-accumulates for one 28x28 image, known before any training."""
+    return int(_torchinfo_summary(model).total_mult_adds)
+
+
+def summary_table(model: nn.Module) -> str:
+    """The per-layer table (output shape, parameters, mult-adds) that `mnist-hpo summary` prints."""
+    return str(_torchinfo_summary(model))
+
+
