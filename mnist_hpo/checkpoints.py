@@ -82,29 +82,33 @@ def save_checkpoint(path: Path, model: nn.Module, spec: dict, metrics: dict[str,
     return hashlib.sha256(data).hexdigest()
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a file written by `mnist-hpo export` or `train --save`")
+def read_checkpoint(source: Path | bytes, name: str | None = None) -> dict[str, Any]:
+    """The checkpoint's payload from a file or from bytes (an artifact), loaded with weights_only."""
+    import io
+
+    name = name or str(source)
+    if not isinstance(source, bytes) and not Path(source).is_file():
+        raise CheckpointError(f"checkpoint {name} does not exist; pass the path of a file written by `mnist-hpo export` or `train --save`")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(source) if isinstance(source, bytes) else Path(source), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged or foreign file
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path} cannot be read safely ({reason}); re-export it with `mnist-hpo export`") from None
+        raise CheckpointError(f"checkpoint {name} cannot be read safely ({reason}); re-export it with `mnist-hpo export`") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an mnist-hpo checkpoint; export one with `mnist-hpo export --study NAME --out FILE`")
+        raise CheckpointError(f"{name} is not an mnist-hpo checkpoint; export one with `mnist-hpo export --study NAME --out FILE`")
     return payload
 
 
-def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_checkpoint(source: Path | bytes, name: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the network a checkpoint describes and load its weights (eval mode)."""
-    payload = read_checkpoint(path)
-    model = build_model(payload["model_spec"])
+    payload = read_checkpoint(source, name)
+    name = name or str(source)
     try:
+        model = build_model(payload["model_spec"])
         model.load_state_dict(payload["state_dict"])
-    except RuntimeError:
+    except (RuntimeError, KeyError, TypeError, UserError):
         raise CheckpointError(
-            f"checkpoint {path} holds weights for another architecture than its spec "
-            f"{json.dumps(payload['model_spec'])[:80]}; re-export it"
+            f"checkpoint {name} holds weights that do not fit its architecture "
+            f"{json.dumps(payload.get('model_spec'))[:80]}; re-export it"
         ) from None
     return model.eval(), payload

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from mnist_hpo.errors import UserError
+from mnist_hpo.errors import SearchInterrupted, UserError
 
 app = typer.Typer(
     help="Optuna hyperparameter search for the BatchNorm MNIST CNNs of An et al. 2020.",
@@ -61,10 +61,18 @@ def train(
     label_smoothing: float = typer.Option(0.0, help="Label smoothing."),
     ema_decay: float = typer.Option(0.999, help="EMA decay of the evaluated weights; 0 turns it off."),
     seed: int = typer.Option(0, help="Random seed."),
+    from_study: Optional[str] = typer.Option(None, "--from-study", help="Retrain this study's best configuration on train + validation."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Storage URL for --from-study."),
 ) -> None:
     """Train one model; prints validation accuracy per epoch and test accuracy at the end."""
     from mnist_hpo.trainer import TrainConfig
     from mnist_hpo.workflows import train_model
+
+    if from_study:
+        from mnist_hpo.search import train_from_study
+
+        train_from_study(storage, from_study, epochs if _given("--epochs") else None, device, save)
+        return
 
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
@@ -73,12 +81,128 @@ def train(
     train_model(model, config, data, device, subset, save)
 
 
+StorageOpt = typer.Option(None, "--storage", help="Storage URL (default: $MNIST_HPO_STORAGE or sqlite:///mnist-hpo.db).")
+ArtifactsOpt = typer.Option(None, "--artifacts", help="Artifact folder (default: ./mnist-hpo-artifacts).")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+
+
+@app.command("search")
+def search(
+    study: Optional[str] = typer.Option(None, help="Study name (default: mnist-PROFILE)."),
+    storage: Optional[str] = StorageOpt,
+    artifacts: Optional[Path] = ArtifactsOpt,
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Trials to add (default: the profile's)."),
+    timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds."),
+    profile: Optional[str] = typer.Option(None, help="smoke, quick (CPU default) or paper (GPU default)."),
+    space: Optional[Path] = typer.Option(None, help="TOML file that fixes, narrows, widens or drops parameters."),
+    sampler: str = typer.Option("tpe", help="tpe, cmaes, gp, random, nsga2 or qmc."),
+    pruner: str = typer.Option("hyperband", help="median, percentile, sha, hyperband, patient, wilcoxon or none."),
+    seed: Optional[int] = typer.Option(None, help="Seed for a reproducible one-worker study."),
+    device: str = DeviceOpt,
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs per trial (default: the profile's)."),
+    max_params: Optional[int] = typer.Option(None, "--max-params", help="Prune trials whose network has more parameters."),
+    objectives: str = typer.Option("accuracy", help="accuracy, or accuracy,params for a Pareto front."),
+) -> None:
+    """Create or continue a study and run trials (no arguments: the quick profile into ./mnist-hpo.db)."""
+    from mnist_hpo.search import SearchRequest, run_search
+
+    run_search(SearchRequest(
+        study=study, storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout, profile=profile,
+        space_file=space, sampler=sampler, pruner=pruner, seed=seed, device=device, epochs=epochs,
+        max_params=max_params, objectives=objectives,
+    ))
+
+
+space_app = typer.Typer(help="The search space.", no_args_is_help=True)
+app.add_typer(space_app, name="space")
+
+
+@space_app.command("show")
+def space_show(
+    space: Optional[Path] = typer.Option(None, help="TOML space file."),
+    profile: Optional[str] = typer.Option(None, help="smoke, quick or paper."),
+) -> None:
+    """Print the effective search space."""
+    from mnist_hpo.search import show_space
+
+    show_space(profile, space)
+
+
+@app.command("status")
+def status(study: Optional[str] = typer.Option(None, help="One study (default: all)."), storage: Optional[str] = StorageOpt) -> None:
+    """All studies, or one study's counts, best trial or Pareto front."""
+    from mnist_hpo.search import show_status
+
+    show_status(storage, study)
+
+
+@app.command("best")
+def best(
+    study: str = typer.Option(..., help="Study name."),
+    storage: Optional[str] = StorageOpt,
+    artifacts: Optional[Path] = ArtifactsOpt,
+    test: bool = typer.Option(False, "--test", help="Also report the test accuracy of its checkpoint."),
+    device: str = DeviceOpt,
+) -> None:
+    """The best trial by validation accuracy."""
+    from mnist_hpo.search import show_best
+
+    show_best(storage, study, test, artifacts, device)
+
+
+@app.command("export")
+def export(
+    study: str = typer.Option(..., help="Study name."),
+    out: Path = typer.Option(..., help="Output file."),
+    trial: Optional[int] = typer.Option(None, help="Trial number (default: the best by validation)."),
+    format: str = typer.Option("pt", "--format", help="pt, safetensors or onnx."),
+    storage: Optional[str] = StorageOpt,
+    artifacts: Optional[Path] = ArtifactsOpt,
+) -> None:
+    """Write a self-describing checkpoint of a trial; prints its sha256."""
+    from mnist_hpo.search import export_trial
+
+    export_trial(storage, study, trial, out, format, artifacts)
+
+
+@app.command("ensemble")
+def ensemble(
+    study: str = typer.Option(..., help="Study name."),
+    top_k: int = typer.Option(3, "--top-k", help="Members: the K best trials by validation."),
+    out: Path = typer.Option(..., help="Output checkpoint."),
+    storage: Optional[str] = StorageOpt,
+    artifacts: Optional[Path] = ArtifactsOpt,
+    device: str = DeviceOpt,
+) -> None:
+    """Average the softmax of the K best trials; reports validation and test accuracy."""
+    from mnist_hpo.search import build_ensemble
+
+    build_ensemble(storage, study, top_k, out, artifacts, device)
+
+
+@app.command("predict")
+def predict(
+    images: Optional[list[Path]] = typer.Argument(None, help="PNG or JPEG digit images."),
+    checkpoint: Path = typer.Option(..., help="A checkpoint from export, ensemble or train --save."),
+    kaggle_csv: Optional[Path] = typer.Option(None, "--kaggle-csv", help="Kaggle Digit Recognizer test.csv."),
+    out: Optional[Path] = typer.Option(None, help="Submission file for --kaggle-csv."),
+    device: str = DeviceOpt,
+) -> None:
+    """Label digit images, or write a Kaggle submission."""
+    from mnist_hpo.workflows import predict_command
+
+    predict_command(checkpoint, images or [], kaggle_csv, out, device)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: known errors become `error: ...` on one line and exit status 2."""
     try:
         code = app(args=argv, standalone_mode=False)
     except UserError as exc:
         _fail(str(exc))
+    except SearchInterrupted as exc:
+        print(str(exc), file=sys.stderr)
+        sys.exit(130)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
@@ -90,6 +214,10 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(0)
         _fail(exc.format_message().replace("\n", " "))
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _given(flag: str) -> bool:
+    return any(arg == flag or arg.startswith(flag + "=") for arg in sys.argv[1:])
 
 
 def _fail(message: str) -> None:

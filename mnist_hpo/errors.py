@@ -15,3 +15,7 @@ class ModelError(UserError):
 
 class TrainingDiverged(Exception):
     """The loss became NaN or infinite; the search turns this into a pruned trial."""
+
+
+class SearchInterrupted(Exception):
+    """Ctrl-C or SIGTERM during a search: the running trial was marked FAIL; exit status 130."""

@@ -3,7 +3,8 @@
 Defaults are the recipe of An et al. 2020: Adam at 1e-3, the learning rate multiplied by 0.98
 after every epoch, batches of 120, random rotation (±20°) and translation (±20 %), and an
 exponential moving average (EMA) of the weights with decay 0.999. The EMA copy is what gets
-evaluated: it is smoother and more accurate than the raw weights.
+evaluated: it is smoother and more accurate than the raw weights (its decay ramps up over the
+first steps, see ``ema_with_warmup``).
 
 The trainer knows nothing of Optuna. It reports through ``on_epoch`` after every epoch, and
 whatever that callback raises (for example ``optuna.TrialPruned``) stops training.
@@ -11,6 +12,7 @@ whatever that callback raises (for example ``optuna.TrialPruned``) stops trainin
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,7 +21,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from mnist_hpo.data import Augment, DeviceLoader, Split
 from mnist_hpo.errors import TrainingDiverged, UserError
@@ -133,7 +135,7 @@ def train(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True) if config.ema_decay else None
+    ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(config.ema_decay), use_buffers=True) if config.ema_decay else None
     evaluated = ema.module if ema else model
     optimizer = _make_optimizer(model, config, device)
     scheduler = (
@@ -190,9 +192,34 @@ def train(
     return TrainResult(evaluated.eval(), best_accuracy, best_epoch, history)
 
 
+def ema_with_warmup(decay: float) -> Callable:
+    """EMA update whose decay ramps up as (1 + t) / (10 + t) until it reaches ``decay``.
+
+    A fixed 0.999 remembers the random initial weights for thousands of steps, which ruins
+    the short trials of a search; the ramp (TensorFlow's ``num_updates`` rule) does not. The
+    decay stays a tensor on the device, so the update never waits for the host. BatchNorm
+    statistics are averaged too (``use_buffers=True``); integer buffers are copied.
+    """
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():
+            torch._foreach_copy_(averaged, current)
+            return
+        steps = num_averaged.to(averaged[0].dtype)
+        keep = torch.clamp((1 + steps) / (10 + steps), max=decay)
+        delta = torch._foreach_sub(averaged, current)
+        torch._foreach_mul_(delta, 1 - keep)
+        torch._foreach_sub_(averaged, delta)
+
+    return update
+
+
 def training_state(model, ema, optimizer, scheduler, epoch: int, best_accuracy: float, config: TrainConfig) -> dict[str, Any]:
-    """Everything needed to continue after ``epoch``: weights, EMA, optimizer, schedule, RNG."""
-    return {
+    """Everything needed to continue after ``epoch``: weights, EMA, optimizer, schedule, RNG.
+
+    A deep copy: the live tensors keep changing as training goes on.
+    """
+    return copy.deepcopy({
         "epoch": epoch,
         "best_val_accuracy": best_accuracy,
         "train_config": config.to_dict(),
@@ -202,7 +229,7 @@ def training_state(model, ema, optimizer, scheduler, epoch: int, best_accuracy: 
         "scheduler": scheduler.state_dict(),
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
+    })
 
 
 def _restore(state: dict[str, Any], model, ema, optimizer, scheduler) -> tuple[int, float, int]:

@@ -69,3 +69,21 @@ def train_model(model_name: str, config: TrainConfig, source: str, device: str, 
         digest = save_checkpoint(save, result.model, {"name": model_name}, metrics, {"train_config": config.to_dict()})
         console.print(f"saved checkpoint {save} (sha256 {digest})")
     return result.best_val_accuracy
+
+
+def predict_command(checkpoint: Path, images: list[Path], kaggle_csv: Path | None, out: Path | None, device: str) -> None:
+    """Label images, or turn a Kaggle test.csv into a submission."""
+    from mnist_hpo import predict
+    from mnist_hpo.errors import UserError
+
+    target = resolve_device(device)
+    if kaggle_csv:
+        if out is None:
+            raise UserError("--kaggle-csv needs --out submission.csv")
+        rows = predict.predict_kaggle_csv(checkpoint, kaggle_csv, out, target)
+        console.print(f"wrote {out}: {rows:,} predictions (ImageId,Label)")
+        return
+    if not images:
+        raise UserError("give image files to label, or --kaggle-csv test.csv --out submission.csv")
+    for prediction in predict.predict_images(checkpoint, images, target):
+        console.print(f"{prediction.path}: {prediction.label} (probability {prediction.probability:.3f})")

@@ -1,7 +1,8 @@
 """Model registry: every network by name, plus the configurable family the search samples.
 
 A model is described by a plain-data spec, ``{"name": "m3"}`` or
-``{"name": "family", "config": {...FamilyConfig fields...}}``, so checkpoints and Optuna
+``{"name": "family", "config": {...FamilyConfig fields...}}`` or
+``{"name": "ensemble", "members": [spec, ...]}``, so checkpoints and Optuna
 trials can store it and rebuild the exact network later.
 """
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from mnist_hpo.errors import ModelError
+from mnist_hpo.models.ensemble import SoftmaxAverage
 from mnist_hpo.models.baselines import kaggle_cnn, simple_cnn, tiny_cnn, wide_cnn
 from mnist_hpo.models.family import (
     PAPER_CONFIGS,
@@ -26,6 +28,7 @@ __all__ = [
     "FamilyCNN",
     "FamilyConfig",
     "PAPER_CONFIGS",
+    "SoftmaxAverage",
     "build_model",
     "count_parameters",
     "max_conv_layers",
@@ -35,6 +38,7 @@ __all__ = [
 ]
 
 FAMILY = "family"
+ENSEMBLE = "ensemble"
 MODELS: dict[str, Callable[[], nn.Module]] = {
     **{name: (lambda config=config: FamilyCNN(config)) for name, config in PAPER_CONFIGS.items()},
     "kaggle-cnn": kaggle_cnn,
@@ -55,6 +59,8 @@ def build_model(spec: str | dict) -> nn.Module:
     name = spec.get("name")
     if name == FAMILY:
         return build_family(spec.get("config") or {})
+    if name == ENSEMBLE:
+        return SoftmaxAverage([build_model(member) for member in spec.get("members", [])])
     if name not in MODELS:
         raise ModelError(f"unknown model {name!r}; choose from {', '.join(MODELS)} (see `mnist-hpo models`)")
     return MODELS[name]()
