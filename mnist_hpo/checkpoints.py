@@ -34,13 +34,14 @@ def library_versions() -> dict[str, str]:
     import optuna
     import torchvision
 
-    return {
+    versions = {
         "mnist_hpo": mnist_hpo.__version__,
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "optuna": optuna.__version__,
         "python": platform.python_version(),
     }
+    return {name: str(version) for name, version in versions.items()}  # torch's is a str subclass weights_only refuses
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

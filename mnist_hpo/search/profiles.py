@@ -24,7 +24,7 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         "smoke",
         "tests: bundled 5k-image subset, narrow nets, 2 epochs, seconds per trial",
-        data="fixture", train_subset=1500, epochs=2, n_trials=6, timeout=None,
+        data="fixture", train_subset=2000, epochs=2, n_trials=6, timeout=None,
         space={
             "first_channels": {"low": 4, "high": 8, "step": 4},
             "growth": {"low": 0, "high": 4, "step": 4},
@@ -32,7 +32,8 @@ PROFILES: dict[str, Profile] = {
             "conv_layers_k5": {"low": 2, "high": 3},
             "conv_layers_k7": {"low": 2, "high": 3},
             "head_width": {"low": 16, "high": 64},
-            "batch_size": {"choices": [64, 128]},
+            "batch_size": {"choices": [32, 64]},
+            "lr": {"low": 1e-3, "high": 1e-2},
         },
     ),
     "quick": Profile(

@@ -101,16 +101,22 @@ def _study_splits(study: optuna.Study) -> Splits:
 
 
 def show_best(url: str | None, name: str, test: bool, artifacts_dir: Path | None, device: str = "auto") -> None:
-    rdb = storage.open_storage(storage.resolve_url(url), must_exist=True)
-    study = storage.load_study(rdb, name)
+    study = open_study(url, name)
     best = completed_by_validation(study)[0]
     _print_trial(best, "best trial (chosen on validation)")
     if test:
         model, _ = trial_checkpoint(study, best, artifacts_dir)
         splits = _study_splits(study)
         value = evaluate(model, splits.test, resolve_device(device))
-        rdb.set_trial_user_attr(best._trial_id, "test_accuracy", value)  # shown, labelled, in reports
+        record_test_accuracy(study, best.number, value)
         console.print(f"{accuracy('test', value, len(splits.test))}, reported only")
+
+
+def record_test_accuracy(study: optuna.Study, trial_number: int, value: float) -> None:
+    """Finished trials are immutable, so measured test figures live on the study, labelled."""
+    measured = dict(study.user_attrs.get("test_accuracy", {}))
+    measured[str(trial_number)] = value
+    study.set_user_attr("test_accuracy", measured)
 
 
 def export_trial(url: str | None, name: str, trial_number: int | None, out: Path, fmt: str, artifacts_dir: Path | None) -> str:

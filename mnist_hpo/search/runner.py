@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,7 +103,14 @@ def new_settings(request: SearchRequest, profile: Profile) -> StudySettings:
     )
 
 
+def quiet_optuna() -> None:
+    """Our own per-trial lines (failure reasons included) replace Optuna's log and its tracebacks."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
 def run_search(request: SearchRequest) -> optuna.Study:
+    quiet_optuna()
     if request.n_trials is not None and request.n_trials < 1:
         raise UserError(f"--n-trials must be at least 1, got {request.n_trials}")
     if request.timeout is not None and request.timeout <= 0:
@@ -182,7 +190,8 @@ def trial_line(trial: FrozenTrial) -> str:
     elif trial.intermediate_values:
         value = f"last validation accuracy {100 * list(trial.intermediate_values.values())[-1]:.2f}%"
     else:
-        value = attrs.get("stopped", "")
+        reason = trial.system_attrs.get("fail_reason", "")
+        value = attrs.get("stopped") or (reason.splitlines()[-1] if reason else "")
     params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
     return (
         f"trial {trial.number:>3} {trial.state.name:<8} {value}  {attrs.get('parameters', 0):,} weights  "

@@ -174,7 +174,10 @@ class Space:
                 continue
             if param.kind == "categorical":
                 if value not in param.choices:
-                    continue
+                    numeric = [c for c in param.choices if isinstance(c, (int, float)) and not isinstance(c, bool)]
+                    if not numeric or isinstance(value, (bool, str)):
+                        continue
+                    value = min(numeric, key=lambda choice: abs(choice - value))  # batch 120 -> nearest offered
             else:
                 value = min(max(value, param.low), param.high)
             searched[name] = value

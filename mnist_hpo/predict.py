@@ -1,0 +1,214 @@
+"""Predicting digits with an exported checkpoint: image files, or a Kaggle test.csv to a submission.
+
+A photo or a scan of a digit does not look like MNIST, and a network trained on MNIST only knows
+MNIST. ``preprocess_image`` therefore repeats what LeCun et al. did to build the data set: white ink
+on black, the digit scaled (antialiased, aspect ratio kept) to fit a 20×20 box, then placed in a
+28×28 field so that its centre of mass is at the centre. Every problem is a ``UserError`` with a
+one-line message naming the file and saying what to do.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from mnist_hpo.checkpoints import load_checkpoint
+from mnist_hpo.data import IMAGE_SIDE, read_kaggle_csv, write_kaggle_submission
+from mnist_hpo.errors import DataError
+from mnist_hpo.trainer import predict_logits, resolve_device
+
+__all__ = ["Prediction", "classify", "predict_images", "predict_kaggle_csv", "preprocess_image"]
+
+#: MNIST digits fill a 20×20 box inside the 28×28 image (LeCun et al.).
+DIGIT_BOX = 20
+#: The centre of mass of an MNIST digit sits at pixel index 14 on both axes (measured on the fixture: 13.99, 14.00).
+CENTRE = IMAGE_SIDE // 2
+#: A pixel is ink for the bounding box when it is at least this bright after contrast stretching (0-255).
+INK_THRESHOLD = 32
+#: Fainter pixels are paper grain or JPEG ringing; they are set to background.
+NOISE_FLOOR = 12
+#: Less contrast than this between paper and the darkest/brightest stroke means there is no digit.
+MIN_CONTRAST = 24
+#: Batch size for inference: big batches are fastest, and 2048 28×28 images are only 6 MiB.
+BATCH_SIZE = 2048
+#: Files larger than this many pixels are refused before decoding (a 60 MP photo is plenty).
+MAX_PIXELS = 64_000_000
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's most likely digit and the softmax probability the network gives it."""
+
+    path: Path
+    label: int
+    probability: float
+
+
+# ------------------------------------------------------------------------------------ preprocessing
+
+
+def _open_greyscale(path: Path) -> np.ndarray:
+    """Decode any PIL-readable image to float32 grey levels 0-255, transparency composited on white.
+
+    Compositing on white matters: a PNG drawn with a black brush on a transparent canvas stores
+    black ink on transparent black, which would otherwise come out as an all-black image.
+    """
+    if not path.exists():
+        raise DataError(f"image {path} not found; check the path")
+    if path.is_dir():
+        raise DataError(f"image {path} is a folder; pass image files (PNG, JPEG, ...)")
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                raise DataError(
+                    f"image {path} is {img.width}×{img.height} pixels, too large; crop it around the digit first"
+                )
+            img = ImageOps.exif_transpose(img)  # phone photos are stored sideways with a rotation tag
+            img.load()
+            return _to_grey_array(img)
+    except DataError:
+        raise
+    except UnidentifiedImageError:
+        raise DataError(f"{path} is not an image PIL can read; pass a PNG, JPEG, BMP, GIF or TIFF file") from None
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        reason = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise DataError(f"cannot read image {path} ({reason}); re-save it as PNG or JPEG") from None
+
+
+def _to_grey_array(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # 16-bit and float greyscale
+        grey = np.asarray(img, dtype=np.float32)
+        if grey.size and grey.max() > 255:
+            grey = grey * (255.0 / 65535.0)
+        return np.clip(grey, 0, 255)
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return np.asarray(img.convert("L"), dtype=np.float32)
+
+
+def _ink(grey: np.ndarray) -> np.ndarray:
+    """Ink strength 0-255 on a 0 background, whichever way round the digit was drawn.
+
+    The paper level is the median of the border pixels (robust to a stroke touching an edge). The
+    digit is whatever departs from it; if the image is on average darker than the paper, the ink is
+    dark (pen on paper) and gets inverted, else it is light (chalk, or MNIST itself). The result is
+    stretched so the strongest stroke is 255, as in MNIST, which undoes grey paper and faint pencil.
+    """
+    border = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
+    paper = float(np.median(border))
+    ink = paper - grey if grey.mean() < paper else grey - paper
+    ink = np.clip(ink, 0, None)
+    strongest = float(ink.max()) if ink.size else 0.0
+    if strongest < MIN_CONTRAST:
+        return np.zeros_like(ink)
+    ink = ink * (255.0 / strongest)
+    ink[ink < NOISE_FLOOR] = 0
+    return ink
+
+
+def _centre_of_mass(image: np.ndarray) -> tuple[float, float]:
+    rows, cols = np.indices(image.shape)
+    total = image.sum()
+    return float((rows * image).sum() / total), float((cols * image).sum() / total)
+
+
+def _paste(canvas: np.ndarray, patch: np.ndarray, top: int, left: int) -> None:
+    """Paste with clipping: a digit whose centre of mass is far off its box may overhang the field, as in MNIST."""
+    h, w = patch.shape
+    r0, c0 = max(top, 0), max(left, 0)
+    r1, c1 = min(top + h, canvas.shape[0]), min(left + w, canvas.shape[1])
+    if r0 < r1 and c0 < c1:
+        canvas[r0:r1, c0:c1] = patch[r0 - top : r1 - top, c0 - left : c1 - left]
+
+
+def normalise_digit(grey: np.ndarray, name: str | Path = "image") -> torch.Tensor:
+    """The MNIST recipe on a greyscale array (0-255, any size): see ``preprocess_image``."""
+    ink = _ink(np.asarray(grey, dtype=np.float32))
+    rows = np.flatnonzero((ink >= INK_THRESHOLD).any(axis=1))
+    cols = np.flatnonzero((ink >= INK_THRESHOLD).any(axis=0))
+    if rows.size == 0:
+        raise DataError(f"no digit found in {name}: the image is blank or has too little contrast; pass a photo or scan of one digit")
+    digit = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    h, w = digit.shape
+    scale = DIGIT_BOX / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))  # PIL wants (width, height)
+    # Lanczos on a float image: antialiased when shrinking, sharp when enlarging; ringing is clipped.
+    resized = np.asarray(Image.fromarray(np.ascontiguousarray(digit, dtype=np.float32)).resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
+    resized = np.clip(resized, 0, 255)
+    if resized.sum() <= 0:
+        raise DataError(f"no digit found in {name}: the strokes vanish at 28×28; pass a larger or bolder digit")
+    cy, cx = _centre_of_mass(resized)
+    canvas = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
+    _paste(canvas, resized, round(CENTRE - cy), round(CENTRE - cx))
+    return torch.from_numpy(np.rint(canvas).astype(np.uint8))
+
+
+def preprocess_image(path: Path) -> torch.Tensor:
+    """Turn an image file of one digit into an MNIST-like uint8 28×28 tensor (ink 255, background 0).
+
+    Steps: greyscale (transparency on white), invert dark-on-light digits, crop to the ink's bounding
+    box, scale its larger side to 20 px keeping the aspect ratio, and place it so its centre of mass
+    is at pixel (14, 14). Raises ``DataError`` naming the file when it cannot be read or is blank.
+    """
+    path = Path(path)
+    return normalise_digit(_open_greyscale(path), path)
+
+
+# -------------------------------------------------------------------------------------- prediction
+
+
+def classify(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = BATCH_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels (int64) and their softmax probabilities (float32) for uint8 N×28×28 images."""
+    logits = predict_logits(model.to(device), images, device, batch_size)
+    probabilities = torch.softmax(logits.float(), dim=1)
+    best, labels = probabilities.max(dim=1)
+    return labels, best
+
+
+def predict_images(checkpoint: Path, images: Sequence[Path], device: str | torch.device = "cpu") -> list[Prediction]:
+    """Predict the digit in each image file, in the order given.
+
+    The checkpoint is loaded first, so a bad checkpoint is reported before any image is decoded;
+    then every image is preprocessed before inference, so one unreadable file fails the whole call
+    with its name rather than printing half the answers.
+    """
+    paths = [Path(p) for p in images]
+    torch_device = resolve_device(device)
+    model, _ = load_checkpoint(Path(checkpoint))
+    if not paths:
+        return []
+    batch = torch.stack([preprocess_image(p) for p in paths])
+    labels, probabilities = classify(model, batch, torch_device)
+    return [Prediction(p, int(l), float(q)) for p, l, q in zip(paths, labels.tolist(), probabilities.tolist())]
+
+
+def predict_kaggle_csv(checkpoint: Path, csv_path: Path, out: Path, device: str | torch.device = "cpu") -> int:
+    """Write a Kaggle Digit Recognizer submission for ``csv_path`` (test.csv) to ``out``; return the row count.
+
+    Kaggle's test.csv images are already MNIST-style 28×28, so they go to the network as they are.
+    ``out`` is written atomically (temporary file, then rename): on any failure it is left as it was.
+    """
+    checkpoint, csv_path, out = Path(checkpoint), Path(csv_path), Path(out)
+    if out.is_dir():
+        raise DataError(f"submission path {out} is a folder; pass a file name such as {out / 'submission.csv'}")
+    if out.exists() and csv_path.exists() and os.path.samefile(out, csv_path):
+        raise DataError(f"submission path {out} is the input {csv_path}; writing it would destroy test.csv, choose another --out")
+    torch_device = resolve_device(device)
+    model, _ = load_checkpoint(checkpoint)
+    split = read_kaggle_csv(csv_path, labelled=False)
+    labels, _ = classify(model, split.images, torch_device)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_kaggle_submission(out, labels)
+    except OSError as exc:
+        raise DataError(f"cannot write submission {out} ({exc.strerror or exc}); choose a writable --out") from None
+    return len(split)
