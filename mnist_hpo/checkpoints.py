@@ -8,10 +8,9 @@ the library versions that produced it.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
+import pickle
+import re
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from torch import nn
 
 import mnist_hpo
 from mnist_hpo.errors import UserError
+from mnist_hpo.files import atomic_write
 from mnist_hpo.models import build_model
 
 FORMAT = "mnist-hpo-checkpoint"
@@ -44,32 +44,18 @@ def library_versions() -> dict[str, str]:
     return {name: str(version) for name, version in versions.items()}  # torch's is a str subclass weights_only refuses
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def checkpoint_bytes(model: nn.Module, spec: dict, metrics: dict[str, float] | None = None, extra: dict | None = None) -> bytes:
     """Serialise a model with its spec; ``metrics`` keys name their split (``val_accuracy``...)."""
     import io
 
     payload = {
+        **(extra or {}),
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model_spec": spec,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metrics": dict(metrics or {}),
         "versions": library_versions(),
-        **(extra or {}),
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -79,7 +65,8 @@ def checkpoint_bytes(model: nn.Module, spec: dict, metrics: dict[str, float] | N
 def save_checkpoint(path: Path, model: nn.Module, spec: dict, metrics: dict[str, float] | None = None, extra: dict | None = None) -> str:
     """Write the checkpoint atomically and return its sha256."""
     data = checkpoint_bytes(model, spec, metrics, extra)
-    atomic_write_bytes(Path(path), data)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(path), data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -93,11 +80,23 @@ def read_checkpoint(source: Path | bytes, name: str | None = None) -> dict[str, 
     try:
         payload = torch.load(io.BytesIO(source) if isinstance(source, bytes) else Path(source), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged or foreign file
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"checkpoint {name} cannot be read safely ({reason}); re-export it with `mnist-hpo export`") from None
+        raise CheckpointError(f"checkpoint {name} cannot be read safely ({_load_failure(exc)}); re-export it with `mnist-hpo export`") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{name} is not an mnist-hpo checkpoint; export one with `mnist-hpo export --study NAME --out FILE`")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{name} is checkpoint format {payload.get('format_version')}, this mnist-hpo reads {FORMAT_VERSION}; re-export it with this version")
     return payload
+
+
+def _load_failure(exc: Exception) -> str:
+    """The useful line of torch's error: what a weights-only load refused, or that it is no torch file."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    refused = [line.strip() for line in text.splitlines() if "Unsupported global" in line]
+    if refused:
+        return refused[0][:120]
+    if isinstance(exc, (pickle.UnpicklingError, RuntimeError, EOFError)) or not text:
+        return "not a PyTorch checkpoint or truncated"
+    return text.splitlines()[0][:120]
 
 
 def load_checkpoint(source: Path | bytes, name: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -107,9 +106,9 @@ def load_checkpoint(source: Path | bytes, name: str | None = None) -> tuple[nn.M
     try:
         model = build_model(payload["model_spec"])
         model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError, TypeError, UserError):
+    except (RuntimeError, KeyError, TypeError, AttributeError, UserError):
         raise CheckpointError(
             f"checkpoint {name} holds weights that do not fit its architecture "
-            f"{json.dumps(payload.get('model_spec'))[:80]}; re-export it"
+            f"{str(payload.get('model_spec'))[:80]}; re-export it"
         ) from None
     return model.eval(), payload

@@ -18,8 +18,6 @@ from rich.table import Table
 
 from mnist_hpo import storage
 from mnist_hpo.checkpoints import (
-    atomic_write_bytes,
-    checkpoint_bytes,
     library_versions,
     load_checkpoint,
     save_checkpoint,
@@ -27,6 +25,7 @@ from mnist_hpo.checkpoints import (
 from mnist_hpo.console import accuracy, console
 from mnist_hpo.data import Split, Splits, load_splits
 from mnist_hpo.errors import UserError
+from mnist_hpo.files import atomic_write
 from mnist_hpo.models import SoftmaxAverage, build_model
 from mnist_hpo.search.objective import MODEL_ARTIFACT
 from mnist_hpo.search.settings import StudySettings
@@ -151,8 +150,8 @@ def write_model(model: torch.nn.Module, spec: dict, metrics: dict, extra: dict, 
 
         data = save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
         sidecar = {"model_spec": spec, "metrics": metrics, "versions": library_versions(), **extra}
-        atomic_write_bytes(out, data)
-        atomic_write_bytes(out.with_name(out.name + ".json"), json.dumps(sidecar, indent=2).encode())
+        atomic_write(out, data)
+        atomic_write(out.with_name(out.name + ".json"), json.dumps(sidecar, indent=2).encode())
         return hashlib.sha256(data).hexdigest()
     return _write_onnx(model, out)
 
@@ -169,7 +168,7 @@ def _write_onnx(model: torch.nn.Module, out: Path) -> str:
                       dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
     data = buffer.getvalue()
     onnx.checker.check_model(onnx.load_from_string(data))
-    atomic_write_bytes(out, data)
+    atomic_write(out, data)
     return hashlib.sha256(data).hexdigest()
 
 

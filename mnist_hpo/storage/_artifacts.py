@@ -10,9 +10,7 @@ find_artifact reads that first.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -24,13 +22,13 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
 from mnist_hpo.errors import UserError
+from mnist_hpo.files import atomic_write
 
 if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore
 
 DEFAULT_ARTIFACTS = "mnist-hpo-artifacts"
 LATEST_ATTR_PREFIX = "mnist_hpo:latest_artifact:"
-_TEMP_PREFIX = ".tmp-"
 
 
 class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
@@ -41,19 +39,7 @@ class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
         self.directory = Path(base_path)
 
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
-        target = self._path(artifact_id)
-        fd, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=".part", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                shutil.copyfileobj(content_body, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(temp, 0o644)  # mkstemp makes it 0600; match what a plain open() would give
-            os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
+        atomic_write(self._path(artifact_id), content_body)
 
     def _path(self, artifact_id: str) -> Path:
         # Same rule as Optuna's store: a relative id that stays inside the base directory.
