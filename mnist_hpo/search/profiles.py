@@ -38,16 +38,17 @@ PROFILES: dict[str, Profile] = {
     ),
     "quick": Profile(
         "quick",
-        "CPU default: 12k training images, the family at a quarter of M3's width, 4 epochs, ~20 trials in 10 min",
-        data="mnist", train_subset=12000, epochs=4, n_trials=20, timeout=600,
+        "CPU default: 8k training images, the family at a quarter of M3's width or less, 3 epochs, ~20 trials in 10 min",
+        data="mnist", train_subset=8000, epochs=3, n_trials=20, timeout=600,
         space={
-            "first_channels": {"low": 8, "high": 16, "step": 4},
-            "growth": {"low": 4, "high": 8, "step": 2},
+            "first_channels": {"low": 4, "high": 12, "step": 4},
+            "growth": {"low": 4, "high": 8, "step": 4},
             "conv_layers_k3": {"low": 5, "high": 10},
             "conv_layers_k5": {"low": 3, "high": 5},
             "conv_layers_k7": {"low": 2, "high": 4},
             "head_width": {"low": 32, "high": 128},
-            "lr": {"low": 3e-4, "high": 1e-2},
+            "batch_size": {"choices": [32, 64, 120]},
+            "lr": {"low": 1e-3, "high": 1e-2},
         },
     ),
     "paper": Profile(

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from mnist_hpo import storage
 from mnist_hpo.checkpoints import load_checkpoint
-from mnist_hpo.data import load_fixture, write_kaggle_submission
+from mnist_hpo.data import load_fixture
 from mnist_hpo.errors import UserError
 from mnist_hpo.search import SearchRequest, run_search
 from mnist_hpo.search.objective import MODEL_ARTIFACT
