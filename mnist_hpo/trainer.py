@@ -78,6 +78,7 @@ class TrainResult:
     best_val_accuracy: float
     best_epoch: int
     history: list[EpochReport] = field(default_factory=list)
+    val_predictions: torch.Tensor | None = None  # predicted validation labels of the best epoch (None if it was before a resume)
 
     @property
     def epochs_run(self) -> int:
@@ -108,10 +109,15 @@ def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device,
 
 def evaluate(model: nn.Module, split: Split, device: torch.device, batch_size: int = 1000) -> float:
     """Accuracy = correct / examples evaluated, the partial last batch included."""
+    return evaluate_with_predictions(model, split, device, batch_size)[0]
+
+
+def evaluate_with_predictions(model: nn.Module, split: Split, device: torch.device, batch_size: int = 1000) -> tuple[float, torch.Tensor]:
+    """Accuracy as in ``evaluate``, plus the predicted labels (int64, on the CPU) it was computed from."""
     if len(split) == 0:
         raise UserError("cannot evaluate on an empty split")
     predictions = predict_logits(model, split.images, device, batch_size).argmax(1)
-    return (predictions == split.labels).sum().item() / len(split)
+    return (predictions == split.labels).sum().item() / len(split), predictions
 
 
 def train(
@@ -126,6 +132,9 @@ def train(
     resume: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` and return its best evaluated weights.
+
+    ``config.seed`` fixes the batch order, the augmentation and dropout; seed torch before
+    building the model if its initial weights must be reproducible too.
 
     ``on_improve`` receives the full training state (see ``training_state``) whenever validation
     accuracy improves; passing such a state back as ``resume`` continues after its epoch.
@@ -149,6 +158,7 @@ def train(
 
     history: list[EpochReport] = []
     best_accuracy, best_epoch, first_epoch = -1.0, 0, 1
+    best_predictions: torch.Tensor | None = None
     best_weights = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
     if resume:
         first_epoch, best_accuracy, best_epoch = _restore(resume, model, ema, optimizer, scheduler)
@@ -175,13 +185,13 @@ def train(
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch}; lower the learning rate")
 
-        accuracy = evaluate(evaluated, val_split, device, config.eval_batch_size)
+        accuracy, predictions = evaluate_with_predictions(evaluated, val_split, device, config.eval_batch_size)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step(accuracy) if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) else scheduler.step()
         report = EpochReport(epoch, train_loss, accuracy, seconds, len(train_split) / seconds, lr)
         history.append(report)
         if accuracy > best_accuracy:
-            best_accuracy, best_epoch = accuracy, epoch
+            best_accuracy, best_epoch, best_predictions = accuracy, epoch, predictions
             best_weights = {k: v.detach().clone() for k, v in evaluated.state_dict().items()}
             if on_improve:
                 on_improve(training_state(model, ema, optimizer, scheduler, epoch, best_accuracy, config))
@@ -189,7 +199,7 @@ def train(
             on_epoch(report)
 
     evaluated.load_state_dict(best_weights)
-    return TrainResult(evaluated.eval(), best_accuracy, best_epoch, history)
+    return TrainResult(evaluated.eval(), best_accuracy, best_epoch, history, best_predictions)
 
 
 def ema_with_warmup(decay: float) -> Callable:

@@ -13,6 +13,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 
 from mnist_hpo import storage
 from mnist_hpo.checkpoints import checkpoint_bytes, library_versions
+from mnist_hpo.dashboards import publish_trial
 from mnist_hpo.data import Splits
 from mnist_hpo.errors import TrainingDiverged
 from mnist_hpo.models import build_model, count_parameters, mult_adds
@@ -87,6 +88,7 @@ class Objective:
         try:
             result = train(model, self.splits.train, self.splits.val, config, self.device, on_epoch=on_epoch, on_improve=on_improve, resume=resume)
         except (TrainingDiverged, optuna.TrialPruned) as exc:
+            publish_trial(trial, self.artifacts, curve, stopped=str(exc) or None)  # learning curves + note
             # Finished for good (pruned or diverged): its resume state is no longer needed. A trial
             # that dies or is interrupted keeps it, so that a retry can continue from it.
             self._forget_resume_state(trial)
@@ -100,6 +102,7 @@ class Objective:
         metrics = {"val_accuracy": result.best_val_accuracy}
         trial.set_user_attr("best_epoch", result.best_epoch)
         storage.upload_bytes(trial, self.artifacts, MODEL_ARTIFACT, checkpoint_bytes(result.model, spec, metrics, {"train_config": config.to_dict()}))
+        publish_trial(trial, self.artifacts, curve, result, self.splits.val, self.device)  # pictures + note for the dashboard
         self._forget_resume_state(trial)
         if self.settings.multi_objective:
             return result.best_val_accuracy, float(parameters)
