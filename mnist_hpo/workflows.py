@@ -36,6 +36,7 @@ def train_model(model_name: str, config: TrainConfig, source: str, device: str, 
     """Train one named model, print validation accuracy per epoch and test accuracy at the end."""
     config.validate()
     device = resolve_device(device)
+    build_model(model_name)  # an unknown name fails before any data is fetched
     splits = data.load_splits(source, subset=subset, seed=config.seed, log=console.print)
     torch.manual_seed(config.seed)
     model = build_model(model_name)

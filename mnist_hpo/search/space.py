@@ -46,19 +46,28 @@ class Param:
     fixed: Any = None
     dropped: bool = False
 
-    def validate(self, name: str) -> None:
-        if self.fixed is not None or self.dropped:
+    def validate(self, name: str, origin: str = "space") -> None:
+        where = f"{origin}: [{name}]"
+        if self.dropped:
             return
-        if self.kind == "categorical":
-            if not self.choices:
-                raise SpaceError(f"parameter {name!r} has an empty list of choices; give at least one")
-            return
-        if self.low is None or self.high is None:
-            raise SpaceError(f"parameter {name!r} needs both low and high")
-        if self.low > self.high:
-            raise SpaceError(f"parameter {name!r} has low {self.low} > high {self.high}; swap them")
-        if self.log and self.low <= 0:
-            raise SpaceError(f"parameter {name!r} is on a log scale, so low must be > 0 (got {self.low})")
+        values = [self.fixed] if self.fixed is not None else list(self.choices) if self.kind == "categorical" else [self.low, self.high]
+        if self.fixed is None and self.kind == "categorical" and not self.choices:
+            raise SpaceError(f"{where} has an empty list of choices; give at least one")
+        if self.fixed is None and self.kind != "categorical":
+            if self.low is None or self.high is None:
+                raise SpaceError(f"{where} needs both low and high")
+            if self.low > self.high:
+                raise SpaceError(f"{where} has low {self.low} > high {self.high}; swap them")
+            if self.log and self.low <= 0:
+                raise SpaceError(f"{where} is on a log scale, so low must be > 0 (got {self.low})")
+            if self.log and (self.step or 1) > 1:
+                raise SpaceError(f"{where} cannot be on a log scale with step {self.step}; drop one of them")
+        lowest, highest, meaning = LIMITS.get(name, (None, None, ""))
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if (lowest is not None and value < lowest) or (highest is not None and value > highest):
+                raise SpaceError(f"{where}: {value} is outside what the network allows ({meaning})")
 
     def suggest(self, trial: optuna.Trial, name: str) -> Any:
         if self.dropped:
@@ -110,6 +119,25 @@ def default_space() -> dict[str, Param]:
     }
 
 
+# What the model and trainer accept, whatever a space file says: (lowest, highest, why).
+LIMITS: dict[str, tuple[float | None, float | None, str]] = {
+    **{f"conv_layers_k{k}": (1, max_conv_layers(k), f"1 to {max_conv_layers(k)} unpadded {k}x{k} convolutions fit a 28x28 image") for k in (3, 5, 7)},
+    "first_channels": (1, None, "at least 1 channel"),
+    "growth": (0, None, "growth of 0 or more channels per layer"),
+    "head_width": (1, None, "at least 1 hidden unit"),
+    "dropout_in": (0.0, 0.95, "a dropout rate in [0, 0.95]"),
+    "dropout_hidden": (0.0, 0.95, "a dropout rate in [0, 0.95]"),
+    "ema_decay": (0.0, 0.99999, "an EMA decay in [0, 1)"),
+    "lr": (1e-8, 10.0, "a learning rate in [1e-8, 10]"),
+    "weight_decay": (0.0, 1.0, "a weight decay in [0, 1]"),
+    "lr_gamma": (0.01, 1.0, "a per-epoch learning-rate factor in (0, 1]"),
+    "rotation": (0.0, 180.0, "a rotation of 0 to 180 degrees"),
+    "translation": (0.0, 1.0, "a translation of 0 to 1 image side"),
+    "label_smoothing": (0.0, 0.99, "label smoothing in [0, 1)"),
+    "batch_size": (1, None, "a batch of at least 1 image"),
+}
+
+
 @dataclass(frozen=True)
 class Space:
     params: dict[str, Param] = field(default_factory=default_space)
@@ -127,7 +155,7 @@ class Space:
             if unknown:
                 raise SpaceError(f"{origin}: [{name}] has unknown key(s) {', '.join(sorted(unknown))}; use {', '.join(sorted(allowed))}")
             params[name] = _override(name, params[name], table, origin)
-            params[name].validate(name)
+            params[name].validate(name, origin)
         return Space(params)
 
     def sample(self, trial: optuna.Trial) -> tuple[FamilyConfig, dict[str, Any]]:
@@ -180,6 +208,9 @@ class Space:
                     value = min(numeric, key=lambda choice: abs(choice - value))  # batch 120 -> nearest offered
             else:
                 value = min(max(value, param.low), param.high)
+                if param.kind == "int" and (param.step or 1) > 1:  # onto the grid Optuna samples from
+                    steps = min(round((value - param.low) / param.step), int((param.high - param.low) // param.step))
+                    value = int(param.low + steps * param.step)
             searched[name] = value
         return searched
 
@@ -196,8 +227,13 @@ class Space:
 
 
 def _override(name: str, param: Param, table: dict[str, Any], origin: str) -> Param:
-    if table.get("drop"):
-        return replace(param, dropped=True)
+    for key in ("drop", "value"):
+        if key in table and len(table) > 1:
+            raise SpaceError(f"{origin}: [{name}] `{key}` cannot be combined with {', '.join(k for k in table if k != key)}; keep one")
+    if "drop" in table:
+        if not isinstance(table["drop"], bool):
+            raise SpaceError(f"{origin}: [{name}] drop must be true or false")
+        return replace(param, dropped=table["drop"])
     if "value" in table:
         return replace(param, fixed=_typed(name, param, table["value"], origin), dropped=False)
     changes: dict[str, Any] = {}
