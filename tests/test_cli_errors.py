@@ -268,7 +268,7 @@ def test_search_rejects_bad_options_before_touching_a_storage(tmp_path, args, fr
 
 def test_search_rejects_an_invalid_space_file(tmp_path):
     (tmp_path / "space.toml").write_text("[lr]\nlow = 1e-2\nhigh = 1e-3\n")
-    error_line(run(tmp_path, "search", "--profile", "smoke", "--space", "space.toml"), "'lr'", "low 0.01 > high 0.001")
+    error_line(run(tmp_path, "search", "--profile", "smoke", "--space", "space.toml"), "[lr]", "low 0.01 > high 0.001")
     assert_nothing_created(tmp_path)
 
 

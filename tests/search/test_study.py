@@ -182,11 +182,15 @@ def test_sigint_fails_the_running_trial_and_the_study_continues(tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until a trial past the first one is running
         time.sleep(0.5)
-        if db.exists():
+        if not db.exists():
+            continue
+        try:
             with sqlite3.connect(db) as connection:
                 rows = connection.execute("select number, state from trials").fetchall()
-            if any(state == "RUNNING" and number >= 1 for number, state in rows):
-                break
+        except sqlite3.OperationalError:  # the search has not created its tables yet
+            continue
+        if any(state == "RUNNING" and number >= 1 for number, state in rows):
+            break
     else:
         process.kill()
         pytest.fail("no trial started in time")

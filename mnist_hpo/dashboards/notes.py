@@ -1,0 +1,206 @@
+"""Markdown notes that optuna-dashboard shows beside a trial and a study.
+
+A trial's note: outcome (completed, or pruned/stopped and at which epoch), validation accuracy,
+parameters, mult-adds, device, images/s, epochs run, hyperparameters and the architecture table.
+The study's note: the command line that created it, its profile and settings, the data it saw and
+the search space. Both are plain functions of plain data, so they are cheap and testable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnist_hpo.models import build_model
+
+SETTINGS_ATTR = "mnist_hpo"  # the study user attribute mnist_hpo.search.settings writes (StudySettings.save)
+METRIC_NAMES = {"accuracy": "validation accuracy", "params": "parameters"}
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _cell(value: Any) -> str:
+    return _number(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> str:
+    align = align or "l" * len(header)
+    marks = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |"]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _mult_adds(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    return f"{value / 1e6:,.2f} M" if value >= 1e5 else f"{int(value):,}"
+
+
+# ----------------------------------------------------------------------------------- architecture
+
+
+def architecture_rows(model: nn.Module) -> list[tuple[str, str, int, int]]:
+    """(layer, output shape, parameters, mult-adds) per layer with weights, for one 1×28×28 image.
+
+    Mult-adds are counted as torchinfo counts them (what `mnist-hpo summary` prints), so the totals agree.
+
+    A BatchNorm directly after a convolution or linear layer is folded into its row ("+ BN"), so a
+    ten-layer network reads as ten lines. Runs one image through a CPU copy: a few milliseconds.
+    """
+    model = model.eval()
+    rows: list[list[Any]] = []
+    hooks = []
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        shape = "×".join(str(d) for d in output.shape[1:])
+        params = sum(p.numel() for p in module.parameters(recurse=False))
+        if isinstance(module, nn.Conv2d):
+            kernel = module.kernel_size[0] * module.kernel_size[1]
+            macs = output.numel() * kernel * module.in_channels // module.groups + (output.numel() if module.bias is not None else 0)
+            name = f"Conv2d {module.kernel_size[0]}×{module.kernel_size[1]}, {module.in_channels}→{module.out_channels}"
+        elif isinstance(module, nn.Linear):
+            macs = module.in_features * module.out_features + (module.out_features if module.bias is not None else 0)
+            name = f"Linear {module.in_features}→{module.out_features}"
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and rows and "BN" not in rows[-1][0]:
+            rows[-1][0] += " + BN"
+            rows[-1][2] += params
+            rows[-1][3] += params  # torchinfo's convention: a scale and a shift per channel
+            return
+        elif params:
+            macs = 0
+            name = type(module).__name__
+        else:
+            return
+        rows.append([name, shape, params, macs])
+
+    for module in model.modules():
+        if not list(module.children()):
+            hooks.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 1, 28, 28))
+    finally:
+        for handle in hooks:
+            handle.remove()
+    return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+
+def architecture_table(spec: Mapping[str, Any]) -> str:
+    """The markdown layer table of the network described by ``spec`` (a model spec dict)."""
+    rows = architecture_rows(build_model(dict(spec)))
+    total_params = sum(r[2] for r in rows)
+    total_macs = sum(r[3] for r in rows)
+    body = [(name, shape, params, _mult_adds(macs)) for name, shape, params, macs in rows]
+    body.append(("**total**", "", total_params, _mult_adds(total_macs)))
+    return _table(("layer", "output", "parameters", "mult-adds"), body, "llrr")
+
+
+# ------------------------------------------------------------------------------------------- trial
+
+
+def trial_note(
+    number: int,
+    user_attrs: Mapping[str, Any],
+    curve: Sequence[Mapping[str, Any]],
+    *,
+    completed: bool,
+    stopped: str | None = None,
+    val_accuracy: float | None = None,
+    epochs: int | None = None,
+) -> str:
+    """The trial's markdown note; ``user_attrs`` are those the objective records (parameters, device...).
+
+    Hyperparameters and per-epoch values are left out: the dashboard lists the former beside the
+    note and the learning-curve picture shows the latter.
+    """
+    epochs_run = len(curve) or int(user_attrs.get("epochs_run") or 0)
+    of = f" of {epochs}" if epochs else ""
+    if completed:
+        outcome = "completed"
+        epoch_line = f"{epochs_run}{of}"
+    else:
+        reason = stopped or user_attrs.get("stopped") or "pruned"
+        outcome = f"stopped: {reason}"
+        epoch_line = f"{epochs_run}{of}, stopped after epoch {epochs_run}" if epochs_run else f"0{of} (not trained)"
+    accuracies = [float(p["val_accuracy"]) for p in curve]
+    if val_accuracy is None and accuracies:
+        val_accuracy = max(accuracies)
+    best_epoch = user_attrs.get("best_epoch") or (accuracies.index(max(accuracies)) + 1 if accuracies else None)
+    summary = [
+        ("outcome", outcome),
+        ("validation accuracy (best epoch)", f"{100 * val_accuracy:.2f}% (epoch {best_epoch})" if val_accuracy is not None else "-"),
+        ("epochs run", epoch_line),
+        ("parameters", user_attrs.get("parameters", "-")),
+        ("mult-adds per image", _mult_adds(user_attrs.get("mult_adds"))),
+        ("device", user_attrs.get("device", "-")),
+        ("training images/s (last epoch)", f"{round(user_attrs['images_per_s']):,}" if isinstance(user_attrs.get("images_per_s"), (int, float)) else "-"),
+        ("seed", user_attrs.get("seed", "-")),
+    ]
+    if user_attrs.get("seconds") is not None:
+        summary.append(("seconds", user_attrs["seconds"]))
+    if user_attrs.get("resumed_from"):
+        resumed = user_attrs["resumed_from"]
+        summary.append(("resumed from", f"trial {resumed.get('trial')} after epoch {resumed.get('epoch')}"))
+    if user_attrs.get("published_baseline"):
+        summary.append(("configuration", "the published one (baseline)"))
+    parts = [f"## Trial {number}: {outcome}", _table(("", ""), summary, "ll")]
+    spec = user_attrs.get("model_spec")
+    if isinstance(spec, Mapping):
+        try:
+            parts += ["### Architecture", architecture_table(spec)]
+        except Exception as exc:  # a spec this version cannot build: the note still says the rest
+            parts += ["### Architecture", f"(cannot build the model spec: {exc})"]
+    pictures = "learning curves, confusion matrix and misclassified validation digits, and the checkpoint" if completed else "learning curves"
+    parts.append(f"This trial's artifacts hold its {pictures}. All accuracies are on the validation split.")
+    return "\n\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------------------------------- study
+
+
+def _describe_param(param: Mapping[str, Any]) -> str:
+    if param.get("dropped"):
+        return f"dropped (uses {param.get('default')!r})"
+    if param.get("fixed") is not None:
+        return f"fixed at {param['fixed']!r}"
+    if param.get("kind") == "categorical":
+        return "one of " + ", ".join(repr(c) for c in param.get("choices") or ())
+    scale = ", log" if param.get("log") else ""
+    step = f", step {param['step']}" if param.get("step") and param["step"] > 1 else ""
+    return f"{param.get('kind')} in [{_number(param.get('low'))}, {_number(param.get('high'))}]{scale}{step}"
+
+
+def study_note(name: str, user_attrs: Mapping[str, Any]) -> str:
+    """The study's markdown note: how it was launched, its settings, its data, its search space."""
+    settings = user_attrs.get(SETTINGS_ATTR) or {}
+    parts = [f"## Study {name}"]
+    command = settings.get("command")
+    if command:
+        parts += ["Created by:", f"```\n{command}\n```"]
+    rows = [(key, settings.get(key)) for key in ("profile", "objectives", "epochs", "sampler", "pruner", "seed",
+                                                 "max_params", "n_trials", "train_subset") if settings.get(key) is not None]
+    if user_attrs.get("data_source"):
+        rows.append(("data", user_attrs["data_source"]))
+    versions = settings.get("versions") or {}
+    if versions:
+        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))
+    if rows:
+        parts.append(_table(("setting", "value"), [(k, ", ".join(v) if isinstance(v, list) else v) for k, v in rows], "ll"))
+    space = settings.get("space") or {}
+    if space:
+        parts += ["### Search space", _table(("parameter", "searched as"), [(k, _describe_param(v)) for k, v in space.items()], "ll")]
+    parts.append("Trial 0 is the published configuration. Trials are chosen on the validation split; "
+                 "the test set is only reported (`mnist-hpo best --test`), labelled as test.")
+    return "\n\n".join(parts) + "\n"

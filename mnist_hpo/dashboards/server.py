@@ -1,0 +1,155 @@
+"""`mnist-hpo dashboard`: optuna-dashboard on the study storage and the artifact folder the search uses.
+
+optuna-dashboard has no authentication and has write endpoints (notes, renames, deletions), so
+it listens on loopback unless told otherwise, loudly. The storage is opened the way the search
+opens it (SQLite in WAL mode with a busy timeout), so a dashboard reading a study never makes a
+trial that is writing to it fail with "database is locked". A missing database is an error, never
+a new empty file; a port in use is found before anything starts.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import sys
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from mnist_hpo import storage
+from mnist_hpo.console import console
+from mnist_hpo.errors import UserError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+REMOTE_WARNING = (
+    "warning: optuna-dashboard has no authentication and can rename, edit and delete studies; "
+    "anyone who can reach {where} can do so"
+)
+
+
+class _ThreadedServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # what optuna-dashboard's own CLI serves with: one thread per request
+
+
+class _IPv6Server(_ThreadedServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # one line per request would drown the URL
+        pass
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def url_for(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{shown}:{port}/dashboard"
+
+
+def _family(host: str) -> socket.AddressFamily:
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), None, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UserError(f"cannot listen on --host {host}: {exc.strerror or exc}; use an IP address such as 127.0.0.1") from None
+    return infos[0][0]
+
+
+def check_port_free(host: str, port: int) -> None:
+    """UserError unless ``host:port`` can be bound now (the same SO_REUSEADDR rule the server uses)."""
+    family = _family(host)
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise _bind_error(host, port, exc) from None
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> UserError:
+    if exc.errno == errno.EADDRINUSE:
+        return UserError(f"port {port} on {host} is already in use (another dashboard?); pass --port with a free port, e.g. --port {port + 1}")
+    if exc.errno == errno.EACCES:
+        return UserError(f"no permission to listen on port {port}; use a port above 1023, e.g. --port 8080")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return UserError(f"--host {host} is not an address of this machine; use 127.0.0.1")
+    return UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def make_dashboard_server(
+    storage_url: str | None = None,
+    artifacts: str | Path | None = None,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    allow_remote: bool = False,
+) -> tuple[WSGIServer, list[str]]:
+    """A bound, not yet serving, optuna-dashboard server and the lines to print about it.
+
+    ``port`` 0 picks a free port (``server.server_port`` says which).
+    """
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be between 1 and 65535, got {port}")
+    remote = not is_loopback(host)
+    if remote and not allow_remote:
+        raise UserError(
+            f"--host {host} is not a loopback address and optuna-dashboard has no authentication; "
+            "pass --allow-remote to expose it anyway (better: an SSH tunnel to 127.0.0.1)"
+        )
+    url = storage.resolve_url(storage_url)
+    rdb = storage.open_storage(url, must_exist=True)  # a missing file is an error, never created here
+    lines: list[str] = []
+    store = None
+    folder = Path(artifacts if artifacts is not None else storage.DEFAULT_ARTIFACTS).expanduser()
+    if folder.is_dir():
+        store = storage.AtomicFileSystemArtifactStore(folder)
+    else:
+        lines.append(f"warning: no artifact folder {folder}: pictures and checkpoints will not show; pass --artifacts DIR")
+    check_port_free(host, port)
+
+    from optuna_dashboard import wsgi
+
+    app = wsgi(rdb, artifact_store=store)
+    server_class = _IPv6Server if _family(host) == socket.AF_INET6 else _ThreadedServer
+    try:
+        server = make_server(host.strip("[]"), port, app, server_class=server_class, handler_class=_QuietHandler)
+    except OSError as exc:  # lost a race for the port since the check
+        raise _bind_error(host, port, exc) from None
+    if remote:
+        lines.append(REMOTE_WARNING.format(where=f"{host}:{server.server_port}"))
+    where = f"artifacts {folder}" if store is not None else "no artifacts"
+    lines.append(f"optuna-dashboard for {storage.mask_url(url)} ({where}) at {url_for(host, server.server_port)}")
+    return server, lines
+
+
+def serve_dashboard(
+    storage_url: str | None = None,
+    artifacts: str | Path | None = None,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    allow_remote: bool = False,
+) -> None:
+    """Start optuna-dashboard, print its URL and serve until Ctrl-C."""
+    server, lines = make_dashboard_server(storage_url, artifacts, host, port, allow_remote)
+    for line in lines:
+        if line.startswith("warning:"):
+            print(line, file=sys.stderr, flush=True)
+        else:
+            console.print(line)
+    console.print("press Ctrl-C to stop")
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("dashboard stopped")
+    finally:
+        server.server_close()

@@ -1,0 +1,87 @@
+"""publish_trial on real Optuna trials in a real SQLite study: what it uploads, how fast, and that it never fails a trial."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+from optuna_dashboard import get_note, save_note
+
+from mnist_hpo import storage
+from mnist_hpo.dashboards import ensure_study_note, figures, publish_trial
+from mnist_hpo.data import Split
+from mnist_hpo.models import build_model
+from mnist_hpo.trainer import TrainConfig, train
+
+CURVE = [{"epoch": 1, "train_loss": 2.1, "val_accuracy": 0.4}, {"epoch": 2, "train_loss": 1.2, "val_accuracy": 0.8}]
+CPU = torch.device("cpu")
+
+
+@pytest.fixture()
+def study(tmp_path) -> optuna.Study:
+    rdb = storage.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+    study = optuna.create_study(storage=rdb, study_name="publish", direction="maximize")
+    study.set_user_attr("mnist_hpo", {"command": "mnist-hpo search --profile smoke", "profile": "smoke", "epochs": 2,
+                                      "objectives": ["accuracy"], "space": {}})
+    return study
+
+
+@pytest.fixture(scope="module")
+def trained(fixture_splits):
+    small = Split(fixture_splits.train.images[:500], fixture_splits.train.labels[:500])
+    return train(build_model("tiny-cnn"), small, fixture_splits.val, TrainConfig(epochs=1, batch_size=100), CPU)
+
+
+def started_trial(study: optuna.Study) -> optuna.Trial:
+    trial = study.ask()
+    for key, value in {"parameters": 9_956, "mult_adds": 100_000, "device": "cpu", "images_per_s": 5000.0, "seed": 0,
+                       "model_spec": {"name": "tiny-cnn"}}.items():
+        trial.set_user_attr(key, value)
+    return trial
+
+
+def names(study: optuna.Study, trial: optuna.Trial) -> set[str]:
+    frozen = study._storage.get_trial(trial._trial_id)
+    return {m.filename for m in optuna.artifacts.get_all_artifact_meta(frozen, storage=study._storage)}
+
+
+def test_pruned_trial_gets_curves_and_a_note(study, tmp_path):
+    store = storage.open_artifacts(tmp_path / "artifacts")
+    trial = started_trial(study)
+    publish_trial(trial, store, CURVE[:1], stopped="pruned after epoch 1")
+    study.tell(trial, state=TrialState.PRUNED)
+    assert names(study, trial) == {figures.CURVES}
+    note = get_note(trial)
+    assert note.startswith("## Trial 0: stopped: pruned after epoch 1") and "| epochs run | 1 of 2, stopped after epoch 1 |" in note
+    assert "Conv2d" in note  # the architecture table
+    assert "mnist-hpo search --profile smoke" in get_note(study)
+
+
+def test_completed_trial_gets_all_pictures_in_well_under_a_second(study, tmp_path, trained, fixture_splits):
+    store = storage.open_artifacts(tmp_path / "artifacts")
+    publish_trial(started_trial(study), store, CURVE, trained, fixture_splits.val, CPU)  # warms matplotlib up
+    trial = started_trial(study)
+    seconds = publish_trial(trial, store, CURVE, trained, fixture_splits.val, CPU)
+    study.tell(trial, trained.best_val_accuracy)
+    assert names(study, trial) == {figures.CURVES, figures.CONFUSION, figures.MISCLASSIFIED}
+    data = storage.download_bytes(store, storage.find_artifact(study, trial._trial_id, figures.CONFUSION))
+    assert figures.png_size(data) == figures.SIZES[figures.CONFUSION]
+    assert f"{100 * trained.best_val_accuracy:.2f}%" in get_note(trial)
+    assert seconds < 1.0, f"publishing a completed trial took {seconds:.2f} s"
+
+
+def test_a_failed_upload_never_fails_the_trial(study, tmp_path, capsys):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    trial = started_trial(study)
+    publish_trial(trial, storage.AtomicFileSystemArtifactStore(not_a_folder), CURVE)
+    study.tell(trial, 0.8)
+    assert study.trials[0].state == TrialState.COMPLETE
+    assert "trial 0: dashboard pictures/notes not saved" in capsys.readouterr().out
+
+
+def test_study_note_is_written_once_and_never_overwritten(study):
+    save_note(study, "my own note")
+    assert ensure_study_note(study) is False
+    assert get_note(study) == "my own note"
