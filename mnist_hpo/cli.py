@@ -84,6 +84,12 @@ def train(
 StorageOpt = typer.Option(None, "--storage", help="Storage URL (default: $MNIST_HPO_STORAGE or sqlite:///mnist-hpo.db).")
 ArtifactsOpt = typer.Option(None, "--artifacts", help="Artifact folder (default: ./mnist-hpo-artifacts).")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
+WorkersOpt = typer.Option(None, "--workers", help="Run K worker processes to the study's global budget (SQLite: K=1 only; use journal:PATH or PostgreSQL).")
+GpusOpt = typer.Option(None, "--gpus", help="GPUs for the workers, e.g. 0,1,2,3 (default: all visible), one worker each via CUDA_VISIBLE_DEVICES.")
+TrialsPerGpuOpt = typer.Option(None, "--trials-per-gpu", help="Workers packed onto each GPU (small models).")
+HeartbeatOpt = typer.Option(10, "--heartbeat-interval", help="Seconds between a running trial's heartbeats.")
+GraceOpt = typer.Option(None, "--grace-period", help="Seconds without a heartbeat before a trial counts as dead (default: 6 heartbeats).")
+MaxRetriesOpt = typer.Option(3, "--max-retries", help="Times a dead worker's trial is re-queued with its parameters, resuming from its checkpoint.")
 
 
 @app.command("search")
@@ -102,6 +108,12 @@ def search(
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs per trial (default: the profile's)."),
     max_params: Optional[int] = typer.Option(None, "--max-params", help="Prune trials whose network has more parameters."),
     objectives: str = typer.Option("accuracy", help="accuracy, or accuracy,params for a Pareto front."),
+    workers: Optional[int] = WorkersOpt,
+    gpus: Optional[str] = GpusOpt,
+    trials_per_gpu: Optional[int] = TrialsPerGpuOpt,
+    heartbeat_interval: int = HeartbeatOpt,
+    grace_period: Optional[int] = GraceOpt,
+    max_retries: int = MaxRetriesOpt,
 ) -> None:
     """Create or continue a study and run trials (no arguments: the quick profile into ./mnist-hpo.db)."""
     from mnist_hpo.search import SearchRequest, run_search
@@ -109,8 +121,87 @@ def search(
     run_search(SearchRequest(
         study=study, storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout, profile=profile,
         space_file=space, sampler=sampler, pruner=pruner, seed=seed, device=device, epochs=epochs,
-        max_params=max_params, objectives=objectives,
+        max_params=max_params, objectives=objectives, workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu,
+        heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retries=max_retries,
     ))
+
+
+@app.command("worker")
+def worker(
+    study: str = typer.Option(..., help="Study name (made by `mnist-hpo study create` or `search --workers`)."),
+    storage: Optional[str] = StorageOpt,
+    artifacts: Optional[Path] = ArtifactsOpt,
+    device: str = DeviceOpt,
+    seed: Optional[int] = typer.Option(None, help="Sampler seed of this worker (default: random; give each worker its own)."),
+    timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Start K worker processes on this machine instead of one."),
+    gpus: Optional[str] = GpusOpt,
+    trials_per_gpu: Optional[int] = TrialsPerGpuOpt,
+    heartbeat_interval: int = HeartbeatOpt,
+    grace_period: Optional[int] = GraceOpt,
+    max_retries: int = MaxRetriesOpt,
+) -> None:
+    """Join an existing study and run its trials until its global budget of finished trials is met."""
+    from mnist_hpo.search.worker import WorkerRequest, run_worker
+
+    run_worker(WorkerRequest(
+        study=study, storage=storage, artifacts=artifacts, device=device, seed=seed, timeout=timeout, workers=workers,
+        gpus=gpus, trials_per_gpu=trials_per_gpu, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+        max_retries=max_retries,
+    ))
+
+
+study_app = typer.Typer(help="Studies for workers.", no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("create")
+def study_create(
+    study: str = typer.Option(..., help="Study name."),
+    storage: Optional[str] = StorageOpt,
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="The global budget: finished trials across all workers (default: the profile's; can be raised later)."),
+    profile: Optional[str] = typer.Option(None, help="smoke, quick (CPU default) or paper (GPU default)."),
+    space: Optional[Path] = typer.Option(None, help="TOML file that fixes, narrows, widens or drops parameters."),
+    sampler: Optional[str] = typer.Option(None, help="tpe (default), cmaes, gp, random, nsga2 or qmc."),
+    pruner: Optional[str] = typer.Option(None, help="hyperband (default), median, percentile, sha, patient, wilcoxon or none."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the trials' training (workers seed their samplers themselves)."),
+    device: str = typer.Option("auto", "--device", help="Only picks the default profile: paper with a GPU here, else quick."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs per trial (default: the profile's)."),
+    max_params: Optional[int] = typer.Option(None, "--max-params", help="Prune trials whose network has more parameters."),
+    objectives: str = typer.Option("accuracy", help="accuracy, or accuracy,params for a Pareto front."),
+) -> None:
+    """Create a study for workers with its settings and trial budget; an existing one is kept (idempotent)."""
+    from mnist_hpo.search import SearchRequest
+    from mnist_hpo.search.worker import create_study
+
+    create_study(SearchRequest(
+        study=study, storage=storage, n_trials=n_trials, profile=profile, space_file=space, sampler=sampler or "tpe",
+        pruner=pruner or "hyperband", seed=seed, device=device, epochs=epochs, max_params=max_params, objectives=objectives,
+    ))
+
+
+storage_app = typer.Typer(help="The study storage.", no_args_is_help=True)
+app.add_typer(storage_app, name="storage")
+
+
+@storage_app.command("upgrade")
+def storage_upgrade(storage: Optional[str] = StorageOpt) -> None:
+    """Bring an SQL storage's schema up to the installed Optuna's (back it up first)."""
+    from mnist_hpo.storage import upgrade_storage
+
+    print(upgrade_storage(storage))
+
+
+@app.command("storage-proxy")
+def storage_proxy(
+    storage: Optional[str] = StorageOpt,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface; it has no authentication)."),
+    port: int = typer.Option(13000, help="Port to listen on."),
+) -> None:
+    """Serve an SQL storage over Optuna's gRPC proxy; workers then use --storage grpc://HOST:PORT."""
+    from mnist_hpo.storage import run_storage_proxy
+
+    run_storage_proxy(storage, host, port)
 
 
 space_app = typer.Typer(help="The search space.", no_args_is_help=True)
@@ -192,6 +283,33 @@ def predict(
     from mnist_hpo.workflows import predict_command
 
     predict_command(checkpoint, images or [], kaggle_csv, out, device)
+
+
+@app.command("dashboard")
+def dashboard(
+    storage: Optional[str] = StorageOpt,
+    artifacts: Optional[Path] = ArtifactsOpt,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback unless --allow-remote)."),
+    port: int = typer.Option(8080, help="Port to listen on; 0 picks a free one."),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a non-loopback --host: optuna-dashboard has no authentication."),
+) -> None:
+    """Serve optuna-dashboard on the study storage and artifacts; prints its URL."""
+    from mnist_hpo.dashboards import serve_dashboard
+
+    serve_dashboard(storage, artifacts, host, port, allow_remote)
+
+
+@app.command("report")
+def report(
+    study: str = typer.Option(..., help="Study name."),
+    out: Path = typer.Option(..., help="HTML file to write."),
+    storage: Optional[str] = StorageOpt,
+    artifacts: Optional[Path] = ArtifactsOpt,
+) -> None:
+    """Write one self-contained HTML report of a study (opens offline)."""
+    from mnist_hpo.dashboards import write_report
+
+    write_report(storage, study, out, artifacts)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,3 +19,7 @@ class TrainingDiverged(Exception):
 
 class SearchInterrupted(Exception):
     """Ctrl-C or SIGTERM during a search: the running trial was marked FAIL; exit status 130."""
+
+
+class StorageUnavailable(UserError):
+    """The study's database stayed unreachable for longer than the reconnect window."""

@@ -66,6 +66,7 @@ def show_status(url: str | None, name: str | None) -> None:
     console.print(f"study {name}: " + ", ".join(f"{count} {state.lower()}" for state, count in summary["counts"].items()))
     settings = StudySettings.load(study)
     console.print(f"profile {settings.profile}, objectives {','.join(settings.objectives)}, {settings.epochs} epochs max, data {study.user_attrs.get('data_source', settings.data)}")
+    _print_budget_and_retries(study, settings)
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return
     if settings.multi_objective:
@@ -74,6 +75,16 @@ def show_status(url: str | None, name: str | None) -> None:
             console.print(f"  trial {trial.number}: validation accuracy {100 * trial.values[0]:.2f}%, {int(trial.values[1]):,} parameters")
     else:
         _print_trial(completed_by_validation(study)[0], "best trial")
+
+
+def _print_budget_and_retries(study: optuna.Study, settings: StudySettings) -> None:
+    """A worker study's global budget, and every chain of retried trials (dead worker -> retry)."""
+    from mnist_hpo.search.worker import budget_view, retry_chains
+
+    if settings.n_trials is not None:
+        console.print(budget_view(study, settings.n_trials).describe())
+    for line in retry_chains(study):
+        console.print(f"retried: {line}")
 
 
 def _print_trial(trial: FrozenTrial, title: str) -> None:

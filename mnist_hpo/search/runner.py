@@ -43,15 +43,23 @@ class SearchRequest:
     epochs: int | None = None
     max_params: int | None = None
     objectives: str = "accuracy"
+    # Several workers and faults (mnist_hpo.search.worker): --workers or a GPU flag runs the study to a global budget.
+    workers: int | None = None
+    gpus: str | None = None
+    trials_per_gpu: int | None = None
+    heartbeat_interval: int = 10
+    grace_period: int | None = None
+    max_retries: int = 3
 
 
-def make_sampler(name: str, seed: int | None, multi_objective: bool) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int | None, multi_objective: bool, constant_liar: bool = False) -> optuna.samplers.BaseSampler:
+    """`constant_liar`: concurrent workers' TPE treats running trials as bad, so it does not sample them again."""
     if name not in SAMPLERS:
         raise UserError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
     if multi_objective and name in ("cmaes",):
         raise UserError("the cmaes sampler handles one objective only; use tpe or nsga2 with --objectives accuracy,params")
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5, constant_liar=constant_liar)
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "gp":
@@ -115,17 +123,26 @@ def run_search(request: SearchRequest) -> optuna.Study:
         raise UserError(f"--n-trials must be at least 1, got {request.n_trials}")
     if request.timeout is not None and request.timeout <= 0:
         raise UserError(f"--timeout must be positive seconds, got {request.timeout}")
+    from mnist_hpo.search import worker
+
+    if request.workers is not None or request.gpus is not None or request.trials_per_gpu is not None:
+        return worker.search_with_workers(request)
+    faults = worker.faults_of(request)
     device = resolve_device(request.device)
     profile = get_profile(request.profile, device.type == "cuda")
     settings = new_settings(request, profile)
     study_name = request.study or f"mnist-{profile.name}"
     url = storage.resolve_url(request.storage)
-    rdb = storage.open_storage(url)
+    # Heartbeats: a trial whose process died is failed and re-queued (resuming from its checkpoint) by the next search.
+    rdb = storage.open_storage(url, heartbeat_interval=faults.heartbeat_interval, grace_period=faults.grace_period,
+                               failed_trial_callback=worker.RetryDeadTrial(faults.max_retries, keep_budget=False))
 
     existing = study_name in storage.list_study_names(rdb)
     if existing:
         study = optuna.load_study(study_name=study_name, storage=rdb)
         stored = StudySettings.load(study)
+        if stored.n_trials is not None:  # a study with a global budget is run by workers, here one
+            return worker.search_with_workers(request)
         if stored.objectives != settings.objectives:
             raise UserError(
                 f"study {study_name!r} optimises {','.join(stored.objectives)}, not {','.join(settings.objectives)}; "
@@ -159,6 +176,8 @@ def run_search(request: SearchRequest) -> optuna.Study:
 
 
 def _optimize(study: optuna.Study, objective: Objective, n_trials: int, timeout: float | None, settings: StudySettings, where: str) -> None:
+    from mnist_hpo.search.worker import sigterm_as_interrupt
+
     started = time.perf_counter()
     budget = f"{n_trials} trials" + (f" or {timeout:.0f} s" if timeout else "")
     console.print(f"running up to {budget} on {objective.device} ({len(objective.splits.train):,} training images, {settings.epochs} epochs max)")
@@ -176,7 +195,8 @@ def _optimize(study: optuna.Study, objective: Objective, n_trials: int, timeout:
 
         objective.on_epoch = on_epoch
         try:
-            study.optimize(objective, n_trials=n_trials, timeout=timeout, callbacks=[on_trial], gc_after_trial=True)
+            with sigterm_as_interrupt():  # SIGTERM (Kubernetes, Slurm) stops a search like Ctrl-C
+                study.optimize(objective, n_trials=n_trials, timeout=timeout, callbacks=[on_trial], gc_after_trial=True)
         except KeyboardInterrupt:
             raise SearchInterrupted(f"interrupted: the running trial was marked FAIL; continue with `mnist-hpo search {where}`") from None
     console.print(f"search finished in {time.perf_counter() - started:.0f} s")

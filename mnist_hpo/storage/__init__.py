@@ -13,7 +13,8 @@ from mnist_hpo.storage._artifacts import (
     open_artifacts,
     upload_bytes,
 )
-from mnist_hpo.storage._open import open_storage, upgrade_storage
+from mnist_hpo.storage._open import is_connection_error, open_storage, upgrade_storage
+from mnist_hpo.storage._proxy import run_storage_proxy
 from mnist_hpo.storage._studies import describe_storage, list_study_names, load_study, study_summary
 from mnist_hpo.storage._urls import DEFAULT_STORAGE, STORAGE_ENV, mask_url, resolve_url
 
@@ -25,12 +26,14 @@ __all__ = [
     "describe_storage",
     "download_bytes",
     "find_artifact",
+    "is_connection_error",
     "list_study_names",
     "load_study",
     "mask_url",
     "open_artifacts",
     "open_storage",
     "resolve_url",
+    "run_storage_proxy",
     "study_summary",
     "upgrade_storage",
     "upload_bytes",
