@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -123,6 +124,7 @@ def search(
         space_file=space, sampler=sampler, pruner=pruner, seed=seed, device=device, epochs=epochs,
         max_params=max_params, objectives=objectives, workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu,
         heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retries=max_retries,
+        command=_command_line(),
     ))
 
 
@@ -177,6 +179,7 @@ def study_create(
     create_study(SearchRequest(
         study=study, storage=storage, n_trials=n_trials, profile=profile, space_file=space, sampler=sampler or "tpe",
         pruner=pruner or "hyperband", seed=seed, device=device, epochs=epochs, max_params=max_params, objectives=objectives,
+        command=_command_line(),
     ))
 
 
@@ -332,6 +335,10 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(0)
         _fail(exc.format_message().replace("\n", " "))
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _command_line() -> str:
+    return shlex.join(["mnist-hpo", *sys.argv[1:]])
 
 
 def _given(flag: str) -> bool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -50,6 +48,7 @@ class SearchRequest:
     heartbeat_interval: int = 10
     grace_period: int | None = None
     max_retries: int = 3
+    command: str = ""  # the command line that launched it, recorded in the study
 
 
 def make_sampler(name: str, seed: int | None, multi_objective: bool, constant_liar: bool = False) -> optuna.samplers.BaseSampler:
@@ -107,7 +106,7 @@ def new_settings(request: SearchRequest, profile: Profile) -> StudySettings:
         profile=profile.name, space=space.to_dict(), objectives=objectives, epochs=epochs,
         data=profile.data, train_subset=profile.train_subset, max_params=request.max_params,
         seed=request.seed, sampler=request.sampler, pruner=request.pruner,
-        versions=library_versions(), command=shlex.join(["mnist-hpo", *sys.argv[1:]]),
+        versions=library_versions(), command=request.command,
     )
 
 
