@@ -205,3 +205,19 @@ def test_sigint_fails_the_running_trial_and_the_study_continues(tmp_path):
     again = subprocess.run([*command[:-6], "--n-trials", "1", "--seed", "0", "--device", "cpu"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert len(optuna.load_study(study_name="i", storage=f"sqlite:///{db}").trials) == before + 1
+
+
+def test_onnx_export_computes_what_the_trial_computes(smoke_study, tmp_path):
+    onnx = pytest.importorskip("onnx", reason="ONNX export needs the onnx extra")
+    from onnx.reference import ReferenceEvaluator
+
+    tmp, study = smoke_study
+    best = completed_by_validation(study)[0]
+    model, _ = trial_checkpoint(study, best, tmp / "artifacts")
+    export_trial(f"sqlite:///{tmp}/study.db", "s", None, tmp_path / "best.onnx", "onnx", tmp / "artifacts")
+    _, test = load_fixture()
+    images = test.images[:8]
+    x = (images.unsqueeze(1).float() / 127.5 - 1).numpy()  # the loader's normalisation to [-1, 1]
+    (logits,) = ReferenceEvaluator(onnx.load(tmp_path / "best.onnx")).run(None, {"image": x})
+    expected = predict_logits(model, images, torch.device("cpu"))
+    assert torch.allclose(torch.from_numpy(logits), expected, atol=1e-4)
