@@ -19,6 +19,7 @@ from mnist_hpo.search.objective import Objective
 from mnist_hpo.search.profiles import Profile, get_profile
 from mnist_hpo.search.settings import StudySettings, parse_objectives
 from mnist_hpo.search.space import Space, load_space_file
+from mnist_hpo.signals import sigterm_as_interrupt
 from mnist_hpo.trainer import resolve_device
 
 SAMPLERS = ("tpe", "cmaes", "gp", "random", "nsga2", "qmc")
@@ -175,8 +176,6 @@ def run_search(request: SearchRequest) -> optuna.Study:
 
 
 def _optimize(study: optuna.Study, objective: Objective, n_trials: int, timeout: float | None, settings: StudySettings, where: str) -> None:
-    from mnist_hpo.search.worker import sigterm_as_interrupt
-
     started = time.perf_counter()
     budget = f"{n_trials} trials" + (f" or {timeout:.0f} s" if timeout else "")
     console.print(f"running up to {budget} on {objective.device} ({len(objective.splits.train):,} training images, {settings.epochs} epochs max)")

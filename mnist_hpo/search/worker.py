@@ -47,6 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mnist_hpo import storage
 from mnist_hpo.console import console, progress
 from mnist_hpo.data import Splits, load_splits
+from mnist_hpo.signals import sigterm_as_interrupt
 from mnist_hpo.errors import SearchInterrupted, StorageUnavailable, UserError
 from mnist_hpo.search.objective import Objective, resume_key
 from mnist_hpo.search.profiles import get_profile
@@ -429,24 +430,6 @@ class Interrupts:
         if self.pending is not None and not self.fired:
             self.fired = True
             raise KeyboardInterrupt(signal.Signals(self.pending).name)
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt, like Ctrl-C (for the one-process `search`)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: let the cleanup finish
-        raise KeyboardInterrupt("SIGTERM")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # --- heartbeats -----------------------------------------------------------------------------

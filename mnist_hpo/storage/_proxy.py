@@ -8,39 +8,20 @@ private network (a ClusterIP Service, a cluster's internal interface).
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import signal
 import threading
 import warnings
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import get_storage
 
 from mnist_hpo.errors import UserError
+from mnist_hpo.signals import sigterm_as_interrupt
 from mnist_hpo.storage._open import open_storage
 from mnist_hpo.storage._urls import mask_url, resolve_url
 
 PROXY_THREADS = 16
-
-
-@contextlib.contextmanager
-def _sigterm_stops() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt("SIGTERM")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run_storage_proxy(url: str | None, host: str, port: int, ready: threading.Event | None = None) -> None:
@@ -65,7 +46,7 @@ def run_storage_proxy(url: str | None, host: str, port: int, ready: threading.Ev
     print(f"serving {mask_url(url)} on grpc://{host}:{port}; workers use --storage grpc://{host}:{port}", flush=True)
     if ready is not None:
         ready.set()
-    with _sigterm_stops():
+    with sigterm_as_interrupt():
         try:
             server.wait_for_termination()
         except KeyboardInterrupt:
