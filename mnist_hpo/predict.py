@@ -168,7 +168,7 @@ def preprocess_image(path: Path) -> torch.Tensor:
 
 def classify(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = BATCH_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels (int64) and their softmax probabilities (float32) for uint8 N×28×28 images."""
-    logits = predict_logits(model.to(device), images, device, batch_size)
+    logits = predict_logits(model, images, device, batch_size)
     probabilities = torch.softmax(logits.float(), dim=1)
     best, labels = probabilities.max(dim=1)
     return labels, best

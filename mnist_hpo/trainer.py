@@ -97,8 +97,11 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 1000) -> torch.Tensor:
-    """Logits for uint8 images (N×28×28), in large batches; returned on the CPU in float32."""
-    model.eval()
+    """Logits for uint8 images (N×28×28), in large batches; returned on the CPU in float32.
+
+    Moves ``model`` to ``device`` first: a checkpoint loads on the CPU, its images go to the GPU.
+    """
+    model.to(device).eval()
     loader = DeviceLoader(Split(images, torch.zeros(len(images), dtype=torch.long)), batch_size, device)
     outputs = []
     with _autocast(device):
