@@ -62,6 +62,7 @@ def train(
     label_smoothing: float = typer.Option(0.0, help="Label smoothing."),
     ema_decay: float = typer.Option(0.999, help="EMA decay of the evaluated weights; 0 turns it off."),
     seed: int = typer.Option(0, help="Random seed."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA only; ignored on the CPU)."),
     from_study: Optional[str] = typer.Option(None, "--from-study", help="Retrain this study's best configuration on train + validation."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Storage URL for --from-study."),
 ) -> None:
@@ -77,7 +78,7 @@ def train(
 
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
-        label_smoothing=label_smoothing, ema_decay=ema_decay, seed=seed,
+        label_smoothing=label_smoothing, ema_decay=ema_decay, seed=seed, compile=compile,
     )
     train_model(model, config, data, device, subset, save)
 
