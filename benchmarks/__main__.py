@@ -1,6 +1,8 @@
 """Run every benchmark, print its table and append the output to BENCHMARKS.md with the machine.
 
-    python -m benchmarks [--only train_throughput,search_efficiency,dashboard_latency,storage_overhead]
+    python -m benchmarks [--only train_throughput,search_efficiency,dashboard_latency,storage_overhead,gpu_packing]
+
+gpu_packing runs only where a GPU is visible; `bash benchmarks/gpu.sh` runs the GPU set on its own.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from benchmarks.machine import describe
 
-BENCHMARKS = ("train_throughput", "search_efficiency", "dashboard_latency", "storage_overhead")
+BENCHMARKS = ("train_throughput", "search_efficiency", "dashboard_latency", "storage_overhead", "gpu_packing")
+GPU_ONLY = {"gpu_packing"}
 RESULTS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
@@ -25,6 +30,9 @@ def main() -> None:
     for name in args.only.split(","):
         if not (Path(__file__).parent / f"{name}.py").exists():
             print(f"skipping {name}: not present")
+            continue
+        if name in GPU_ONLY and not torch.cuda.is_available():
+            print(f"skipping {name}: it needs a GPU and none is visible")
             continue
         print(f"== {name}", flush=True)
         done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], capture_output=True, text=True)
