@@ -1,0 +1,48 @@
+"""The dashboard server's fix to optuna-dashboard's search-space cache (see fold_in_only_new_trials)."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import create_trial
+from optuna_dashboard._inmemory_cache import _CachedExtraStudyProperty
+
+from mnist_hpo.dashboards.server import fold_in_only_new_trials
+
+
+def test_search_space_cache_walks_each_finished_trial_once(monkeypatch):
+    fold_in_only_new_trials()  # fails this test, not silently, if optuna-dashboard's class changed
+    walked: list[int] = []
+    original = _CachedExtraStudyProperty._update_search_space
+
+    def counting(self, trial):
+        walked.append(trial.number)
+        original(self, trial)
+
+    monkeypatch.setattr(_CachedExtraStudyProperty, "_update_search_space", counting)
+    study = optuna.create_study()
+    for x in (1.0, 2.0):
+        study.add_trial(create_trial(value=x, params={"x": x}, distributions={"x": FloatDistribution(0, 10)}))
+    cache = _CachedExtraStudyProperty()
+
+    cache.update(study.trials)
+    assert sorted(walked) == [0, 1]
+    walked.clear()
+    cache.update(study.trials)
+    assert walked == []  # upstream walks both again, on every request
+
+    study.add_trial(create_trial(value=3.0, params={"y": 1}, distributions={"y": IntDistribution(0, 5)}))
+    running = study.ask({"x": FloatDistribution(0, 10)})
+    cache.update(study.trials)
+    assert sorted(walked) == [2, 3]
+    walked.clear()
+    cache.update(study.trials)
+    assert walked == [3]  # a running trial can still gain parameters: walked until it finishes
+    study.tell(running, 4.0)
+    walked.clear()
+    cache.update(study.trials)
+    cache.update(study.trials)
+    assert walked == [3]
+
+    assert [name for name, _ in cache.union_search_space] == ["x", "y"]
+    assert cache.intersection_search_space == []
