@@ -94,10 +94,12 @@ def time_calls(server: WSGIServer, study_id: int, n_trials: int, repeats: int) -
     return timings
 
 
-def measure(n_trials: int, repeats: int) -> tuple[float, dict[str, float], dict[str, float]]:
+def measure(n_trials: int, repeats: int) -> tuple[float, float, dict[str, float], dict[str, float]]:
     """Build the study, then time plain optuna-dashboard and `mnist-hpo dashboard` on it, in that order.
 
     Plain comes first because ours patches optuna-dashboard's search-space cache for the process.
+    Ours reads the trials in the background when it starts (as `mnist-hpo dashboard` does); its
+    first load is timed once that read is done, and the read's own time is returned too.
     """
     from optuna_dashboard import wsgi
 
@@ -108,8 +110,11 @@ def measure(n_trials: int, repeats: int) -> tuple[float, dict[str, float], dict[
         build = time.perf_counter() - started
         plain = make_server("127.0.0.1", 0, wsgi(storage.open_storage(url)), handler_class=_Quiet)
         plain_timings = time_calls(plain, study_id, n_trials, repeats)
-        ours, _ = make_dashboard_server(url, artifacts=folder, port=0)
-        return build, plain_timings, time_calls(ours, study_id, n_trials, repeats)
+        started = time.perf_counter()
+        ours, _ = make_dashboard_server(url, artifacts=folder, port=0, warm_up=True)
+        ours.warm_up.join()
+        warm_up = time.perf_counter() - started
+        return build, warm_up, plain_timings, time_calls(ours, study_id, n_trials, repeats)
 
 
 def main() -> None:
@@ -117,9 +122,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    build, plain, ours = measure(args.trials, args.repeats)
+    build, warm_up, plain, ours = measure(args.trials, args.repeats)
     print(f"machine: {describe()}")
     print(f"synthetic study of {args.trials:,} trials written in {build:.1f} s; later loads and polls: median of {args.repeats}")
+    print(f"mnist-hpo dashboard read the trials in {warm_up:.2f} s in the background after starting, before its first load")
     print(f"{'call':<27} {'optuna-dashboard s':>18} {'mnist-hpo dashboard s':>21} {'ratio':>6}")
     for name in plain:
         print(f"{name:<27} {plain[name]:>18.3f} {ours[name]:>21.3f} {plain[name] / ours[name]:>5.2f}x")

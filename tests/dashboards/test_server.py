@@ -46,3 +46,25 @@ def test_search_space_cache_walks_each_finished_trial_once(monkeypatch):
 
     assert [name for name, _ in cache.union_search_space] == ["x", "y"]
     assert cache.intersection_search_space == []
+
+
+def test_start_up_read_fills_the_cache_of_finished_trials(tmp_path):
+    """After the background read, the first page load is served from memory, not the database."""
+    import sqlite3
+
+    from mnist_hpo import storage
+    from mnist_hpo.dashboards.server import read_trials_in_background
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    study = optuna.create_study(study_name="warm", storage=storage.open_storage(url))
+    for x in (1.0, 2.0, 3.0):
+        study.add_trial(create_trial(value=x, params={"x": x}, distributions={"x": FloatDistribution(0, 10)}))
+    cached = optuna.storages.get_storage(storage.open_storage(url, must_exist=True))
+
+    read_trials_in_background(cached).join(timeout=60)
+    with sqlite3.connect(tmp_path / "studies.db") as db:  # behind the cache's back
+        db.execute("UPDATE trial_values SET value = 99.0")
+    served = [t.value for t in cached.get_all_trials(study._study_id, deepcopy=False)]
+    assert served == [1.0, 2.0, 3.0]  # read before the change: the background read filled the cache
+    fresh = optuna.storages.get_storage(storage.open_storage(url, must_exist=True))
+    assert [t.value for t in fresh.get_all_trials(study._study_id, deepcopy=False)] == [99.0] * 3
