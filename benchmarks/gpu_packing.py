@@ -22,8 +22,7 @@ from mnist_hpo.search import SearchRequest, run_search
 from mnist_hpo.search.runner import quiet_optuna
 
 
-def trials_per_hour(workers: int, args: argparse.Namespace, folder: Path) -> tuple[float, int]:
-    on_gpu = args.device != "cpu" and torch.cuda.is_available()
+def trials_per_hour(workers: int, on_gpu: bool, args: argparse.Namespace, folder: Path) -> tuple[float, int]:
     started = time.perf_counter()
     study = run_search(SearchRequest(
         study=f"packing-{workers}", storage=f"journal:{folder}/packing-{workers}.log", artifacts=folder / "artifacts",
@@ -44,13 +43,13 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     quiet_optuna()
+    on_gpu = args.device != "cpu" and torch.cuda.is_available()
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for workers in (int(k) for k in args.packing.split(",")):
-            rows.append((workers, *trials_per_hour(workers, args, Path(folder))))
+            rows.append((workers, *trials_per_hour(workers, on_gpu, args, Path(folder))))
     print(f"machine: {describe()}")
-    where = "one GPU" if args.device != "cpu" and torch.cuda.is_available() else "the CPU"
-    print(f"profile {args.profile}, {args.trials} trials x {args.epochs} epochs, no pruning, workers on {where}")
+    print(f"profile {args.profile}, {args.trials} trials x {args.epochs} epochs, no pruning, workers on {'one GPU' if on_gpu else 'the CPU'}")
     print(f"{'workers':>7} {'trials':>6} {'trials/hour':>12} {'vs 1':>6}")
     base = rows[0][1]
     for workers, rate, done in rows:
