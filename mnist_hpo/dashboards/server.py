@@ -19,6 +19,7 @@ from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.util import setup_testing_defaults
 
 import optuna
 
@@ -36,7 +37,7 @@ REMOTE_WARNING = (
 
 class _ThreadedServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # what optuna-dashboard's own CLI serves with: one thread per request
-    warm_up: threading.Thread | None = None  # the start-up read of every study's trials, if asked for
+    warm_up: threading.Thread | None = None  # the start-up load of every study's page, if asked for
 
 
 class _IPv6Server(_ThreadedServer):
@@ -101,8 +102,8 @@ def make_dashboard_server(
 ) -> tuple[_ThreadedServer, list[str]]:
     """A bound, not yet serving, optuna-dashboard server and the lines to print about it.
 
-    ``port`` 0 picks a free port (``server.server_port`` says which). ``warm_up`` starts reading
-    every study's trials into the cache in the background (``server.warm_up``).
+    ``port`` 0 picks a free port (``server.server_port`` says which). ``warm_up`` starts loading
+    every study's page once in the background (``server.warm_up``), filling the caches.
     """
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be between 1 and 65535, got {port}")
@@ -138,26 +139,31 @@ def make_dashboard_server(
     if remote:
         lines.append(REMOTE_WARNING.format(where=f"{host}:{server.server_port}"))
     if warm_up:
-        server.warm_up = read_trials_in_background(cached)
+        server.warm_up = warm_up_in_background(app, cached)
     where = f"artifacts {folder}" if store is not None else "no artifacts"
     lines.append(f"optuna-dashboard for {storage.mask_url(url)} ({where}) at {url_for(host, server.server_port)}")
     return server, lines
 
 
-def read_trials_in_background(cached: optuna.storages.BaseStorage) -> threading.Thread:
-    """Read every study's trials into Optuna's cache while nobody is waiting for them.
+def warm_up_in_background(app: Any, cached: optuna.storages.BaseStorage) -> threading.Thread:
+    """Load every study's page once, in the background, so that nobody waits for the first load.
 
-    Reading 10,000 trials through the ORM is about 7 s of a 9.6 s first page load on 2 cores
-    (BENCHMARKS.md); started with the server, it is done before most people open the page. A
-    failure here is left to the request that needs the trials, which reads them again and says why.
+    At 10,000 trials on 2 cores a cold first load is about 9.6 s (BENCHMARKS.md): some 7 s of it
+    reading the trials through the ORM into Optuna's cache, the rest optuna-dashboard's first walk
+    over them for its search spaces. Both caches outlive the request, so one request made through
+    the app itself, as soon as the server starts, leaves the first real load as fast as the later
+    ones. A failure is left to the request that needs the page, which reads it again and says why.
     """
 
-    def read() -> None:
+    def load_pages() -> None:
         with contextlib.suppress(Exception):
             for study in cached.get_all_studies():
-                cached.get_all_trials(study._study_id, deepcopy=False)
+                environ: dict[str, Any] = {"PATH_INFO": f"/api/studies/{study._study_id}", "QUERY_STRING": "after=0"}
+                setup_testing_defaults(environ)
+                for _ in app(environ, lambda status, headers, exc_info=None: None):
+                    pass
 
-    thread = threading.Thread(target=read, name="dashboard-warm-up", daemon=True)
+    thread = threading.Thread(target=load_pages, name="dashboard-warm-up", daemon=True)
     thread.start()
     return thread
 

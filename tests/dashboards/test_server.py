@@ -48,23 +48,35 @@ def test_search_space_cache_walks_each_finished_trial_once(monkeypatch):
     assert cache.intersection_search_space == []
 
 
-def test_start_up_read_fills_the_cache_of_finished_trials(tmp_path):
-    """After the background read, the first page load is served from memory, not the database."""
+def test_start_up_load_fills_the_caches_before_the_first_page_load(tmp_path, monkeypatch):
+    """After the background load, the first page load reads no trial from the database and walks none."""
+    import json
     import sqlite3
+    from wsgiref.util import setup_testing_defaults
 
     from mnist_hpo import storage
-    from mnist_hpo.dashboards.server import read_trials_in_background
+    from mnist_hpo.dashboards.server import make_dashboard_server
 
     url = f"sqlite:///{tmp_path / 'studies.db'}"
     study = optuna.create_study(study_name="warm", storage=storage.open_storage(url))
     for x in (1.0, 2.0, 3.0):
         study.add_trial(create_trial(value=x, params={"x": x}, distributions={"x": FloatDistribution(0, 10)}))
-    cached = optuna.storages.get_storage(storage.open_storage(url, must_exist=True))
+    server, _ = make_dashboard_server(url, artifacts=tmp_path, port=0, warm_up=True)
+    try:
+        server.warm_up.join(timeout=60)
+        assert not server.warm_up.is_alive()
+        with sqlite3.connect(tmp_path / "studies.db") as db:  # behind the caches' back
+            db.execute("UPDATE trial_values SET value = 99.0")
+        walked: list[int] = []
+        original = _CachedExtraStudyProperty._update_search_space
+        monkeypatch.setattr(_CachedExtraStudyProperty, "_update_search_space", lambda self, trial: (walked.append(trial.number), original(self, trial)))
 
-    read_trials_in_background(cached).join(timeout=60)
-    with sqlite3.connect(tmp_path / "studies.db") as db:  # behind the cache's back
-        db.execute("UPDATE trial_values SET value = 99.0")
-    served = [t.value for t in cached.get_all_trials(study._study_id, deepcopy=False)]
-    assert served == [1.0, 2.0, 3.0]  # read before the change: the background read filled the cache
+        environ = {"PATH_INFO": f"/api/studies/{study._study_id}", "QUERY_STRING": "after=0"}
+        setup_testing_defaults(environ)
+        page = json.loads(b"".join(server.get_app()(environ, lambda status, headers, exc_info=None: None)))
+    finally:
+        server.server_close()
+    assert [t["values"] for t in page["trials"]] == [[1.0], [2.0], [3.0]]  # read before the change, at start-up
+    assert walked == []  # the search spaces were folded in at start-up too
     fresh = optuna.storages.get_storage(storage.open_storage(url, must_exist=True))
     assert [t.value for t in fresh.get_all_trials(study._study_id, deepcopy=False)] == [99.0] * 3
