@@ -38,8 +38,8 @@ PROFILES: dict[str, Profile] = {
     ),
     "quick": Profile(
         "quick",
-        "CPU default: 8k training images, the family at a quarter of M3's width or less, 3 epochs, as many trials as fit in 10 min (up to 40)",
-        data="mnist", train_subset=8000, epochs=3, n_trials=40, timeout=600,
+        "CPU default: 24k training images, the family at a quarter of M3's width or less, 2 epochs, as many trials as fit in 10 min (up to 40)",
+        data="mnist", train_subset=24000, epochs=2, n_trials=40, timeout=600,
         space={
             "first_channels": {"low": 4, "high": 12, "step": 4},
             "growth": {"low": 4, "high": 8, "step": 4},
