@@ -43,7 +43,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for seed in range(args.seeds):
             for pruner in PRUNERS:  # interleaved, so machine drift hits every pruner alike
-                results[pruner].append(one_study(pruner, seed, args, Path(folder)))
+                epochs, wall, accuracy = one_study(pruner, seed, args, Path(folder))
+                results[pruner].append((epochs, wall, accuracy))
+                print(f"seed {seed} pruner {pruner}: {epochs} epochs, {wall:.0f} s, best val {100 * accuracy:.2f}%", flush=True)
     print(f"machine: {describe()}")
     print(f"profile {args.profile}, {args.trials} trials x up to {args.epochs} epochs, {args.seeds} seeds (medians)")
     print(f"{'pruner':<10} {'epochs':>7} {'wall s':>7} {'best val %':>10} {'epochs saved':>13} {'accuracy change':>16}")
