@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 console = Console(highlight=False, soft_wrap=True, markup=False)
+
+
+class TimeLeftColumn(TimeRemainingColumn):
+    """Rich's ETA from the rate of finished trials, capped by the task's ``deadline`` field if it has one.
+
+    A search with a time budget (the quick study: up to 40 trials or 10 minutes) ends at its
+    deadline, long before the rate of its first trials says; ``deadline`` is on the bar's clock.
+    """
+
+    def render(self, task: Task) -> Text:
+        deadline = task.fields.get("deadline")
+        if deadline is None or task.finished:
+            return super().render(task)
+        left = max(0.0, deadline - task.get_time())
+        if task.time_remaining is not None:
+            left = min(left, task.time_remaining)
+        minutes, seconds = divmod(int(left), 60)
+        return Text(f"{minutes // 60:d}:{minutes % 60:02d}:{seconds:02d}", style="progress.remaining")
 
 
 def progress() -> Progress:
@@ -16,7 +35,7 @@ def progress() -> Progress:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("ETA"),
-        TimeRemainingColumn(),
+        TimeLeftColumn(),
         console=console,
         transient=True,
     )
