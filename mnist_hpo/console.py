@@ -10,17 +10,17 @@ console = Console(highlight=False, soft_wrap=True, markup=False)
 
 
 class TimeLeftColumn(TimeRemainingColumn):
-    """Rich's ETA from the rate of finished trials, capped by the task's ``deadline`` field if it has one.
+    """Rich's ETA from the rate of finished trials, capped by the task's ``timeout`` field if it has one.
 
-    A search with a time budget (the quick study: up to 40 trials or 10 minutes) ends at its
-    deadline, long before the rate of its first trials says; ``deadline`` is on the bar's clock.
+    A search with a time budget (the quick study: up to 40 trials or 10 minutes) ends that many
+    seconds after its task started, long before the rate of its first trials says.
     """
 
     def render(self, task: Task) -> Text:
-        deadline = task.fields.get("deadline")
-        if deadline is None or task.finished:
+        timeout = task.fields.get("timeout")
+        if not timeout or task.finished or task.start_time is None:
             return super().render(task)
-        left = max(0.0, deadline - task.get_time())
+        left = max(0.0, task.start_time + timeout - task.get_time())
         if task.time_remaining is not None:
             left = min(left, task.time_remaining)
         minutes, seconds = divmod(int(left), 60)

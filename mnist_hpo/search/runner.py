@@ -180,7 +180,7 @@ def _optimize(study: optuna.Study, objective: Objective, n_trials: int, timeout:
     budget = f"{n_trials} trials" + (f" or {timeout:.0f} s" if timeout else "")
     console.print(f"running up to {budget} on {objective.device} ({len(objective.splits.train):,} training images, {settings.epochs} epochs max)")
     with progress() as bar:
-        task = bar.add_task("trials", total=n_trials, deadline=bar.get_time() + timeout if timeout else None)
+        task = bar.add_task("trials", total=n_trials, timeout=timeout)
 
         def on_epoch(trial: optuna.Trial, report) -> None:
             bar.update(task, description=f"trial {trial.number} epoch {report.epoch}/{settings.epochs} (validation {100 * report.val_accuracy:.2f}%)")

@@ -825,7 +825,7 @@ def work(
     )
     interrupts = Interrupts()
     with interrupts.installed(), progress() as bar:
-        task = bar.add_task("trials", total=None, deadline=bar.get_time() + timeout if timeout else None)
+        task = bar.add_task("trials", total=None, timeout=timeout)
 
         def on_poll(view: BudgetView) -> None:
             bar.update(task, total=view.budget, completed=view.finished)
@@ -1033,7 +1033,7 @@ def launch_workers(
     reported: set[int] = {t.number for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL))}
     interrupted = False
     with progress() as bar:
-        task = bar.add_task("trials", total=budget, deadline=bar.get_time() + timeout if timeout else None)
+        task = bar.add_task("trials", total=budget, timeout=timeout)
 
         def sweep() -> None:
             trials = study.get_trials(deepcopy=False)
