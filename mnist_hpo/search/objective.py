@@ -76,7 +76,10 @@ class Objective:
                     raise optuna.TrialPruned()
                 return
             trial.report(report.val_accuracy, report.epoch)
-            if trial.should_prune():
+            # After the last epoch there is nothing left to save: pruning then would only throw the
+            # finished result away (Hyperband and successive halving place a rung there when the
+            # epoch count is a power of the reduction factor, e.g. 3, 9 or 27).
+            if report.epoch < config.epochs and trial.should_prune():
                 trial.set_user_attr("stopped", f"pruned after epoch {report.epoch}")
                 raise optuna.TrialPruned()
 
