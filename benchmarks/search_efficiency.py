@@ -5,6 +5,7 @@ seeds) and the ratio of epochs against no pruning. Target: >= 3x fewer epochs at
 percentage points lower best validation accuracy.
 
     python -m benchmarks.search_efficiency [--profile smoke] [--trials 12] [--epochs 6] [--seeds 3]
+        [--pruners none,median,hyperband]
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from benchmarks.machine import describe
 from mnist_hpo.search import SearchRequest, run_search
 
-PRUNERS = ("none", "median", "hyperband")
+DEFAULT_PRUNERS = "none,median,hyperband"
 
 
 def one_study(pruner: str, seed: int, args: argparse.Namespace, folder: Path) -> tuple[int, float, float]:
@@ -38,11 +39,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--pruners", default=DEFAULT_PRUNERS, help="comma-separated; 'none' is the baseline and always runs")
     args = parser.parse_args()
-    results: dict[str, list[tuple[int, float, float]]] = {p: [] for p in PRUNERS}
+    pruners = ["none", *(p for p in args.pruners.split(",") if p and p != "none")]
+    results: dict[str, list[tuple[int, float, float]]] = {p: [] for p in pruners}
     with tempfile.TemporaryDirectory() as folder:
         for seed in range(args.seeds):
-            for pruner in PRUNERS:  # interleaved, so machine drift hits every pruner alike
+            for pruner in pruners:  # interleaved, so machine drift hits every pruner alike
                 epochs, wall, accuracy = one_study(pruner, seed, args, Path(folder))
                 results[pruner].append((epochs, wall, accuracy))
                 print(f"seed {seed} pruner {pruner}: {epochs} epochs, {wall:.0f} s, best val {100 * accuracy:.2f}%", flush=True)
