@@ -147,5 +147,6 @@ def main() -> None:
         cells = (f"{b[0] / epochs:.2f}x {100 * (best - b[1]):+.2f}pp" for (epochs, best), b in zip(runs, replays["none"]))
         print(f"{pruner:<10} " + " | ".join(cells))
 
+
 if __name__ == "__main__":
     main()
