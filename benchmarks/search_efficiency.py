@@ -39,7 +39,7 @@ from mnist_hpo.data import Split, load_mnist
 from mnist_hpo.search import SearchRequest, run_search
 from mnist_hpo.search.results import trial_checkpoint
 from mnist_hpo.search.runner import make_pruner
-from mnist_hpo.trainer import predict_logits
+from mnist_hpo.trainer import evaluate
 
 DEFAULT_PRUNERS = "none,median,hyperband"
 
@@ -66,8 +66,7 @@ def one_study(pruner: str, seed: int, args: argparse.Namespace, folder: Path, te
         trials = study.trials
         wall = (trials[-1].datetime_complete - trials[0].datetime_start).total_seconds()
     model, _ = trial_checkpoint(study, study.best_trial, folder / "artifacts")
-    predicted = predict_logits(model, test.images, torch.device("cpu")).argmax(1)
-    test_accuracy = (predicted == test.labels).float().mean().item()
+    test_accuracy = evaluate(model, test, torch.device("cpu"))
     epochs = sum(t.user_attrs.get("epochs_run", 0) for t in study.trials)
     return StudyResult(epochs, wall, study.best_value, test_accuracy, study.trials)
 
