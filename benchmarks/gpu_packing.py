@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.machine import describe
-from mnist_hpo.search import SearchRequest, run_search
-from mnist_hpo.search.runner import quiet_optuna
+from mnist_hpo.commands.search import search as run_search
+from mnist_hpo.search import SearchRequest, quiet_optuna
 
 
 def trials_per_hour(workers: int, on_gpu: bool, args: argparse.Namespace, folder: Path) -> tuple[float, int]:

@@ -36,9 +36,10 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmarks.machine import describe
 from mnist_hpo import storage
 from mnist_hpo.data import Split, load_mnist
-from mnist_hpo.search import SearchRequest, run_search
-from mnist_hpo.search.results import trial_checkpoint
-from mnist_hpo.search.runner import make_pruner
+from mnist_hpo.commands._trials import trial_model
+from mnist_hpo.commands.search import search as run_search
+from mnist_hpo.search import SearchRequest
+from mnist_hpo.search.pruners import make_pruner
 from mnist_hpo.trainer import evaluate
 
 DEFAULT_PRUNERS = "none,median,hyperband"
@@ -65,7 +66,7 @@ def one_study(pruner: str, seed: int, args: argparse.Namespace, folder: Path, te
     else:
         trials = study.trials
         wall = (trials[-1].datetime_complete - trials[0].datetime_start).total_seconds()
-    model, _ = trial_checkpoint(study, study.best_trial, folder / "artifacts")
+    model, _ = trial_model(storage.open_storage(url), study, study.best_trial, folder / "artifacts")
     test_accuracy = evaluate(model, test, torch.device("cpu"))
     epochs = sum(t.user_attrs.get("epochs_run", 0) for t in study.trials)
     return StudyResult(epochs, wall, study.best_value, test_accuracy, study.trials)

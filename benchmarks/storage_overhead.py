@@ -1,7 +1,7 @@
 """Storage overhead per trial: the worker loop with a trivial objective, 1 and 8 processes, four storages.
 
 Each configuration creates a study with a global budget, starts K processes that run the real
-worker loop (mnist_hpo.search.worker.Worker: take a waiting trial, heartbeat, run, tell, check the
+worker loop (mnist_hpo.search.Worker, the one trial engine: take a waiting trial, heartbeat, run, tell, check the
 budget, look for dead workers) on an objective that does no work but talks to the storage like a
 trial does (3 parameters, 3 reported epochs with pruning checks, a user attribute), and measures:
 
@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "distributed"))  # the throwaway PostgreSQL server of the tests
+sys.path.insert(0, str(ROOT / "tests"))  # the throwaway PostgreSQL server of the tests
 
 HEARTBEAT_S, GRACE_S = 10, 60  # the defaults: one synchronous heartbeat per trial, the thread's rarely
 
@@ -63,11 +63,10 @@ def child(url: str, study_name: str, ready, start_at, results) -> None:
     _quiet()
     import optuna
 
-    from mnist_hpo import storage
-    from mnist_hpo.search.worker import Faults, Worker, open_worker_storage
+    from mnist_hpo.search import Faults, Worker, open_for_workers
 
     faults = Faults(HEARTBEAT_S, GRACE_S, 3).validated()
-    rdb = open_worker_storage(url, faults) if not url.startswith("grpc://") else storage.open_storage(url)
+    rdb = open_for_workers(url, faults)
     study = optuna.load_study(study_name=study_name, storage=rdb, sampler=optuna.samplers.RandomSampler(seed=os.getpid()),
                               pruner=optuna.pruners.NopPruner())
     study.get_trials(deepcopy=False)  # warm the connection and the cache outside the timing
@@ -77,22 +76,20 @@ def child(url: str, study_name: str, ready, start_at, results) -> None:
     while time.time() < start_at.value:
         time.sleep(0.001)
     started = time.perf_counter()
-    worker = Worker(study, objective, faults)
+    worker = Worker(study, rdb, objective, faults)
     error = ""
     try:
         worker.run()
     except BaseException as exc:  # noqa: BLE001 - counted and reported
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
     results.put({"pid": os.getpid(), "seconds": time.perf_counter() - started, "ran": worker.report.ran,
-                 "failed": worker.report.failed, "dropped": worker.report.dropped, "error": error})
+                 "failed": worker.report.failed, "dropped": worker.report.refused, "error": error})
 
 
 def measure(url: str, workers: int, trials: int, label: str) -> dict:
     _quiet()
     from mnist_hpo import storage
-    from mnist_hpo.search.profiles import get_profile
-    from mnist_hpo.search.runner import SearchRequest, new_settings
-    from mnist_hpo.search.worker import budget_view, ensure_budget_study
+    from mnist_hpo.search import SearchRequest, budget_view, ensure_budget_study, get_profile, new_settings
 
     name = f"overhead-{label}-{workers}"
     settings = new_settings(SearchRequest(profile="smoke"), get_profile("smoke", False))
@@ -110,7 +107,7 @@ def measure(url: str, workers: int, trials: int, label: str) -> dict:
     outcomes = [results.get(timeout=600) for _ in processes]
     for process in processes:
         process.join(timeout=60)
-    view = budget_view(study, trials)
+    view = budget_view(rdb, rdb.get_study_id_from_name(name), trials)
     done = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete and t.datetime_start]
     wall = max(t.datetime_complete.timestamp() for t in done) - start_at.value
     latency = statistics.median((t.datetime_complete - t.datetime_start).total_seconds() for t in done)

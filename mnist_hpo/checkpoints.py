@@ -10,17 +10,16 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
-import platform
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-import mnist_hpo
 from mnist_hpo.errors import UserError
 from mnist_hpo.files import atomic_write
 from mnist_hpo.models import build_model
+from mnist_hpo.versions import library_versions
 
 FORMAT = "mnist-hpo-checkpoint"
 FORMAT_VERSION = 1
@@ -28,20 +27,6 @@ FORMAT_VERSION = 1
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt, not ours or for another architecture."""
-
-
-def library_versions() -> dict[str, str]:
-    import optuna
-    import torchvision
-
-    versions = {
-        "mnist_hpo": mnist_hpo.__version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "optuna": optuna.__version__,
-        "python": platform.python_version(),
-    }
-    return {name: str(version) for name, version in versions.items()}  # torch's is a str subclass weights_only refuses
 
 
 def checkpoint_bytes(model: nn.Module, spec: dict, metrics: dict[str, float] | None = None, extra: dict | None = None) -> bytes:

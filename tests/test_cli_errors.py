@@ -191,7 +191,7 @@ def test_train_unknown_model_is_reported_before_any_data_is_loaded(tmp_path, mon
     $MNIST_HPO_DATA is unwritable, so today the fetch attempt's DataError comes first."""
     from mnist_hpo.errors import ModelError
     from mnist_hpo.trainer import TrainConfig
-    from mnist_hpo.workflows import train_model
+    from mnist_hpo.commands.train import train_model
 
     monkeypatch.setenv("MNIST_HPO_DATA", cli_env(tmp_path)["MNIST_HPO_DATA"])
     with pytest.raises(ModelError, match="unknown model 'nope'"):

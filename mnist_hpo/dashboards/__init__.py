@@ -1,30 +1,22 @@
 """What a study looks like: pictures and notes per trial, optuna-dashboard, and an offline HTML report.
 
-This layer reads the storage (and builds models from their specs for the notes); the search calls
-``publish_trial`` at the end of every trial. Names are imported on first use, so `mnist-hpo
-dashboard` starts without loading torch, and matplotlib/plotly load only where they draw.
+This layer reads the storage (and the search's settings and space for the notes). The search
+commands hand ``publish_trial`` to the objective as its "trial finished" hook; the search itself
+never imports this package. Names load on first use, so `mnist-hpo dashboard` starts without
+torch, and matplotlib/plotly load only where they draw.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mnist_hpo._lazy import lazy_names
 
 if TYPE_CHECKING:
     from mnist_hpo.dashboards.publish import ensure_study_note, publish_trial
     from mnist_hpo.dashboards.report import write_report
     from mnist_hpo.dashboards.server import serve_dashboard
 
-_WHERE = {
-    "ensure_study_note": "publish",
-    "publish_trial": "publish",
-    "write_report": "report",
-    "serve_dashboard": "server",
-}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"mnist_hpo.dashboards.{_WHERE[name]}"), name)
+_WHERE = {"ensure_study_note": "publish", "publish_trial": "publish", "write_report": "report", "serve_dashboard": "server"}
+__all__ = ["ensure_study_note", "publish_trial", "serve_dashboard", "write_report"]
+__getattr__ = lazy_names(__name__, _WHERE)

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from mnist_hpo.models import build_model
+from mnist_hpo.search.settings import ATTR as SETTINGS_ATTR
+from mnist_hpo.search.space import Space
 
-SETTINGS_ATTR = "mnist_hpo"  # the study user attribute mnist_hpo.search.settings writes (StudySettings.save)
 METRIC_NAMES = {"accuracy": "validation accuracy", "params": "parameters"}
 
 
@@ -170,18 +171,6 @@ def trial_note(
 # ------------------------------------------------------------------------------------------- study
 
 
-def _describe_param(param: Mapping[str, Any]) -> str:
-    if param.get("dropped"):
-        return f"dropped (uses {param.get('default')!r})"
-    if param.get("fixed") is not None:
-        return f"fixed at {param['fixed']!r}"
-    if param.get("kind") == "categorical":
-        return "one of " + ", ".join(repr(c) for c in param.get("choices") or ())
-    scale = ", log" if param.get("log") else ""
-    step = f", step {param['step']}" if param.get("step") and param["step"] > 1 else ""
-    return f"{param.get('kind')} in [{_number(param.get('low'))}, {_number(param.get('high'))}]{scale}{step}"
-
-
 def study_note(name: str, user_attrs: Mapping[str, Any]) -> str:
     """The study's markdown note: how it was launched, its settings, its data, its search space."""
     settings = user_attrs.get(SETTINGS_ATTR) or {}
@@ -200,7 +189,7 @@ def study_note(name: str, user_attrs: Mapping[str, Any]) -> str:
         parts.append(_table(("setting", "value"), [(k, ", ".join(v) if isinstance(v, list) else v) for k, v in rows], "ll"))
     space = settings.get("space") or {}
     if space:
-        parts += ["### Search space", _table(("parameter", "searched as"), [(k, _describe_param(v)) for k, v in space.items()], "ll")]
+        parts += ["### Search space", _table(("parameter", "searched as"), Space.from_dict(space).describe(), "ll")]
     parts.append("Trial 0 is the published configuration. Trials are chosen on the validation split; "
                  "the test set is only reported (`mnist-hpo best --test`), labelled as test.")
     return "\n\n".join(parts) + "\n"

@@ -24,8 +24,8 @@ from optuna.trial import FrozenTrial, TrialState
 from mnist_hpo import storage
 from mnist_hpo.console import console
 from mnist_hpo.dashboards import figures
-from mnist_hpo.dashboards.notes import SETTINGS_ATTR
 from mnist_hpo.errors import UserError
+from mnist_hpo.search.settings import ATTR as SETTINGS_ATTR
 
 TOP_TRIALS = 10
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -53,7 +53,7 @@ def write_report(storage_url: str | None, study_name: str, out: str | Path, arti
     study = storage.load_study(rdb, study_name)
     folder = Path(artifacts if artifacts is not None else storage.DEFAULT_ARTIFACTS).expanduser()
     store = storage.AtomicFileSystemArtifactStore(folder) if folder.is_dir() else None
-    document = render_report(study, store, artifacts_folder=folder)
+    document = render_report(study, rdb, store, artifacts_folder=folder)
     _atomic_write_text(out, document)
     trials = study.get_trials(deepcopy=False)
     complete = sum(t.state == TrialState.COMPLETE for t in trials)
@@ -78,8 +78,8 @@ def _atomic_write_text(path: Path, text: str) -> None:
 # ------------------------------------------------------------------------------------------ render
 
 
-def render_report(study: optuna.Study, store: Any = None, artifacts_folder: Path | None = None) -> str:
-    """The whole HTML document for ``study``; ``store`` (an artifact store) supplies the pictures."""
+def render_report(study: optuna.Study, storage_handle: Any, store: Any = None, artifacts_folder: Path | None = None) -> str:
+    """The whole HTML document for ``study`` (opened from ``storage_handle``); ``store`` (an artifact store) supplies the pictures."""
     from plotly.offline import get_plotlyjs
 
     trials = study.get_trials(deepcopy=False)
@@ -93,7 +93,7 @@ def render_report(study: optuna.Study, store: Any = None, artifacts_folder: Path
         _honest_numbers(study, ranked, multi),
         _figures_section(study, complete, multi),
         _top_trials(ranked, multi),
-        _best_pictures(study, ranked, store, artifacts_folder),
+        _best_pictures(storage_handle, ranked, store, artifacts_folder),
     ]
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -266,7 +266,7 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _best_pictures(study: optuna.Study, ranked: list[FrozenTrial], store: Any, folder: Path | None) -> str:
+def _best_pictures(storage_handle: Any, ranked: list[FrozenTrial], store: Any, folder: Path | None) -> str:
     if not ranked:
         return ""
     best = ranked[0]
@@ -279,7 +279,7 @@ def _best_pictures(study: optuna.Study, ranked: list[FrozenTrial], store: Any, f
     for name, alt in ((figures.CONFUSION, "confusion matrix on the validation split"),
                       (figures.MISCLASSIFIED, "misclassified validation digits, predicted / true"),
                       (figures.CURVES, "learning curves")):
-        artifact_id = storage.find_artifact(study, best, name)
+        artifact_id = storage.find_artifact(storage_handle, best, name)
         if artifact_id is None:
             continue
         try:

@@ -25,6 +25,7 @@ import optuna
 
 from mnist_hpo import storage
 from mnist_hpo.console import console
+from mnist_hpo.dashboards._speedup import fold_in_only_new_trials
 from mnist_hpo.errors import UserError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -126,7 +127,7 @@ def make_dashboard_server(
 
     from optuna_dashboard import wsgi
 
-    fold_in_only_new_trials()
+    lines += fold_in_only_new_trials()
     # Optuna's cache of finished trials (what a Study wraps an RDBStorage in): optuna-dashboard
     # re-reads a study's trials every 10 s, and without it that is every trial, every time.
     cached = optuna.storages.get_storage(rdb)
@@ -158,7 +159,7 @@ def warm_up_in_background(app: Any, cached: optuna.storages.BaseStorage) -> thre
     def load_pages() -> None:
         with contextlib.suppress(Exception):
             for study in cached.get_all_studies():
-                environ: dict[str, Any] = {"PATH_INFO": f"/api/studies/{study._study_id}", "QUERY_STRING": "after=0"}
+                environ: dict[str, Any] = {"PATH_INFO": f"/api/studies/{cached.get_study_id_from_name(study.study_name)}", "QUERY_STRING": "after=0"}
                 setup_testing_defaults(environ)
                 for _ in app(environ, lambda status, headers, exc_info=None: None):
                     pass
@@ -166,42 +167,6 @@ def warm_up_in_background(app: Any, cached: optuna.storages.BaseStorage) -> thre
     thread = threading.Thread(target=load_pages, name="dashboard-warm-up", daemon=True)
     thread.start()
     return thread
-
-
-def fold_in_only_new_trials() -> None:
-    """Make optuna-dashboard's search-space cache skip the trials it has already folded in.
-
-    optuna-dashboard 0.21 walks every trial of a study on each study-page request, polls
-    included, once all of them are finished: its cursor only ever moves to an unfinished trial.
-    At 10,000 trials that walk is about 40 % of each request (BENCHMARKS.md). Folding a finished
-    trial into the union and intersection search spaces twice changes nothing, so starting the
-    next walk after the newest trial seen is safe. Left alone if optuna-dashboard's class changes.
-    """
-    from optuna.trial import TrialState
-
-    try:
-        from optuna_dashboard._inmemory_cache import _CachedExtraStudyProperty as cache
-    except ImportError:
-        return
-    steps = ("_update_user_attrs", "_update_intermediate_values", "_update_search_space")
-    if getattr(cache, "_mnist_hpo_patched", False) or "_cursor" not in vars(cache()) or not all(hasattr(cache, n) for n in steps):
-        return
-
-    def update(self: Any, trials: list) -> None:
-        next_cursor = trials[-1].number + 1 if trials else self._cursor  # the upstream code keeps -1 here
-        for trial in reversed(trials):
-            if self._cursor > trial.number:
-                break
-            if not trial.state.is_finished():
-                next_cursor = trial.number  # walk again from the oldest trial still running
-            self._update_user_attrs(trial)
-            if trial.state != TrialState.FAIL:
-                self._update_intermediate_values(trial)
-                self._update_search_space(trial)
-        self._cursor = next_cursor
-
-    cache.update = update
-    cache._mnist_hpo_patched = True
 
 
 def serve_dashboard(

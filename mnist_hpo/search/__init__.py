@@ -1,17 +1,75 @@
-"""Optuna studies over the paper's CNN family: the space, the objective, the runner and results."""
+"""Optuna studies over the paper's CNN family: the space, the objective, and the one trial engine.
 
-from mnist_hpo.search.results import build_ensemble, export_trial, show_best, show_status, train_from_study
-from mnist_hpo.search.runner import SearchRequest, run_search, show_space
-from mnist_hpo.search.space import Space
+This layer joins the trainer, the storage and Optuna. Names are imported on first use, so a command
+that only reads a study (`status`) starts without loading torch.
+"""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mnist_hpo._lazy import lazy_names
+
+if TYPE_CHECKING:
+    from mnist_hpo.search._budget import BudgetView, budget_view, ensure_budget_study
+    from mnist_hpo.search._display import baseline_comparison, print_outcome, trial_line
+    from mnist_hpo.search._engine import Worker, WorkerReport
+    from mnist_hpo.search._launcher import in_process, launch_workers, plan_slots, refuse_shared_sqlite
+    from mnist_hpo.search._prepare import SearchRequest, create_budget, new_settings, resolve_profile, search_budget
+    from mnist_hpo.search._retries import Faults, RetryDeadTrial, retry_history
+    from mnist_hpo.search._run import open_for_workers, quiet_optuna, study_settings, work
+    from mnist_hpo.search.objective import MODEL_ARTIFACT, Objective, TrialEnd
+    from mnist_hpo.search.profiles import PROFILES, get_profile
+    from mnist_hpo.search.settings import StudySettings
+    from mnist_hpo.search.space import Space, load_space_file
+
+_WHERE = {
+    "BudgetView": "_budget", "budget_view": "_budget", "ensure_budget_study": "_budget",
+    "baseline_comparison": "_display", "print_outcome": "_display", "trial_line": "_display",
+    "Worker": "_engine", "WorkerReport": "_engine",
+    "in_process": "_launcher", "launch_workers": "_launcher", "plan_slots": "_launcher", "refuse_shared_sqlite": "_launcher",
+    "SearchRequest": "_prepare", "create_budget": "_prepare", "new_settings": "_prepare", "resolve_profile": "_prepare",
+    "search_budget": "_prepare",
+    "Faults": "_retries", "RetryDeadTrial": "_retries", "retry_history": "_retries",
+    "open_for_workers": "_run", "quiet_optuna": "_run", "study_settings": "_run", "work": "_run",
+    "MODEL_ARTIFACT": "objective", "Objective": "objective", "TrialEnd": "objective",
+    "PROFILES": "profiles", "get_profile": "profiles",
+    "StudySettings": "settings",
+    "Space": "space", "load_space_file": "space",
+}
 __all__ = [
+    "BudgetView",
+    "Faults",
+    "MODEL_ARTIFACT",
+    "Objective",
+    "PROFILES",
+    "RetryDeadTrial",
     "SearchRequest",
     "Space",
-    "build_ensemble",
-    "export_trial",
-    "run_search",
-    "show_best",
-    "show_space",
-    "show_status",
-    "train_from_study",
+    "StudySettings",
+    "TrialEnd",
+    "Worker",
+    "WorkerReport",
+    "baseline_comparison",
+    "budget_view",
+    "create_budget",
+    "ensure_budget_study",
+    "get_profile",
+    "in_process",
+    "launch_workers",
+    "load_space_file",
+    "new_settings",
+    "open_for_workers",
+    "plan_slots",
+    "print_outcome",
+    "quiet_optuna",
+    "refuse_shared_sqlite",
+    "resolve_profile",
+    "retry_history",
+    "search_budget",
+    "study_settings",
+    "trial_line",
+    "work",
 ]
+__getattr__ = lazy_names(__name__, _WHERE)
+

@@ -1,32 +1,54 @@
-"""The objective: build the trial's network, train it, report every epoch, keep its checkpoint."""
+"""The objective: build the trial's network, train it, judge it every epoch, keep its checkpoint.
+
+It knows the trainer and the models, and Optuna's trial; the dashboard's pictures and notes come
+from the ``on_finish`` hook the command wires in, so this layer never imports ``dashboards``.
+A retried trial continues from the last training state of the trial it replaces; if that state is
+missing or unreadable it starts over and says so.
+"""
 
 from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass, replace
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import optuna
 import torch
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-from mnist_hpo import storage
-from mnist_hpo.checkpoints import checkpoint_bytes, library_versions
-from mnist_hpo.dashboards import publish_trial
-from mnist_hpo.data import Splits
+from mnist_hpo import storage as stores
+from mnist_hpo.checkpoints import checkpoint_bytes
+from mnist_hpo.console import console
+from mnist_hpo.data import Split, Splits
 from mnist_hpo.errors import TrainingDiverged
 from mnist_hpo.models import build_model, count_parameters, mult_adds
 from mnist_hpo.search.settings import StudySettings
 from mnist_hpo.search.space import Space
-from mnist_hpo.trainer import EpochReport, TrainConfig, train
+from mnist_hpo.trainer import EpochReport, TrainConfig, TrainResult, train
+from mnist_hpo.versions import library_versions
 
-MODEL_ARTIFACT = "model.pt"  # the trial's best evaluated weights: what export, best and ensemble read
+MODEL_ARTIFACT = "model.pt"  # the trial's kept weights (best validation epoch): what export, best and ensemble read
 
 
 def resume_key(study_name: str, trial_number: int) -> str:
     """Where a trial's full training state lives in the artifact store while it may be retried."""
     return f"resume-{study_name}-{trial_number}.pt"
+
+
+@dataclass
+class TrialEnd:
+    """What a finished trial leaves for whoever shows it (the dashboard publisher)."""
+
+    curve: list[dict[str, float]]
+    result: TrainResult | None  # None when the trial was pruned or diverged
+    val: Split
+    stopped: str | None  # why it ended early, if it did
+    epochs: int  # the study's maximum
+    artifacts: Any  # the artifact store the trial writes to
+
+
+EpochJudge = Callable[[optuna.Trial, EpochReport, int, bool], str | None]  # (trial, epoch, parameters, last) -> why stop
 
 
 @dataclass
@@ -36,23 +58,26 @@ class Objective:
     device: torch.device
     artifacts: Any  # an Optuna artifact store
     seed: int = 0
-    on_epoch: Callable[[optuna.Trial, EpochReport], None] | None = None
+    on_epoch: Callable[[optuna.Trial, EpochReport], None] | None = None  # progress display
+    on_finish: Callable[[optuna.Trial, TrialEnd], None] | None = None  # pictures and notes
+    judge: EpochJudge | None = None  # stops a trial after an epoch; default: the study's pruner
+    _space: Space = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._space = Space.from_dict(self.settings.space)
+        if self.judge is None:
+            from mnist_hpo.search.pruners import judge_for
+
+            self.judge = judge_for(self.settings)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
-        space = Space.from_dict(self.settings.space)
-        family, sampled = space.sample(trial)
+        family, sampled = self._space.sample(trial)
         spec = {"name": "family", "config": family.to_dict()}
         config = replace(TrainConfig(epochs=self.settings.epochs, seed=self.seed + trial.number), **sampled)
         torch.manual_seed(config.seed)
         model = build_model(spec)
         parameters = count_parameters(model)
-        trial.set_user_attr("model_spec", spec)
-        trial.set_user_attr("parameters", parameters)
-        trial.set_user_attr("mult_adds", mult_adds(model))
-        trial.set_user_attr("device", str(self.device) + (f" ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda" else ""))
-        trial.set_user_attr("seed", config.seed)
-        trial.set_user_attr("train_config", config.to_dict())
-        trial.set_user_attr("versions", library_versions())
+        stores.ride_out(self._describe, trial, spec, model, parameters, config)
         if self.settings.max_params and parameters > self.settings.max_params:
             trial.set_user_attr("stopped", f"over the parameter budget ({parameters:,} > {self.settings.max_params:,}); not trained")
             trial.set_user_attr("epochs_run", 0)
@@ -61,72 +86,95 @@ class Objective:
         resume = self._resume_state(trial)
         started = time.perf_counter()
         curve: list[dict[str, float]] = []
+        on_epoch = self._epoch_hook(trial, curve, parameters, config.epochs)
 
-        def on_epoch(report: EpochReport) -> None:
-            curve.append({"epoch": report.epoch, "train_loss": report.train_loss, "val_accuracy": report.val_accuracy})
-            trial.set_user_attr("epochs_run", report.epoch)
-            trial.set_user_attr("learning_curve", curve)
-            trial.set_user_attr("images_per_s", round(report.images_per_s, 1))
-            if self.on_epoch:
-                self.on_epoch(trial, report)
-            if self.settings.multi_objective:
-                # Optuna cannot prune multi-objective studies (optuna#3450): a threshold stops hopeless trials.
-                if report.val_accuracy < self.settings.min_accuracy:
-                    trial.set_user_attr("stopped", f"validation accuracy {report.val_accuracy:.4f} < {self.settings.min_accuracy} after epoch {report.epoch}")
-                    raise optuna.TrialPruned()
-                return
-            trial.report(report.val_accuracy, report.epoch)
-            # After the last epoch there is nothing left to save: pruning then would only throw the
-            # finished result away (Hyperband and successive halving place a rung there when the
-            # epoch count is a power of the reduction factor, e.g. 3, 9 or 27).
-            if report.epoch < config.epochs and trial.should_prune():
-                trial.set_user_attr("stopped", f"pruned after epoch {report.epoch}")
-                raise optuna.TrialPruned()
-
-        def on_improve(state: dict[str, Any]) -> None:
+        def on_checkpoint(state: dict[str, Any]) -> None:
             buffer = io.BytesIO()
             torch.save(state, buffer)
-            self.artifacts.write(resume_key(trial.study.study_name, trial.number), io.BytesIO(buffer.getvalue()))
+            stores.write_blob(self.artifacts, resume_key(trial.study.study_name, trial.number), buffer.getvalue())
 
         try:
-            result = train(model, self.splits.train, self.splits.val, config, self.device, on_epoch=on_epoch, on_improve=on_improve, resume=resume)
+            result = train(model, self.splits.train, config, self.device, val=self.splits.val, on_epoch=on_epoch,
+                           on_checkpoint=on_checkpoint, resume=resume)
         except (TrainingDiverged, optuna.TrialPruned) as exc:
-            publish_trial(trial, self.artifacts, curve, stopped=str(exc) or None)  # learning curves + note
-            # Finished for good (pruned or diverged): its resume state is no longer needed. A trial
-            # that dies or is interrupted keeps it, so that a retry can continue from it.
-            self._forget_resume_state(trial)
+            stopped = str(exc) or "pruned"
+            self._finish(trial, TrialEnd(curve, None, self.splits.val, stopped, self.settings.epochs, self.artifacts))
             if isinstance(exc, TrainingDiverged):
-                trial.set_user_attr("stopped", str(exc))
-                raise optuna.TrialPruned(str(exc)) from None
+                trial.set_user_attr("stopped", stopped)
+                raise optuna.TrialPruned(stopped) from None
             raise
         finally:
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
 
-        metrics = {"val_accuracy": result.best_val_accuracy}
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        storage.upload_bytes(trial, self.artifacts, MODEL_ARTIFACT, checkpoint_bytes(result.model, spec, metrics, {"train_config": config.to_dict()}))
-        publish_trial(trial, self.artifacts, curve, result, self.splits.val, self.device)  # pictures + note for the dashboard
-        self._forget_resume_state(trial)
+        metrics = {"val_accuracy": result.val_accuracy}
+        data = checkpoint_bytes(result.model, spec, metrics, {"train_config": config.to_dict()})
+        stores.ride_out(self._keep, trial, result.kept_epoch, data)
+        self._finish(trial, TrialEnd(curve, result, self.splits.val, None, self.settings.epochs, self.artifacts))
         if self.settings.multi_objective:
-            return result.best_val_accuracy, float(parameters)
-        return result.best_val_accuracy
+            return result.val_accuracy, float(parameters)
+        return result.val_accuracy
 
-    def _forget_resume_state(self, trial: optuna.Trial) -> None:
-        try:
-            self.artifacts.remove(resume_key(trial.study.study_name, trial.number))
-        except Exception:  # never written: the trial did not improve even once
-            pass
+    def _epoch_hook(self, trial: optuna.Trial, curve: list[dict[str, float]], parameters: int, epochs: int) -> Callable[[EpochReport], None]:
+        """What happens after every epoch: the curve grows, progress shows, the epoch is recorded and judged."""
+
+        def record(report: EpochReport) -> str | None:
+            """One epoch into the storage (repeatable: a lost connection runs it again) and the judge's verdict."""
+            trial.set_user_attr("epochs_run", report.epoch)
+            trial.set_user_attr("learning_curve", curve)
+            trial.set_user_attr("images_per_s", round(report.images_per_s, 1))
+            # The judge never stops a trial after its last epoch: there is nothing left to save, and
+            # pruning then would only throw the finished result away (Hyperband puts a rung at 3, 9, 27).
+            stopped = self.judge(trial, report, parameters, report.epoch >= epochs)
+            if stopped:
+                trial.set_user_attr("stopped", stopped)
+            return stopped
+
+        def on_epoch(report: EpochReport) -> None:
+            curve.append({"epoch": report.epoch, "train_loss": report.train_loss, "val_accuracy": report.val_accuracy})
+            if self.on_epoch:
+                self.on_epoch(trial, report)
+            stopped = stores.ride_out(record, report)
+            if stopped:
+                raise optuna.TrialPruned(stopped)
+
+        return on_epoch
+
+    def _describe(self, trial: optuna.Trial, spec: dict, model: torch.nn.Module, parameters: int, config: TrainConfig) -> None:
+        device = str(self.device) + (f" ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda" else "")
+        for key, value in {"model_spec": spec, "parameters": parameters, "mult_adds": mult_adds(model), "device": device,
+                           "seed": config.seed, "train_config": config.to_dict(), "versions": library_versions()}.items():
+            trial.set_user_attr(key, value)
+
+    def _keep(self, trial: optuna.Trial, kept_epoch: int, checkpoint: bytes) -> None:
+        trial.set_user_attr("best_epoch", kept_epoch)
+        stores.upload_bytes(trial, self.artifacts, MODEL_ARTIFACT, checkpoint)
+
+    def _finish(self, trial: optuna.Trial, end: TrialEnd) -> None:
+        """The trial is over for good: its resume states (and its retried trials') are no longer needed."""
+        if self.on_finish:
+            self.on_finish(trial, end)
+        for number in [*trial.user_attrs.get("retry_history", []), trial.number]:
+            stores.remove_blob(self.artifacts, resume_key(trial.study.study_name, number))
 
     def _resume_state(self, trial: optuna.Trial) -> dict[str, Any] | None:
-        """A retried trial continues from the last checkpoint of the trial it replaces."""
-        frozen = trial.study._storage.get_trial(trial._trial_id)  # Trial has no public system_attrs in Optuna 5
-        history = RetryHeartbeatStaleTrialCallback.retry_history(frozen)
+        """A retried trial continues from the last training state of the trial it replaces."""
+        history = trial.user_attrs.get("retry_history") or []
         if not history:
             return None
-        try:
-            with self.artifacts.open_reader(resume_key(trial.study.study_name, history[-1])) as reader:
-                state = torch.load(io.BytesIO(reader.read()), map_location=self.device, weights_only=True)
-        except Exception:  # no checkpoint yet (it died in epoch 1): start over
-            return None
-        trial.set_user_attr("resumed_from", {"trial": history[-1], "epoch": state["epoch"]})
-        return state
+        previous = history[-1]
+        problem = "its training state is missing (it died before its first epoch ended)"
+        data = stores.read_blob(self.artifacts, resume_key(trial.study.study_name, previous))
+        if data is not None:
+            try:
+                state = torch.load(io.BytesIO(data), map_location=self.device, weights_only=True)
+                epoch = int(state["epoch"])
+            except Exception as exc:  # truncated, corrupt, or not a training state
+                problem = f"its training state cannot be read ({type(exc).__name__})"
+            else:
+                trial.set_user_attr("resumed_from", {"trial": previous, "epoch": epoch})
+                console.print(f"trial {trial.number}: resuming trial {previous} after epoch {epoch}")
+                return state
+        message = f"cannot resume trial {previous}: {problem}; starting over from epoch 1"
+        trial.set_user_attr("resume_failed", message)
+        console.print(f"trial {trial.number}: {message}")
+        return None

@@ -1,16 +1,26 @@
-"""What a study records about itself, so it is reproducible and workers need only its name."""
+"""What a study records about itself, so it is reproducible and workers need only its name.
+
+The settings carry a schema version. Settings written by an older mnist-hpo are read as they are
+(missing fields take their defaults) and rewritten by `mnist-hpo storage upgrade`; settings of a
+newer schema are refused with a one-line error naming both versions and what to install.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import optuna
 
 from mnist_hpo.errors import UserError
 
-ATTR = "mnist_hpo"
+ATTR = "mnist_hpo"  # the study user attribute holding the settings
+SCHEMA = 2  # 1: no schema field (mnist-hpo 0.1); 2: schema, stop rules, warm start
 OBJECTIVES = {"accuracy": "maximize", "params": "minimize"}
+
+
+class SettingsVersionError(UserError):
+    """Stored settings of a schema this mnist-hpo cannot read."""
 
 
 @dataclass
@@ -21,15 +31,20 @@ class StudySettings:
     epochs: int
     data: str
     train_subset: int | None
-    n_trials: int | None = None  # the study's global trial budget, if any
+    n_trials: int | None = None  # the study's global budget: finished trials across all workers
     max_params: int | None = None
-    min_accuracy: float = 0.5  # multi-objective: validation accuracy below this after epoch 1 stops a trial
+    min_accuracy: float = 0.5  # the threshold pruner: validation accuracy below this after an epoch stops a trial
     seed: int | None = None
     sampler: str = "tpe"
     pruner: str = "hyperband"
+    stop_after: int | None = None  # stop when the last N finished trials brought no better best validation
+    target: float | None = None  # stop once a trial reaches this validation accuracy
+    terminator: bool = False  # stop when Optuna's Terminator says the regret bound is below the noise
+    warm_start: str | None = None  # the study whose finished trials seeded this one's sampler
     data_digest: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     command: str = ""
+    schema: int = SCHEMA
 
     @property
     def directions(self) -> list[str]:
@@ -39,15 +54,45 @@ class StudySettings:
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
     def save(self, study: optuna.Study) -> None:
-        study.set_user_attr(ATTR, asdict(self))
+        study.set_user_attr(ATTR, self.to_dict())
 
     @classmethod
     def load(cls, study: optuna.Study) -> StudySettings:
         data = study.user_attrs.get(ATTR)
         if not data:
             raise UserError(f"study {study.study_name!r} was not created by mnist-hpo (no settings recorded); use another --study name")
-        return cls(**data)
+        return cls.from_dict(data, study.study_name)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], study_name: str = "?") -> StudySettings:
+        """Read stored settings of this schema or an older one; a newer one is a one-line error."""
+        schema = int(data.get("schema", 1))
+        known = {f.name for f in fields(cls)}
+        writer = (data.get("versions") or {}).get("mnist_hpo", "?")
+        if schema > SCHEMA or set(data) - known:
+            import mnist_hpo
+
+            raise SettingsVersionError(
+                f"study {study_name!r} was written by mnist-hpo {writer} (settings schema {schema}); this mnist-hpo "
+                f"{mnist_hpo.__version__} reads schema {SCHEMA} and older: install mnist-hpo>={writer} to use it"
+            )
+        if schema == 1 and len(data.get("objectives", [])) > 1:
+            data = {**data, "pruner": "threshold"}  # schema 1 stopped multi-objective trials by threshold whatever --pruner said
+        return cls(**{**data, "schema": SCHEMA})
+
+
+def upgrade_settings(study: optuna.Study) -> str | None:
+    """Rewrite a study's settings in the current schema; a line saying so, or None if there was nothing to do."""
+    data = study.user_attrs.get(ATTR)
+    if not data or int(data.get("schema", 1)) == SCHEMA:
+        return None
+    settings = StudySettings.from_dict(data, study.study_name)
+    settings.save(study)
+    return f"study {study.study_name!r}: settings schema {data.get('schema', 1)} -> {SCHEMA}"
 
 
 def parse_objectives(text: str) -> list[str]:

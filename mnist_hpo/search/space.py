@@ -17,7 +17,6 @@ import optuna
 
 from mnist_hpo.errors import UserError
 from mnist_hpo.models import FamilyConfig, max_conv_layers
-from mnist_hpo.trainer import TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -281,6 +280,3 @@ def load_space_file(path: Path | None, base: Space) -> Space:
         raise SpaceError(f"space file {path} is not valid TOML ({str(exc).splitlines()[0]})") from None
     return base.with_overrides(overrides, origin=str(path))
 
-
-def apply_training(base: TrainConfig, sampled: dict[str, Any]) -> TrainConfig:
-    return replace(base, **sampled)

@@ -2,7 +2,8 @@
 
 Storage URLs: sqlite:///PATH (default sqlite:///mnist-hpo.db, WAL mode, 60 s busy timeout),
 postgresql://USER:PASSWORD@HOST:PORT/DB (psycopg 3), journal:PATH, grpc://HOST:PORT.
-Passwords never appear in messages: use mask_url() / describe_storage() to show a storage.
+Passwords never appear in messages: use mask_url() / describe() to show a storage.
+What Optuna has no public API for lives in ``_optuna_internals`` alone.
 """
 
 from mnist_hpo.storage._artifacts import (
@@ -11,30 +12,55 @@ from mnist_hpo.storage._artifacts import (
     download_bytes,
     find_artifact,
     open_artifacts,
+    read_blob,
+    remove_blob,
     upload_bytes,
+    write_blob,
 )
-from mnist_hpo.storage._open import is_connection_error, open_storage, upgrade_storage
+from mnist_hpo.storage._open import describe, open_storage, upgrade_storage
+from mnist_hpo.storage._optuna_internals import (
+    OptunaInternalsChanged,
+    check_optuna,
+    count_states,
+    is_sql,
+    running_without_heartbeat,
+    take_waiting_trial,
+    trial_handle,
+)
 from mnist_hpo.storage._proxy import run_storage_proxy
-from mnist_hpo.storage._studies import describe_storage, list_study_names, load_study, study_summary
+from mnist_hpo.storage._reconnect import RECONNECT_ENV, is_connection_lost, ride_out
+from mnist_hpo.storage._studies import list_study_names, load_study, study_summary
 from mnist_hpo.storage._urls import DEFAULT_STORAGE, STORAGE_ENV, mask_url, resolve_url
 
 __all__ = [
     "DEFAULT_ARTIFACTS",
     "DEFAULT_STORAGE",
+    "RECONNECT_ENV",
     "STORAGE_ENV",
     "AtomicFileSystemArtifactStore",
-    "describe_storage",
+    "OptunaInternalsChanged",
+    "check_optuna",
+    "count_states",
+    "describe",
     "download_bytes",
     "find_artifact",
-    "is_connection_error",
+    "is_connection_lost",
+    "is_sql",
     "list_study_names",
     "load_study",
     "mask_url",
     "open_artifacts",
     "open_storage",
+    "read_blob",
+    "remove_blob",
     "resolve_url",
+    "ride_out",
     "run_storage_proxy",
+    "running_without_heartbeat",
     "study_summary",
+    "take_waiting_trial",
+    "trial_handle",
     "upgrade_storage",
     "upload_bytes",
+    "write_blob",
 ]

@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import optuna
-from optuna.samplers import BaseSampler
 from optuna.pruners import BasePruner
+from optuna.samplers import BaseSampler
 from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from mnist_hpo.errors import UserError
-from mnist_hpo.storage._open import open_storage
-from mnist_hpo.storage._urls import mask_url
+from mnist_hpo.storage._open import describe, open_storage
 
 StorageLike = BaseStorage | str | None  # a storage, or a URL for open_storage(must_exist=True)
 
@@ -24,32 +23,13 @@ def _storage(storage: StorageLike) -> BaseStorage:
     return storage if isinstance(storage, BaseStorage) else open_storage(storage, must_exist=True)
 
 
-def describe_storage(storage: BaseStorage) -> str:
-    """Where `storage` lives, for messages: a masked URL, journal:PATH, grpc://HOST:PORT."""
-    if isinstance(storage, optuna.storages._CachedStorage):  # what Study wraps an RDBStorage in
-        storage = storage._backend
-    if isinstance(storage, optuna.storages.RDBStorage):
-        return mask_url(storage.url)
-    if isinstance(storage, optuna.storages.JournalStorage):
-        path = getattr(getattr(storage, "_backend", None), "_file_path", None)
-        return f"journal:{path}" if path else "a journal storage"
-    if isinstance(storage, optuna.storages.GrpcStorageProxy):
-        return f"grpc://{getattr(storage, '_host', '?')}:{getattr(storage, '_port', '?')}"
-    return f"a {type(storage).__name__}"
-
-
 def list_study_names(storage: StorageLike) -> list[str]:
-    """Names of all studies in `storage`, oldest first."""
+    """Names of all studies in ``storage``, oldest first."""
     return optuna.get_all_study_names(storage=_storage(storage))
 
 
-def load_study(
-    storage: StorageLike,
-    name: str,
-    sampler: BaseSampler | None = None,
-    pruner: BasePruner | None = None,
-) -> optuna.Study:
-    """The existing study `name`; a UserError naming the studies that do exist when it is missing."""
+def load_study(storage: StorageLike, name: str, sampler: BaseSampler | None = None, pruner: BasePruner | None = None) -> optuna.Study:
+    """The existing study ``name``; a UserError naming the studies that do exist when it is missing."""
     storage = _storage(storage)
     try:
         return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
@@ -61,11 +41,11 @@ def load_study(
         shown = ", ".join(names[:_MAX_LISTED])
         more = f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else ""
         existing = f"existing studies: {shown}{more}"
-    raise UserError(f"no study {name!r} in {describe_storage(storage)}; {existing}")
+    raise UserError(f"no study {name!r} in {describe(storage)}; {existing}")
 
 
 def study_summary(storage: StorageLike, name: str) -> dict[str, Any]:
-    """Trial counts per state, directions, best value per objective and the best trial(s) of study `name`.
+    """Trial counts per state, directions, best value per objective and the best trial(s) of study ``name``.
 
     Keys: name, directions ("minimize"/"maximize"), n_trials, counts ({"COMPLETE": n, ...}, every
     TrialState), best_values (per objective, the best over completed trials; None without any) and

@@ -142,7 +142,8 @@ class Live:
 @pytest.fixture(scope="session")
 def live(tmp_path_factory: pytest.TempPathFactory):
     from mnist_hpo import storage
-    from mnist_hpo.search import SearchRequest, run_search
+    from mnist_hpo.commands.search import search as run_search
+    from mnist_hpo.search import SearchRequest
 
     folder = tmp_path_factory.mktemp("live")
     db, artifacts = folder / "study.db", folder / "artifacts"

@@ -99,7 +99,7 @@ def test_report_command_writes_one_file(capsys, live, tmp_path):
     assert not (tmp_path / "x.html").exists()
 
 
-def _synthetic(tmp_path: Path, directions: list[str], n: int) -> optuna.Study:
+def _synthetic(tmp_path: Path, directions: list[str], n: int) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
     rdb = storage.open_storage(f"sqlite:///{tmp_path / 'synthetic.db'}")
     study = optuna.create_study(storage=rdb, directions=directions, study_name=f"synthetic-{len(directions)}-{n}")
     distributions = {"lr": FloatDistribution(1e-4, 1e-2, log=True), "growth": IntDistribution(0, 8)}
@@ -111,15 +111,15 @@ def _synthetic(tmp_path: Path, directions: list[str], n: int) -> optuna.Study:
                                      intermediate_values={} if len(directions) == 2 else {1: accuracy - 0.1, 2: accuracy}))
     study.add_trial(create_trial(state=TrialState.PRUNED, params={"lr": 5e-3, "growth": 8}, distributions=distributions,
                                  intermediate_values={} if len(directions) == 2 else {1: 0.3}))
-    return study
+    return study, rdb
 
 
 def test_reports_of_empty_single_and_multi_objective_studies(tmp_path):
-    empty = render_report(_synthetic(tmp_path, ["maximize"], 0))
+    empty = render_report(*_synthetic(tmp_path, ["maximize"], 0))
     assert "No trial has completed yet" in empty and "needs at least two completed trials" in empty
-    single = render_report(_synthetic(tmp_path, ["maximize"], 1))
+    single = render_report(*_synthetic(tmp_path, ["maximize"], 1))
     assert "best by validation: trial 0" in single and "needs at least two completed trials" in single
-    multi = render_report(_synthetic(tmp_path, ["maximize", "minimize"], 8))
+    multi = render_report(*_synthetic(tmp_path, ["maximize", "minimize"], 8))
     assert "<h3>Pareto front</h3>" in multi and "Pareto front (validation accuracy against parameters)" in multi
     assert "Intermediate values" not in multi  # multi-objective trials report no epochs
     assert multi.count('class="plotly-graph-div"') == 5  # history, importances, parallel, slices, Pareto front

@@ -147,7 +147,7 @@ def test_predictions_come_from_training_at_no_extra_cost(fixture_splits):
     from mnist_hpo.trainer import TrainConfig, predict_logits, train
 
     small = Split(fixture_splits.train.images[:500], fixture_splits.train.labels[:500])
-    result = train(build_model("tiny-cnn"), small, fixture_splits.val, TrainConfig(epochs=1, batch_size=100), torch.device("cpu"))
+    result = train(build_model("tiny-cnn"), small, TrainConfig(epochs=1, batch_size=100), torch.device("cpu"), val=fixture_splits.val)
     assert result.val_predictions is not None and len(result.val_predictions) == len(fixture_splits.val)
     assert torch.equal(result.val_predictions, predict_logits(result.model, fixture_splits.val.images, torch.device("cpu")).argmax(1))
-    assert (result.val_predictions == fixture_splits.val.labels).float().mean().item() == pytest.approx(result.best_val_accuracy)
+    assert (result.val_predictions == fixture_splits.val.labels).float().mean().item() == pytest.approx(result.val_accuracy)

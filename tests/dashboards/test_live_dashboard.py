@@ -19,8 +19,13 @@ from .conftest import N_TRIALS, get, get_json
 
 
 @pytest.fixture(scope="module")
-def study(live) -> optuna.Study:
-    return storage.load_study(live.url, live.study)
+def opened(live):
+    return storage.open_storage(live.url, must_exist=True)
+
+
+@pytest.fixture(scope="module")
+def study(live, opened) -> optuna.Study:
+    return storage.load_study(opened, live.study)
 
 
 def test_polled_dashboard_fails_no_trial(live, study):
@@ -35,21 +40,21 @@ def test_polled_dashboard_fails_no_trial(live, study):
     assert "database is locked" not in log and "Traceback" not in log, log[-3000:]
 
 
-def test_every_trial_has_pictures_and_a_note(live, study):
+def test_every_trial_has_pictures_and_a_note(live, study, opened):
     store = storage.open_artifacts(live.artifacts)
     finished = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert finished
     for trial in finished:
         expected = [figures.CURVES] + ([figures.CONFUSION, figures.MISCLASSIFIED] if trial.state == TrialState.COMPLETE else [])
         for name in expected:
-            artifact_id = storage.find_artifact(study, trial, name)
+            artifact_id = storage.find_artifact(opened, trial, name)
             assert artifact_id is not None, (trial.number, name)
             data = storage.download_bytes(store, artifact_id)
             assert figures.png_size(data) == figures.SIZES[name]
         if trial.state == TrialState.COMPLETE:
-            assert storage.find_artifact(study, trial, "model.pt") is not None
+            assert storage.find_artifact(opened, trial, "model.pt") is not None
         else:
-            assert storage.find_artifact(study, trial, figures.CONFUSION) is None
+            assert storage.find_artifact(opened, trial, figures.CONFUSION) is None
         note = get_note(_trial_handle(study, trial))
         assert note.startswith(f"## Trial {trial.number}: "), note[:200]
         assert f"| parameters | {trial.user_attrs['parameters']:,} |" in note

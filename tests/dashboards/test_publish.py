@@ -30,7 +30,7 @@ def study(tmp_path) -> optuna.Study:
 @pytest.fixture(scope="module")
 def trained(fixture_splits):
     small = Split(fixture_splits.train.images[:500], fixture_splits.train.labels[:500])
-    return train(build_model("tiny-cnn"), small, fixture_splits.val, TrainConfig(epochs=1, batch_size=100), CPU)
+    return train(build_model("tiny-cnn"), small, TrainConfig(epochs=1, batch_size=100), CPU, val=fixture_splits.val)
 
 
 def started_trial(study: optuna.Study) -> optuna.Trial:
@@ -42,14 +42,20 @@ def started_trial(study: optuna.Study) -> optuna.Trial:
 
 
 def names(study: optuna.Study, trial: optuna.Trial) -> set[str]:
-    frozen = study._storage.get_trial(trial._trial_id)
+    frozen = next(t for t in study.get_trials() if t.number == trial.number)
     return {m.filename for m in optuna.artifacts.get_all_artifact_meta(frozen, storage=study._storage)}
+
+
+def completed(trained, val) -> dict:
+    """What the search's hook passes for a completed trial: the kept weights' validation predictions."""
+    return {"val_accuracy": trained.val_accuracy, "val_images": val.images.numpy(), "val_labels": val.labels.numpy(),
+            "predictions": trained.val_predictions.numpy()}
 
 
 def test_pruned_trial_gets_curves_and_a_note(study, tmp_path):
     store = storage.open_artifacts(tmp_path / "artifacts")
     trial = started_trial(study)
-    publish_trial(trial, store, CURVE[:1], stopped="pruned after epoch 1")
+    publish_trial(trial, store, CURVE[:1], stopped="pruned after epoch 1", epochs=2)
     study.tell(trial, state=TrialState.PRUNED)
     assert names(study, trial) == {figures.CURVES}
     note = get_note(trial)
@@ -58,17 +64,16 @@ def test_pruned_trial_gets_curves_and_a_note(study, tmp_path):
     assert "mnist-hpo search --profile smoke" in get_note(study)
 
 
-def test_completed_trial_gets_all_pictures_in_well_under_a_second(study, tmp_path, trained, fixture_splits):
+def test_completed_trial_gets_all_pictures_from_the_predictions_it_is_given(study, tmp_path, trained, fixture_splits):
     store = storage.open_artifacts(tmp_path / "artifacts")
-    publish_trial(started_trial(study), store, CURVE, trained, fixture_splits.val, CPU)  # warms matplotlib up
     trial = started_trial(study)
-    seconds = publish_trial(trial, store, CURVE, trained, fixture_splits.val, CPU)
-    study.tell(trial, trained.best_val_accuracy)
+    publish_trial(trial, store, CURVE, **completed(trained, fixture_splits.val))
+    study.tell(trial, trained.val_accuracy)
     assert names(study, trial) == {figures.CURVES, figures.CONFUSION, figures.MISCLASSIFIED}
-    data = storage.download_bytes(store, storage.find_artifact(study, trial._trial_id, figures.CONFUSION))
+    frozen = study.trials[0]
+    data = storage.download_bytes(store, storage.find_artifact(study._storage, frozen, figures.CONFUSION))
     assert figures.png_size(data) == figures.SIZES[figures.CONFUSION]
-    assert f"{100 * trained.best_val_accuracy:.2f}%" in get_note(trial)
-    assert seconds < 1.0, f"publishing a completed trial took {seconds:.2f} s"
+    assert f"{100 * trained.val_accuracy:.2f}%" in get_note(trial)
 
 
 def test_a_failed_upload_never_fails_the_trial(study, tmp_path, capsys):

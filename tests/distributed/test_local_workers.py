@@ -18,9 +18,7 @@ from optuna.trial import TrialState
 from dist_helpers import FAST, TINY, assert_exact_budget, cli, finish, ok, running_trial_past_epoch, start, trials_of, wait_for
 from mnist_hpo import storage
 from mnist_hpo.errors import UserError
-from mnist_hpo.search.profiles import get_profile
-from mnist_hpo.search.runner import SearchRequest, new_settings, quiet_optuna
-from mnist_hpo.search.worker import Faults, Worker, budget_view, ensure_budget_study, plan_slots
+from mnist_hpo.search import Faults, SearchRequest, Worker, budget_view, ensure_budget_study, get_profile, new_settings, plan_slots, quiet_optuna
 
 
 def run_main(capsys, *args: str) -> tuple[int, str, str]:
@@ -81,16 +79,16 @@ def test_gpu_flags_say_plainly_that_there_is_no_gpu(tmp_path, capsys, monkeypatc
     assert [s.gpu for s in plan_slots(3, None, None, "auto")] == [None, None, None]
 
 
-def budget_study(tmp_path, budget: int) -> optuna.Study:
+def budget_study(tmp_path, budget: int) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
     quiet_optuna()
     settings = new_settings(SearchRequest(profile="smoke"), get_profile("smoke", False))
     rdb = storage.open_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=1, grace_period=4)
     study, _, _ = ensure_budget_study(rdb, "s", settings, budget=lambda stored, view: budget)
-    return study
+    return study, rdb
 
 
 def test_cuda_out_of_memory_fails_the_trial_with_its_reason_and_the_worker_carries_on(tmp_path):
-    study = budget_study(tmp_path, 4)
+    study, rdb = budget_study(tmp_path, 4)
     ran = []
 
     def objective(trial: optuna.Trial) -> float:
@@ -99,7 +97,7 @@ def test_cuda_out_of_memory_fails_the_trial_with_its_reason_and_the_worker_carri
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.19 GiB total capacity)")
         return trial.suggest_float("x", 0, 1)
 
-    report = Worker(study, objective, Faults(1, 4, 3).validated()).run()
+    report = Worker(study, rdb, objective, Faults(1, 4, 3).validated()).run()
     trials = study.get_trials()
     assert_exact_budget(trials, 4)
     failed = [t for t in trials if t.state == TrialState.FAIL]
@@ -110,7 +108,7 @@ def test_cuda_out_of_memory_fails_the_trial_with_its_reason_and_the_worker_carri
 
 
 def test_a_trial_interrupted_in_process_is_failed_and_re_queued_with_its_parameters(tmp_path):
-    study = budget_study(tmp_path, 3)
+    study, rdb = budget_study(tmp_path, 3)
 
     def objective(trial: optuna.Trial) -> float:
         x = trial.suggest_float("x", 0, 1)
@@ -119,7 +117,7 @@ def test_a_trial_interrupted_in_process_is_failed_and_re_queued_with_its_paramet
         return x
 
     with pytest.raises(KeyboardInterrupt):
-        Worker(study, objective, Faults(1, 4, 3).validated()).run()
+        Worker(study, rdb, objective, Faults(1, 4, 3).validated()).run()
     trials = {t.number: t for t in study.get_trials()}
     assert trials[1].state == TrialState.FAIL and trials[1].user_attrs["fail_reason"].startswith("interrupted by SIGTERM")
     retry = next(t for t in trials.values() if t.user_attrs.get("retry_of") == 1)
@@ -129,14 +127,14 @@ def test_a_trial_interrupted_in_process_is_failed_and_re_queued_with_its_paramet
 
 
 def test_a_worker_whose_trials_keep_failing_stops_and_leaves_the_budget_whole(tmp_path):
-    study = budget_study(tmp_path, 5)
+    study, rdb = budget_study(tmp_path, 5)
 
     def objective(trial: optuna.Trial) -> float:
         raise ValueError("broken objective")
 
     with pytest.raises(UserError, match="its last 3 trials failed .ValueError: broken objective"):
-        Worker(study, objective, Faults(1, 4, 3).validated()).run()
-    view = budget_view(study, 5)
+        Worker(study, rdb, objective, Faults(1, 4, 3).validated()).run()
+    view = budget_view(rdb, rdb.get_study_id_from_name("s"), 5)
     assert view.finished + view.in_flight == 5, view.describe()  # each failure was replaced by a waiting trial
     assert view.counts[TrialState.FAIL] == 3
 

@@ -14,7 +14,7 @@ from mnist_hpo.data import load_splits
 from mnist_hpo.search import SearchRequest
 from mnist_hpo.search.objective import Objective
 from mnist_hpo.search.profiles import get_profile
-from mnist_hpo.search.runner import new_settings
+from mnist_hpo.search import new_settings
 
 
 class PruneFromSecondEpoch(optuna.pruners.BasePruner):
@@ -31,6 +31,7 @@ def test_the_pruner_is_asked_after_every_epoch_but_the_last(tmp_path: Path, epoc
     splits = load_splits(settings.data, subset=256)
     objective = Objective(settings, splits, torch.device("cpu"), storage.open_artifacts(tmp_path / "artifacts"))
     study = optuna.create_study(direction="maximize", pruner=PruneFromSecondEpoch())
+    assert objective.judge is not None  # the study's pruner is consulted through the objective's judge
     study.optimize(objective, n_trials=1)
 
     trial = study.trials[0]

@@ -18,7 +18,7 @@ from mnist_hpo.storage import (
     DEFAULT_STORAGE,
     STORAGE_ENV,
     AtomicFileSystemArtifactStore,
-    describe_storage,
+    describe,
     download_bytes,
     find_artifact,
     list_study_names,
@@ -217,7 +217,7 @@ def test_journal_round_trip(tmp_path):
     written = run_study(open_storage(url), "journal", n_trials=2)
     storage = open_storage(url, must_exist=True)
     assert isinstance(storage, optuna.storages.JournalStorage)
-    assert describe_storage(storage) == url
+    assert describe(storage) == url
     study = load_study(storage, "journal")
     assert [t.values for t in study.trials] == [t.values for t in written.trials]
     assert len(study.trials) == 2
@@ -237,16 +237,15 @@ def test_grpc_without_grpcio_says_what_to_install():
         open_storage("grpc://localhost:13000")
 
 
-@pytest.mark.skipif(not os.environ.get("MNIST_HPO_TEST_POSTGRES_URL"), reason="no MNIST_HPO_TEST_POSTGRES_URL")
-def test_live_postgres_round_trip_and_wrong_password():
-    url = os.environ["MNIST_HPO_TEST_POSTGRES_URL"]  # e.g. postgresql://user:pw@127.0.0.1:5432/db
+def test_live_postgres_round_trip_and_wrong_password(pg_url):
+    url = pg_url  # a fresh database on the session's throwaway server
     name = f"storage-test-{os.getpid()}-{time.time_ns()}"
     storage = open_storage(url, heartbeat_interval=60)
     written = run_study(storage, name, n_trials=2)
     try:
         assert name in list_study_names(open_storage(url, must_exist=True))
         assert study_summary(url, name)["counts"]["COMPLETE"] == 2
-        assert "***" in describe_storage(storage) or make_url(url).password is None
+        assert "***" in describe(storage) or make_url(url).password is None
         wrong = make_url(url).set(password="definitely-wrong").render_as_string(hide_password=False)
         with pytest.raises(UserError, match="password authentication failed") as info:
             open_storage(wrong)
@@ -258,7 +257,7 @@ def test_live_postgres_round_trip_and_wrong_password():
 # --- artifacts ------------------------------------------------------------------------------
 
 
-def test_artifact_round_trip_finds_latest_and_leaves_no_temp_files(tmp_path):
+def test_artifact_round_trip_finds_the_last_of_a_name_and_leaves_no_temp_files(tmp_path):
     store = open_artifacts(tmp_path / "artifacts")
     assert isinstance(store, AtomicFileSystemArtifactStore)
     storage = open_storage(sqlite_url(tmp_path))
@@ -271,9 +270,8 @@ def test_artifact_round_trip_finds_latest_and_leaves_no_temp_files(tmp_path):
     study.tell(trial, 0.5)
 
     frozen = study.trials[0]
-    assert find_artifact(study, frozen, "weights.bin") == second != first
-    assert find_artifact(storage, frozen._trial_id, "weights.bin") == second
-    assert find_artifact(study, frozen, "missing.bin") is None
+    assert find_artifact(storage, frozen, "weights.bin") == second != first
+    assert find_artifact(storage, frozen, "missing.bin") is None
     assert download_bytes(store, second) == data
     assert download_bytes(store, first) == b"old" * 1000
     metas = optuna.artifacts.get_all_artifact_meta(frozen, storage=storage)
@@ -282,30 +280,27 @@ def test_artifact_round_trip_finds_latest_and_leaves_no_temp_files(tmp_path):
     assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == sorted(m.artifact_id for m in metas)
 
 
-def test_study_level_artifact_and_frozen_trial_upload_need_storage(tmp_path):
+def test_study_level_artifacts_and_plain_file_names(tmp_path):
     store = open_artifacts(tmp_path / "artifacts")
     storage = open_storage(sqlite_url(tmp_path))
     study = optuna.create_study(storage=storage, study_name="art")
     artifact_id = upload_bytes(study, store, "report.txt", b"hello", "text/plain")
-    assert find_artifact(study, None, "report.txt") == artifact_id
+    assert find_artifact(storage, study, "report.txt") == artifact_id
     trial = study.ask()
-    frozen = study._storage.get_trial(trial._trial_id)
-    with pytest.raises(ValueError, match="storage="):
-        upload_bytes(frozen, store, "x.bin", b"x")
-    upload_bytes(frozen, store, "x.bin", b"x", storage=study._storage)
-    assert download_bytes(store, find_artifact(study, trial, "x.bin")) == b"x"
     with pytest.raises(ValueError, match="plain file name"):
         upload_bytes(trial, store, "../escape.bin", b"x")
 
 
 def test_artifact_written_by_plain_optuna_upload_is_found(tmp_path):
     store = open_artifacts(tmp_path / "artifacts")
-    study = optuna.create_study(storage=open_storage(sqlite_url(tmp_path)))
+    storage = open_storage(sqlite_url(tmp_path))
+    study = optuna.create_study(storage=storage)
     trial = study.ask()
     source = tmp_path / "model.pt"
     source.write_bytes(b"plain")
     artifact_id = optuna.artifacts.upload_artifact(artifact_store=store, file_path=str(source), study_or_trial=trial)
-    assert find_artifact(study, trial, "model.pt") == artifact_id
+    study.tell(trial, 1.0)
+    assert find_artifact(storage, study.trials[0], "model.pt") == artifact_id
 
 
 def test_failed_atomic_write_leaves_nothing_behind(tmp_path):
@@ -327,7 +322,7 @@ def test_failed_atomic_write_leaves_nothing_behind(tmp_path):
     with pytest.raises(OSError, match="disk went away"):
         store.write("some-id", io.BufferedReader(Broken()))
     assert list((tmp_path / "artifacts").iterdir()) == []
-    with pytest.raises(UserError, match="artifact some-id is not in the artifact directory"):
+    with pytest.raises(UserError, match="artifact some-id is not in the artifact store"):
         download_bytes(store, "some-id")
     with pytest.raises(ValueError):
         store.write("../outside", io.BytesIO(b"x"))

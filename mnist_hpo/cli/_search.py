@@ -1,0 +1,113 @@
+"""`search`, `worker` and `study create`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mnist_hpo.cli._app import (
+    ArtifactsOpt,
+    DeviceOpt,
+    GpusOpt,
+    GraceOpt,
+    HeartbeatOpt,
+    MaxRetriesOpt,
+    ProfileOpt,
+    SpaceOpt,
+    StorageOpt,
+    TrialsPerGpuOpt,
+    WorkersOpt,
+    app,
+    command_line,
+)
+
+study_app = typer.Typer(help="Studies for workers.", no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+
+@app.command("search")
+def search(
+    study: Optional[str] = typer.Option(None, help="Study name (default: mnist-PROFILE)."),
+    storage: Optional[str] = StorageOpt,
+    artifacts: Optional[Path] = ArtifactsOpt,
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="New study: its budget of finished trials; existing study: trials to add (default: the profile's)."),
+    timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds (the rest stay queued)."),
+    profile: Optional[str] = ProfileOpt,
+    space: Optional[Path] = SpaceOpt,
+    sampler: Optional[str] = typer.Option(None, help="tpe (default), cmaes, gp, random, nsga2 or qmc."),
+    pruner: Optional[str] = typer.Option(None, help="hyperband (default), median, percentile, sha, patient, wilcoxon or none; threshold or none with two objectives."),
+    seed: Optional[int] = typer.Option(None, help="Seed for a reproducible one-worker study."),
+    device: str = DeviceOpt,
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs per trial (default: the profile's)."),
+    max_params: Optional[int] = typer.Option(None, "--max-params", help="Prune trials whose network has more parameters."),
+    objectives: str = typer.Option("accuracy", help="accuracy, or accuracy,params for a Pareto front."),
+    workers: Optional[int] = WorkersOpt,
+    gpus: Optional[str] = GpusOpt,
+    trials_per_gpu: Optional[int] = TrialsPerGpuOpt,
+    heartbeat_interval: int = HeartbeatOpt,
+    grace_period: Optional[int] = GraceOpt,
+    max_retries: int = MaxRetriesOpt,
+) -> None:
+    """Create or continue a study and run its trials (no arguments: the quick profile into ./mnist-hpo.db)."""
+    from mnist_hpo.commands.search import search as run
+    from mnist_hpo.search import SearchRequest
+
+    run(SearchRequest(
+        study=study, storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout, profile=profile,
+        space_file=space, sampler=sampler, pruner=pruner, seed=seed, device=device, epochs=epochs,
+        max_params=max_params, objectives=objectives, workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu,
+        heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retries=max_retries, command=command_line(),
+    ))
+
+
+@app.command("worker")
+def worker(
+    study: str = typer.Option(..., help="Study name (made by `mnist-hpo study create` or `search`)."),
+    storage: Optional[str] = StorageOpt,
+    artifacts: Optional[Path] = ArtifactsOpt,
+    device: str = DeviceOpt,
+    seed: Optional[int] = typer.Option(None, help="Sampler seed of this worker (default: random; give each worker its own)."),
+    timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Start K worker processes on this machine instead of one."),
+    gpus: Optional[str] = GpusOpt,
+    trials_per_gpu: Optional[int] = TrialsPerGpuOpt,
+    heartbeat_interval: int = HeartbeatOpt,
+    grace_period: Optional[int] = GraceOpt,
+    max_retries: int = MaxRetriesOpt,
+) -> None:
+    """Join an existing study and run its trials until its global budget of finished trials is met."""
+    from mnist_hpo.commands.search import worker as run
+    from mnist_hpo.search import SearchRequest
+
+    run(SearchRequest(
+        study=study, storage=storage, artifacts=artifacts, device=device, seed=seed, timeout=timeout, workers=workers,
+        gpus=gpus, trials_per_gpu=trials_per_gpu, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+        max_retries=max_retries,
+    ))
+
+
+@study_app.command("create")
+def study_create(
+    study: str = typer.Option(..., help="Study name."),
+    storage: Optional[str] = StorageOpt,
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="The global budget: finished trials across all workers (default: the profile's; can be raised later)."),
+    profile: Optional[str] = ProfileOpt,
+    space: Optional[Path] = SpaceOpt,
+    sampler: Optional[str] = typer.Option(None, help="tpe (default), cmaes, gp, random, nsga2 or qmc."),
+    pruner: Optional[str] = typer.Option(None, help="hyperband (default), median, percentile, sha, patient, wilcoxon or none."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the trials' training (workers seed their samplers themselves)."),
+    device: str = typer.Option("auto", "--device", help="Only picks the default profile: paper with a GPU here, else quick."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs per trial (default: the profile's)."),
+    max_params: Optional[int] = typer.Option(None, "--max-params", help="Prune trials whose network has more parameters."),
+    objectives: str = typer.Option("accuracy", help="accuracy, or accuracy,params for a Pareto front."),
+) -> None:
+    """Create a study for workers with its settings and trial budget; an existing one is kept (idempotent)."""
+    from mnist_hpo.commands.search import study_create as run
+    from mnist_hpo.search import SearchRequest
+
+    run(SearchRequest(
+        study=study, storage=storage, n_trials=n_trials, profile=profile, space_file=space, sampler=sampler, pruner=pruner,
+        seed=seed, device=device, epochs=epochs, max_params=max_params, objectives=objectives, command=command_line(),
+    ))

@@ -1,0 +1,112 @@
+"""`status`, `best`, `export`, `ensemble`, `dashboard`, `report`, `storage upgrade` and `storage-proxy`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mnist_hpo.cli._app import ArtifactsOpt, DeviceOpt, StorageOpt, app
+
+storage_app = typer.Typer(help="The study storage.", no_args_is_help=True)
+app.add_typer(storage_app, name="storage")
+
+
+@app.command("status")
+def status(study: Optional[str] = typer.Option(None, help="One study (default: all)."), storage: Optional[str] = StorageOpt) -> None:
+    """All studies, or one study's counts, budget, retries, best trial or Pareto front."""
+    from mnist_hpo.commands.status import show_status
+
+    show_status(storage, study)
+
+
+@app.command("best")
+def best(
+    study: str = typer.Option(..., help="Study name."),
+    storage: Optional[str] = StorageOpt,
+    artifacts: Optional[Path] = ArtifactsOpt,
+    test: bool = typer.Option(False, "--test", help="Also report the test accuracy of its checkpoint."),
+    device: str = DeviceOpt,
+) -> None:
+    """The best trial by validation accuracy."""
+    from mnist_hpo.commands.status import show_best
+
+    show_best(storage, study, test, artifacts, device)
+
+
+@app.command("export")
+def export(
+    study: str = typer.Option(..., help="Study name."),
+    out: Path = typer.Option(..., help="Output file."),
+    trial: Optional[int] = typer.Option(None, help="Trial number (default: the best by validation)."),
+    format: str = typer.Option("pt", "--format", help="pt, safetensors or onnx."),
+    storage: Optional[str] = StorageOpt,
+    artifacts: Optional[Path] = ArtifactsOpt,
+) -> None:
+    """Write a trial's model to a file that runs elsewhere; prints its sha256."""
+    from mnist_hpo.commands.export import export_trial
+
+    export_trial(storage, study, trial, out, format, artifacts)
+
+
+@app.command("ensemble")
+def ensemble(
+    study: str = typer.Option(..., help="Study name."),
+    top_k: int = typer.Option(3, "--top-k", help="Members: the K best trials by validation."),
+    out: Path = typer.Option(..., help="Output checkpoint."),
+    storage: Optional[str] = StorageOpt,
+    artifacts: Optional[Path] = ArtifactsOpt,
+    device: str = DeviceOpt,
+) -> None:
+    """Average the softmax of the K best trials; reports validation and test accuracy."""
+    from mnist_hpo.commands.export import build_ensemble
+
+    build_ensemble(storage, study, top_k, out, artifacts, device)
+
+
+@app.command("dashboard")
+def dashboard(
+    storage: Optional[str] = StorageOpt,
+    artifacts: Optional[Path] = ArtifactsOpt,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback unless --allow-remote)."),
+    port: int = typer.Option(8080, help="Port to listen on; 0 picks a free one."),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a non-loopback --host: optuna-dashboard has no authentication."),
+) -> None:
+    """Serve optuna-dashboard on the study storage and artifacts; prints its URL."""
+    from mnist_hpo.dashboards import serve_dashboard
+
+    serve_dashboard(storage, artifacts, host, port, allow_remote)
+
+
+@app.command("report")
+def report(
+    study: str = typer.Option(..., help="Study name."),
+    out: Path = typer.Option(..., help="HTML file to write."),
+    storage: Optional[str] = StorageOpt,
+    artifacts: Optional[Path] = ArtifactsOpt,
+) -> None:
+    """Write one self-contained HTML report of a study (opens offline)."""
+    from mnist_hpo.dashboards import write_report
+
+    write_report(storage, study, out, artifacts)
+
+
+@storage_app.command("upgrade")
+def storage_upgrade(storage: Optional[str] = StorageOpt) -> None:
+    """Bring an SQL storage's schema, and every study's stored settings, up to date (back it up first)."""
+    from mnist_hpo.commands.storage import upgrade
+
+    upgrade(storage)
+
+
+@app.command("storage-proxy")
+def storage_proxy(
+    storage: Optional[str] = StorageOpt,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface; it has no authentication)."),
+    port: int = typer.Option(13000, help="Port to listen on."),
+) -> None:
+    """Serve an SQL storage over Optuna's gRPC proxy; workers then use --storage grpc://HOST:PORT."""
+    from mnist_hpo.commands.storage import proxy
+
+    proxy(storage, host, port)

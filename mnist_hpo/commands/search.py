@@ -1,0 +1,143 @@
+"""`mnist-hpo search`, `mnist-hpo worker` and `mnist-hpo study create`: every study runs the same engine.
+
+`search` creates a study with its budget (or extends one), then runs one worker in this process,
+or K worker processes with --workers/--gpus. `worker` joins an existing study. The dashboard's
+pictures and notes are wired in here, as the objective's "trial finished" hook.
+"""
+
+from __future__ import annotations
+
+import optuna
+
+from mnist_hpo import storage as stores
+from mnist_hpo.console import console
+from mnist_hpo.errors import SearchInterrupted, UserError
+from mnist_hpo.search import (
+    Faults,
+    SearchRequest,
+    StudySettings,
+    create_budget,
+    ensure_budget_study,
+    get_profile,
+    in_process,
+    launch_workers,
+    new_settings,
+    open_for_workers,
+    plan_slots,
+    print_outcome,
+    quiet_optuna,
+    refuse_shared_sqlite,
+    resolve_profile,
+    search_budget,
+    work,
+)
+
+
+def faults_of(request: SearchRequest) -> Faults:
+    return Faults(request.heartbeat_interval, request.grace_period, request.max_retries).validated()
+
+
+def check_objectives(name: str, stored: StudySettings, asked: StudySettings) -> None:
+    if stored.objectives != asked.objectives:
+        raise UserError(
+            f"study {name!r} optimises {','.join(stored.objectives)}, not {','.join(asked.objectives)}; "
+            f"pass --objectives {','.join(stored.objectives)} or a new --study name"
+        )
+
+
+def publisher():
+    """The objective's "trial finished" hook: the dashboard's pictures and notes."""
+    from mnist_hpo.dashboards import publish_trial
+
+    def on_finish(trial: optuna.Trial, end) -> None:
+        result = end.result
+        publish_trial(
+            trial, end.artifacts, end.curve, stopped=end.stopped, epochs=end.epochs,
+            val_accuracy=result.val_accuracy if result else None,
+            val_images=end.val.images.numpy() if result else None,
+            val_labels=end.val.labels.numpy() if result else None,
+            predictions=result.val_predictions.numpy() if result else None,
+        )
+
+    return on_finish
+
+
+def search(request: SearchRequest) -> optuna.Study:
+    """Create or extend a study to its budget, then run its workers (this process, or K processes)."""
+    quiet_optuna()
+    request.check_counts()
+    faults = faults_of(request)
+    slots = plan_slots(request.workers, request.gpus, request.trials_per_gpu, request.device)
+    url = stores.resolve_url(request.storage)
+    refuse_shared_sqlite(url, len(slots))
+    from mnist_hpo.data import load_splits
+    from mnist_hpo.trainer import resolve_device
+
+    resolve_device(request.device)  # `--device cuda` without a GPU fails before anything is written
+    profile = resolve_profile(request)
+    settings = new_settings(request, profile)
+    name = request.study or f"mnist-{profile.name}"
+    storage = open_for_workers(url, faults, must_exist=False)
+    if name in stores.list_study_names(storage):  # the study's own data, profile and space, not the command line's
+        stored = StudySettings.load(stores.load_study(storage, name))
+        check_objectives(name, stored, settings)
+        settings = stored
+    splits = load_splits(settings.data, subset=settings.train_subset, log=console.print)  # once, before any worker
+    if not settings.data_digest:
+        settings.data_digest = splits.digest
+    study, settings, account = ensure_budget_study(storage, name, settings, budget=search_budget(request, profile),
+                                                   data_source=splits.describe())
+    shown = stores.mask_url(url)
+    console.print(f"{account} in {shown}")
+    console.print(f"profile {settings.profile}: {get_profile(settings.profile, False).description}")
+    where = f"--study {name}" + (f" --storage '{shown}'" if url != stores.DEFAULT_STORAGE else "")
+    if in_process(slots, request.gpus, request.trials_per_gpu):
+        try:
+            work(url, name, faults, device=request.device, artifacts=request.artifacts, seed=request.seed,
+                 timeout=request.timeout, splits=splits, on_finish=publisher(), again=f"mnist-hpo search {where}")
+        except SearchInterrupted:
+            raise SearchInterrupted(f"interrupted: the running trial was marked FAIL and re-queued; continue with `mnist-hpo search {where}`") from None
+    else:
+        workers = f" --workers {len(slots)}" if request.gpus is None and request.trials_per_gpu is None else ""
+        launch_workers(url, storage, study, slots, faults, device=request.device, artifacts=request.artifacts,
+                       seed=request.seed, timeout=request.timeout, again=f"mnist-hpo search {where}{workers}")
+    study = stores.load_study(storage, name)
+    print_outcome(study, settings, where)
+    return study
+
+
+def worker(request: SearchRequest) -> None:
+    """`mnist-hpo worker`: join an existing study; with --workers/--gpus, start that many worker processes."""
+    quiet_optuna()
+    request.check_counts()
+    faults = faults_of(request)
+    slots = plan_slots(request.workers, request.gpus, request.trials_per_gpu, request.device)
+    url = stores.resolve_url(request.storage)
+    refuse_shared_sqlite(url, len(slots))
+    again = f"mnist-hpo worker --study {request.study}"
+    if in_process(slots, request.gpus, request.trials_per_gpu):
+        work(url, request.study, faults, device=request.device, artifacts=request.artifacts, seed=request.seed,
+             timeout=request.timeout, on_finish=publisher(), again=again)
+        return
+    storage = stores.open_storage(url, must_exist=True)
+    study = stores.load_study(storage, request.study)
+    launch_workers(url, storage, study, slots, faults, device=request.device, artifacts=request.artifacts,
+                   seed=request.seed, timeout=request.timeout, again=again)
+
+
+def study_create(request: SearchRequest) -> optuna.Study:
+    """`mnist-hpo study create`: make a study for workers, or check and keep an existing one (idempotent)."""
+    quiet_optuna()
+    request.check_counts()
+    if not request.study:
+        raise UserError("--study NAME is required")
+    profile = resolve_profile(request)
+    settings = new_settings(request, profile)
+    url = stores.resolve_url(request.storage)
+    storage = stores.open_storage(url)
+    study, settings, account = ensure_budget_study(storage, request.study, settings, budget=create_budget(request, profile, settings))
+    shown = stores.mask_url(url)
+    console.print(f"{account} in {shown}")
+    console.print(f"profile {settings.profile}, objectives {','.join(settings.objectives)}, {settings.epochs} epochs max")
+    console.print(f"workers join with: mnist-hpo worker --storage '{shown}' --study {request.study}")
+    return study

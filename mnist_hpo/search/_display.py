@@ -1,0 +1,74 @@
+"""What a search prints: one line per finished trial, and the outcome against the published baseline."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from mnist_hpo.console import accuracy, console
+from mnist_hpo.search.settings import StudySettings
+
+
+def trial_line(trial: FrozenTrial) -> str:
+    """One line per finished trial: number, state, value, parameters, seconds, epochs."""
+    attrs = trial.user_attrs
+    if trial.state == TrialState.COMPLETE and trial.values:
+        value = accuracy("validation", trial.values[0]) + (f", {int(trial.values[1]):,} params" if len(trial.values) > 1 else "")
+    elif trial.intermediate_values:
+        value = f"last {accuracy('validation', list(trial.intermediate_values.values())[-1])}"
+    elif attrs.get("learning_curve"):
+        value = f"last {accuracy('validation', attrs['learning_curve'][-1]['val_accuracy'])}"
+    else:
+        reason = trial.system_attrs.get("fail_reason", "")
+        value = attrs.get("stopped") or (reason.splitlines()[-1] if reason else "")
+    params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+    return (
+        f"trial {trial.number:>3} {trial.state.name:<8} {value}  {attrs.get('parameters', 0):,} weights  "
+        f"{attrs.get('epochs_run', 0)} epochs  {attrs.get('seconds', 0):.1f} s  [{params}]"
+    )
+
+
+def _short(value: object) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def print_outcome(study: optuna.Study, settings: StudySettings, where: str) -> None:
+    """The best trial (or the Pareto front), how it compares with the published baseline, and what to run next."""
+    trials = study.get_trials(deepcopy=False)
+    completed = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not completed:
+        console.print("no trial completed yet; run `mnist-hpo search` again to add trials")
+        return
+    if settings.multi_objective:
+        console.print(f"Pareto front (validation accuracy vs parameters): {len(study.best_trials)} trials")
+        for trial in sorted(study.best_trials, key=lambda t: t.values[1]):
+            console.print(f"  trial {trial.number}: {accuracy('validation', trial.values[0])}, {int(trial.values[1]):,} parameters")
+    else:
+        best = max(completed, key=lambda t: (t.values[0], -t.number))
+        attrs = best.user_attrs
+        console.print(
+            f"best trial {best.number}: {accuracy('validation', best.values[0])} "
+            f"({attrs.get('parameters', 0):,} parameters, {attrs.get('epochs_run')} epochs, {attrs.get('seconds', 0):.0f} s)"
+        )
+        console.print(baseline_comparison(best, trials))
+    console.print("next:")
+    for command in (f"status {where}", f"best {where} --test", f"export {where} --out best.pt", "dashboard"):
+        console.print(f"  mnist-hpo {command}")
+
+
+def baseline_comparison(best: FrozenTrial, trials: list[FrozenTrial]) -> str:
+    """The best trial against trial 0, the published configuration: validation accuracy, parameters, time."""
+    baseline = next((t for t in trials if t.user_attrs.get("published_baseline") and t.state.is_finished()), None)
+    if baseline is None:
+        return "the published baseline (trial 0) has not finished yet"
+    if baseline.number == best.number:
+        return "the best trial is the published baseline itself"
+    b, s = baseline.user_attrs, best.user_attrs
+    if baseline.state == TrialState.COMPLETE:
+        gain = f"{100 * (best.values[0] - baseline.values[0]):+.2f} pp validation accuracy against it ({accuracy('validation', baseline.values[0])})"
+    else:
+        gain = f"the baseline was {baseline.state.name.lower()} ({b.get('stopped') or 'no final value'})"
+    ours, theirs = s.get("parameters", 0), b.get("parameters", 0)
+    size = f"{theirs / ours:.1f}x fewer" if 0 < ours <= theirs else f"{ours / max(1, theirs):.1f}x more"
+    return (f"against the published baseline (trial {baseline.number}): {gain}; {size} parameters "
+            f"({ours:,} vs {theirs:,}); {s.get('seconds', 0):.0f} s vs {b.get('seconds', 0):.0f} s of training")

@@ -1,0 +1,30 @@
+"""Training and scoring networks; knows nothing of Optuna.
+
+Defaults are the recipe of An et al. 2020: Adam at 1e-3, the learning rate multiplied by 0.98
+after every epoch, batches of 120, random rotation (±20°) and translation (±20 %), and an
+exponential moving average (EMA) of the weights with decay 0.999. The EMA copy is what gets
+evaluated: it is smoother and more accurate than the raw weights (its decay ramps up over the
+first steps, see ``ema_with_warmup``).
+
+``train`` reports through ``on_epoch`` after every epoch; whatever that callback raises (for
+example ``optuna.TrialPruned``) stops training. Only a validation split can choose an epoch.
+"""
+
+from mnist_hpo.trainer._config import OPTIMIZERS, TrainConfig
+from mnist_hpo.trainer._device import resolve_device
+from mnist_hpo.trainer._eval import evaluate, evaluate_with_predictions, predict_logits
+from mnist_hpo.trainer._loop import EpochReport, TrainResult, train
+from mnist_hpo.trainer._state import ema_with_warmup
+
+__all__ = [
+    "OPTIMIZERS",
+    "EpochReport",
+    "TrainConfig",
+    "TrainResult",
+    "ema_with_warmup",
+    "evaluate",
+    "evaluate_with_predictions",
+    "predict_logits",
+    "resolve_device",
+    "train",
+]

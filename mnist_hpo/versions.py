@@ -1,0 +1,20 @@
+"""The versions of what produced a study or a checkpoint, read without importing torch."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+LIBRARIES = ("mnist-hpo", "torch", "torchvision", "optuna")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of mnist-hpo and the libraries whose behaviour a result depends on, and Python's."""
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name.replace("-", "_")] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name.replace("-", "_")] = "not installed"
+    versions["python"] = platform.python_version()
+    return versions

@@ -1,0 +1,61 @@
+"""The architecture holds: layers (import-linter), sizes, and the two modules that touch private APIs."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "mnist_hpo"
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
+# The one module for Optuna's internals, the one for optuna-dashboard's.
+PRIVATE_API = {
+    re.compile(r"optuna\.storages\._|_CachedStorage|\._study_id\b|\._thread_local\b|\._storage\b|\._trial_id\b"): "storage/_optuna_internals.py",
+    re.compile(r"optuna_dashboard\._"): "dashboards/_speedup.py",
+}
+
+
+def modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_import_linter_contracts_are_kept():
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.fail("import-linter is not installed (pip install -e '.[dev]')")
+    done = subprocess.run([exe], cwd=PACKAGE.parent, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "0 broken" in done.stdout
+
+
+def test_no_module_over_400_lines_and_no_function_over_60():
+    long_modules = {str(p.relative_to(PACKAGE)): n for p in modules() if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long_modules, long_modules
+    long_functions = []
+    for path in modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+                long_functions.append(f"{path.relative_to(PACKAGE)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long_functions, long_functions
+
+
+def test_private_apis_of_optuna_and_optuna_dashboard_are_used_in_one_module_each():
+    offenders = []
+    for path in modules():
+        relative = str(path.relative_to(PACKAGE))
+        code = "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
+        for pattern, allowed in PRIVATE_API.items():
+            if relative != allowed and pattern.search(code):
+                offenders.append(f"{relative}: {pattern.search(code).group(0)}")
+    assert not offenders, offenders
+
+
+def test_tests_mirror_the_package():
+    tests = Path(__file__).resolve().parent
+    for package in ("models", "search", "storage", "dashboards", "data", "trainer", "commands", "cli"):
+        assert (PACKAGE / package).is_dir() and (tests / package).is_dir(), package
