@@ -134,12 +134,14 @@ def test_export_loads_with_weights_only_and_predicts_like_the_trial(smoke_study,
     assert torch.equal(predict_logits(exported, images, torch.device("cpu")), predict_logits(trial_model, images, torch.device("cpu")))
 
     export_trial(f"sqlite:///{tmp}/study.db", "s", best.number, tmp_path / "best.safetensors", "safetensors", tmp / "artifacts")
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from mnist_hpo.models import build_model
 
-    sidecar = json.loads((tmp_path / "best.safetensors.json").read_text())
-    rebuilt = build_model(sidecar["model_spec"])
+    with safe_open(tmp_path / "best.safetensors", "pt") as f:  # one file: the spec is in its own header
+        header = f.metadata()
+    rebuilt = build_model(json.loads(header["model_spec"]))
     rebuilt.load_state_dict(load_file(tmp_path / "best.safetensors"))
     assert torch.equal(predict_logits(rebuilt.eval(), images, torch.device("cpu")), predict_logits(trial_model, images, torch.device("cpu")))
 
@@ -217,7 +219,7 @@ def test_onnx_export_computes_what_the_trial_computes(smoke_study, tmp_path):
     export_trial(f"sqlite:///{tmp}/study.db", "s", None, tmp_path / "best.onnx", "onnx", tmp / "artifacts")
     _, test = load_fixture()
     images = test.images[:8]
-    x = (images.unsqueeze(1).float() / 127.5 - 1).numpy()  # the loader's normalisation to [-1, 1]
-    (logits,) = ReferenceEvaluator(onnx.load(tmp_path / "best.onnx")).run(None, {"image": x})
+    x = images.unsqueeze(1).float().numpy()  # raw 0-255 pixels: the graph scales them itself
+    logits, _ = ReferenceEvaluator(onnx.load(tmp_path / "best.onnx")).run(None, {"pixels": x})
     expected = predict_logits(model, images, torch.device("cpu"))
     assert torch.allclose(torch.from_numpy(logits), expected, atol=1e-4)
