@@ -1,4 +1,4 @@
-"""Predicting digits with an exported checkpoint: image files, or a Kaggle test.csv to a submission.
+"""Predicting digits with any export (pt, safetensors, onnx, pt2): image files, or a Kaggle test.csv to a submission.
 
 A photo or a scan of a digit does not look like MNIST, and a network trained on MNIST only knows
 MNIST. ``preprocess_image`` therefore repeats what LeCun et al. did to build the data set: white ink

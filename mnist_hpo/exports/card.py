@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mnist_hpo.exports.info import ExportInfo
+from mnist_hpo.exports.info import ExportInfo, split_line
 
 FORMAT_NAMES = {"pt": "mnist-hpo checkpoint (.pt)", "safetensors": "safetensors", "onnx": "ONNX", "pt2": "torch.export program (.pt2)"}
 
@@ -28,7 +28,7 @@ def _what(info: ExportInfo) -> str:
     return f"A `{info.model_spec.get('name')}` network of mnist-hpo (the BatchNorm CNNs of An et al. 2020): {trial}, chosen on validation accuracy."
 
 
-def _accuracy_rows(info: ExportInfo, split_line) -> list[str]:
+def _accuracy_rows(info: ExportInfo) -> list[str]:
     rows = ["| split | accuracy |", "| --- | ---: |", f"| {split_line(info, 'validation')} | {_percent(info.val_accuracy)} |"]
     if info.test_accuracy is None:
         rows.append("| test | not measured |")
@@ -56,8 +56,6 @@ def snippets(fmt: str, file_name: str, input_dtype: str) -> list[str]:
 
 
 def card_text(info: ExportInfo, fmt: str, out: Path, sha256: str, props: dict[str, str]) -> str:
-    from mnist_hpo.exports.info import split_line
-
     sizes = info.split_sizes
     splits = " / ".join(f"{sizes[s]:,} {s}" for s in ("train", "validation", "test") if s in sizes) or "not recorded"
     lines = [
@@ -66,7 +64,7 @@ def card_text(info: ExportInfo, fmt: str, out: Path, sha256: str, props: dict[st
         "## Input and output", "", f"- Input{' `' + props['input_name'] + '`' if fmt in ('onnx', 'pt2') else ''}: {props['input']}.", f"- Outputs: {props['outputs']}.", "",
         "## Data and splits", "", f"- Data: {info.data or 'not recorded'}.", f"- Splits: {splits} images.",
         f"- The {'members were' if info.is_ensemble else 'trial was'} chosen on the validation split; the test split chose nothing.", "",
-        "## Accuracy", "", *_accuracy_rows(info, split_line), "",
+        "## Accuracy", "", *_accuracy_rows(info), "",
         "## Size", "", f"- Parameters: {int(props['parameters']):,}", f"- Mult-adds per image: {int(props['mult_adds']):,}", "",
         "## Training configuration", "", "```json", json.dumps(info.train_config, indent=2, sort_keys=True), "```", "",
         "## Search parameters", "", "```json", json.dumps(info.params, indent=2, sort_keys=True), "```", "",

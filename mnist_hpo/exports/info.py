@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from mnist_hpo.checkpoints import FORMAT_VERSION, NETWORK_INPUT, library_versions
+from mnist_hpo.models import count_parameters, mult_adds
 
 #: The ``format`` value of every export's metadata (the ``.pt`` checkpoint keeps its own).
 EXPORT_FORMAT = "mnist-hpo-export"
@@ -73,8 +74,6 @@ def split_line(info: ExportInfo, split: str) -> str:
 
 def metadata(info: ExportInfo, model: nn.Module, fmt: str, input_dtype: str) -> dict[str, str]:
     """The flat metadata every format stores (JSON for the nested values)."""
-    from mnist_hpo.models import count_parameters, mult_adds
-
     props = {
         "format": EXPORT_FORMAT,
         "format_version": str(FORMAT_VERSION),

@@ -57,7 +57,10 @@ def sniff(data: bytes) -> str | None:
 
 
 def open_export(path: Path, device: str | torch.device = "cpu") -> ExportedModel:
-    """Open any export; a bad file is a one-line ``CheckpointError`` naming it."""
+    """Open any export; a bad file is a one-line ``CheckpointError`` naming it.
+
+    ``device`` places the networks of pt and safetensors files; ONNX graphs and pt2 programs run on the CPU.
+    """
     path = Path(path)
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "does not exist"

@@ -7,6 +7,7 @@ the old files (or none), never half of one. A missing parent folder is created, 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import tempfile
@@ -30,7 +31,7 @@ def export_model(model: nn.Module, out: Path, fmt: str, info: ExportInfo, input_
     out = Path(out)
     check_target(out, fmt, input_dtype)
     card = card_path(out)
-    network = model.cpu().eval()
+    network = copy.deepcopy(model).cpu().eval()  # the caller's model keeps its device and mode
     props = metadata(info, network, fmt, input_dtype)
     if fmt == "pt":
         data = pt_format.to_bytes(network, info, props)
@@ -60,7 +61,7 @@ def check_output(path: Path, fmt: str) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise UserError(f"output {path} lies under {existing}, which is a file, not a folder; choose another --out")
-    if not os.access(existing, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"output {path} cannot be written ({existing} is read-only); choose a writable --out")
 
 

@@ -14,6 +14,7 @@ import torch
 from export_helpers import FORMATS, cli
 from mnist_hpo.checkpoints import CheckpointError
 from mnist_hpo.data import DeviceLoader, Split
+from mnist_hpo.errors import UserError
 from mnist_hpo.exports import open_export, sniff
 from mnist_hpo.exports.program import network_input
 from mnist_hpo.predict import predict_pixels
@@ -51,16 +52,25 @@ def test_pt_export_is_a_weights_only_checkpoint(study, best_trial):
 
 def test_predict_chooses_the_format_by_content(study, real_images, tmp_path):
     """`mnist-hpo predict` on every export renamed to another format's extension gives the .pt's labels."""
-    csv_path = write_kaggle_csv(tmp_path / "test.csv", real_images[:1000])
-    expected = predict_pixels(study.exports["pt"], real_images[:1000])[0].tolist()
+    csv_path = write_kaggle_csv(tmp_path / "test.csv", real_images[:300])
+    expected = predict_pixels(study.exports["pt"], real_images[:300])[0].tolist()
     for fmt, wrong_name in WRONG_NAMES.items():
         renamed = tmp_path / wrong_name
         shutil.copy(study.exports[fmt], renamed)
-        assert sniff(renamed.read_bytes()) == fmt and open_export(renamed).format == fmt
-        done = cli(tmp_path, "predict", "--checkpoint", wrong_name, "--kaggle-csv", "test.csv", "--out", f"{fmt}.csv")
+        assert sniff(renamed.read_bytes()) == fmt
+        done = cli(tmp_path, "predict", "--checkpoint", wrong_name, "--kaggle-csv", csv_path.name, "--out", f"{fmt}.csv")
         assert done.returncode == 0, done.stderr[-2000:]
         rows = (tmp_path / f"{fmt}.csv").read_text().splitlines()
         assert rows[0] == "ImageId,Label" and [int(r.split(",")[1]) for r in rows[1:]] == expected, fmt
+
+
+def test_predict_pixels_wants_uint8_images(study, real_images):
+    with pytest.raises(UserError, match="images must be uint8 N×28×28 pixels"):
+        predict_pixels(study.exports["onnx"], real_images[:4].astype(np.float32) / 255)
+    labels, probabilities = predict_pixels(study.exports["onnx"], real_images[:4])
+    pt_labels, pt_probabilities = predict_pixels(study.exports["pt"], real_images[:4])
+    assert labels.dtype == torch.int64 and torch.equal(labels, pt_labels)
+    assert torch.allclose(probabilities, pt_probabilities, atol=1e-5)  # the same softmax, from onnxruntime and from torch
 
 
 def test_unknown_content_is_refused_in_one_line(tmp_path):
