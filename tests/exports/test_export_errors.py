@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import shutil
 import subprocess
 import zipfile
 from contextlib import contextmanager
@@ -12,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from export_helpers import FORMATS, STUDY, cli, copy_study, error_line, tree
 
-from export_helpers import FORMATS, STUDY, copy_study, cli, error_line, tree
 from mnist_hpo.checkpoints import CheckpointError, read_checkpoint
 from mnist_hpo.errors import UserError
 from mnist_hpo.exports import ExportInfo, export_model, open_export

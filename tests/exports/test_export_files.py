@@ -10,8 +10,8 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-
 from export_helpers import FORMATS, cli
+
 from mnist_hpo.checkpoints import CheckpointError
 from mnist_hpo.data import DeviceLoader, Split
 from mnist_hpo.errors import UserError

@@ -13,10 +13,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from export_helpers import json_result, without_mnist_hpo
 
-from export_helpers import without_mnist_hpo, json_result
-from mnist_hpo.exports import ExportInfo, export_model
 from mnist_hpo.checkpoints import load_checkpoint
+from mnist_hpo.exports import ExportInfo, export_model
 from mnist_hpo.predict import predict_pixels
 
 AGREEMENT = 0.999

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from export_helpers import without_mnist_hpo
-from mnist_hpo.predict import predict_pixels
 from test_export_files import write_kaggle_csv
+
+from mnist_hpo.predict import predict_pixels
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## Using an exported model"
