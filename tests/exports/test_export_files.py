@@ -51,14 +51,16 @@ def test_pt_export_is_a_weights_only_checkpoint(study, best_trial):
 
 
 def test_predict_chooses_the_format_by_content(study, real_images, tmp_path):
-    """`mnist-hpo predict` on every export renamed to another format's extension gives the .pt's labels."""
+    """Every export renamed to another format's extension gives the .pt's labels; two of them through `mnist-hpo predict`."""
     csv_path = write_kaggle_csv(tmp_path / "test.csv", real_images[:300])
     expected = predict_pixels(study.exports["pt"], real_images[:300])[0].tolist()
     for fmt, wrong_name in WRONG_NAMES.items():
         renamed = tmp_path / wrong_name
         shutil.copy(study.exports[fmt], renamed)
         assert sniff(renamed.read_bytes()) == fmt
-        done = cli(tmp_path, "predict", "--checkpoint", wrong_name, "--kaggle-csv", csv_path.name, "--out", f"{fmt}.csv")
+        assert predict_pixels(renamed, real_images[:300])[0].tolist() == expected, fmt
+    for fmt in ("onnx", "pt2"):  # the command reads the same way
+        done = cli(tmp_path, "predict", "--checkpoint", WRONG_NAMES[fmt], "--kaggle-csv", csv_path.name, "--out", f"{fmt}.csv")
         assert done.returncode == 0, done.stderr[-2000:]
         rows = (tmp_path / f"{fmt}.csv").read_text().splitlines()
         assert rows[0] == "ImageId,Label" and [int(r.split(",")[1]) for r in rows[1:]] == expected, fmt
