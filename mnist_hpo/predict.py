@@ -1,4 +1,4 @@
-"""Predicting digits with an exported checkpoint: image files, or a Kaggle test.csv to a submission.
+"""Predicting digits with any export (pt, safetensors, onnx, pt2): image files, or a Kaggle test.csv to a submission.
 
 A photo or a scan of a digit does not look like MNIST, and a network trained on MNIST only knows
 MNIST. ``preprocess_image`` therefore repeats what LeCun et al. did to build the data set: white ink
@@ -18,12 +18,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from mnist_hpo.checkpoints import load_checkpoint
 from mnist_hpo.data import IMAGE_SIDE, read_kaggle_csv, write_kaggle_submission
 from mnist_hpo.errors import DataError
-from mnist_hpo.trainer import predict_logits, resolve_device
+from mnist_hpo.exports import ExportedModel, open_export
 
-__all__ = ["Prediction", "classify", "predict_images", "predict_kaggle_csv", "preprocess_image"]
+__all__ = ["Prediction", "classify", "predict_images", "predict_kaggle_csv", "predict_pixels", "preprocess_image"]
 
 #: MNIST digits fill a 20×20 box inside the 28×28 image (LeCun et al.).
 DIGIT_BOX = 20
@@ -35,8 +34,6 @@ INK_THRESHOLD = 32
 NOISE_FLOOR = 12
 #: Less contrast than this between paper and the darkest/brightest stroke means there is no digit.
 MIN_CONTRAST = 24
-#: Batch size for inference: big batches are fastest, and 2048 28×28 images are only 6 MiB.
-BATCH_SIZE = 2048
 #: Files larger than this many pixels are refused before decoding (a 60 MP photo is plenty).
 MAX_PIXELS = 64_000_000
 
@@ -166,28 +163,34 @@ def preprocess_image(path: Path) -> torch.Tensor:
 # -------------------------------------------------------------------------------------- prediction
 
 
-def classify(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = BATCH_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels (int64) and their softmax probabilities (float32) for uint8 N×28×28 images."""
-    logits = predict_logits(model, images, device, batch_size)
-    probabilities = torch.softmax(logits.float(), dim=1)
+def classify(model: ExportedModel, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels (int64) and their softmax probabilities (float32) for uint8 N×28×28 images, whatever the format."""
+    probabilities = torch.softmax(model.logits(images), dim=1)
     best, labels = probabilities.max(dim=1)
     return labels, best
 
 
-def predict_images(checkpoint: Path, images: Sequence[Path], device: str | torch.device = "cpu") -> list[Prediction]:
-    """Predict the digit in each image file, in the order given.
+def predict_pixels(model_file: Path, images: torch.Tensor | np.ndarray, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels and probabilities for uint8 N×28×28 images (0-255, as MNIST stores them), from any export."""
+    pixels = torch.as_tensor(images)
+    if pixels.dtype != torch.uint8 or pixels.ndim != 3 or tuple(pixels.shape[1:]) != (IMAGE_SIDE, IMAGE_SIDE):
+        raise DataError(f"images must be uint8 N×28×28 pixels (0-255), got {pixels.dtype} {tuple(pixels.shape)}")
+    return classify(open_export(Path(model_file), device), pixels)
 
-    The checkpoint is loaded first, so a bad checkpoint is reported before any image is decoded;
+
+def predict_images(checkpoint: Path, images: Sequence[Path], device: str | torch.device = "cpu") -> list[Prediction]:
+    """Predict the digit in each image file, in the order given, with any export (pt, safetensors, onnx, pt2).
+
+    The model is opened first, so a bad model file is reported before any image is decoded;
     then every image is preprocessed before inference, so one unreadable file fails the whole call
     with its name rather than printing half the answers.
     """
     paths = [Path(p) for p in images]
-    torch_device = resolve_device(device)
-    model, _ = load_checkpoint(Path(checkpoint))
+    model = open_export(Path(checkpoint), device)
     if not paths:
         return []
     batch = torch.stack([preprocess_image(p) for p in paths])
-    labels, probabilities = classify(model, batch, torch_device)
+    labels, probabilities = classify(model, batch)
     return [Prediction(p, int(l), float(q)) for p, l, q in zip(paths, labels.tolist(), probabilities.tolist())]
 
 
@@ -202,10 +205,9 @@ def predict_kaggle_csv(checkpoint: Path, csv_path: Path, out: Path, device: str 
         raise DataError(f"submission path {out} is a folder; pass a file name such as {out / 'submission.csv'}")
     if out.exists() and csv_path.exists() and os.path.samefile(out, csv_path):
         raise DataError(f"submission path {out} is the input {csv_path}; writing it would destroy test.csv, choose another --out")
-    torch_device = resolve_device(device)
-    model, _ = load_checkpoint(checkpoint)
+    model = open_export(checkpoint, device)
     split = read_kaggle_csv(csv_path, labelled=False)
-    labels, _ = classify(model, split.images, torch_device)
+    labels, _ = classify(model, split.images)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_kaggle_submission(out, labels)

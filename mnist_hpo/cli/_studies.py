@@ -9,6 +9,8 @@ import typer
 
 from mnist_hpo.cli._app import ArtifactsOpt, DeviceOpt, StorageOpt, app
 
+FormatOpt = typer.Option("pt", "--format", help="pt (mnist-hpo checkpoint), safetensors, onnx or pt2 (torch.export); the last two run without mnist-hpo.")
+InputDtypeOpt = typer.Option("float32", "--input-dtype", help="Pixel type the onnx and pt2 programs take: float32 or uint8 (values 0-255 either way).")
 storage_app = typer.Typer(help="The study storage.", no_args_is_help=True)
 app.add_typer(storage_app, name="storage")
 
@@ -40,29 +42,32 @@ def export(
     study: str = typer.Option(..., help="Study name."),
     out: Path = typer.Option(..., help="Output file."),
     trial: Optional[int] = typer.Option(None, help="Trial number (default: the best by validation)."),
-    format: str = typer.Option("pt", "--format", help="pt, safetensors or onnx."),
+    format: str = FormatOpt,
+    input_dtype: str = InputDtypeOpt,
     storage: Optional[str] = StorageOpt,
     artifacts: Optional[Path] = ArtifactsOpt,
 ) -> None:
-    """Write a trial's model to a file that runs elsewhere; prints its sha256."""
+    """Write a trial's model, with a model card beside it, to a file that runs elsewhere; prints its sha256."""
     from mnist_hpo.commands.export import export_trial
 
-    export_trial(storage, study, trial, out, format, artifacts)
+    export_trial(storage, study, trial, out, format, artifacts, input_dtype)
 
 
 @app.command("ensemble")
 def ensemble(
     study: str = typer.Option(..., help="Study name."),
     top_k: int = typer.Option(3, "--top-k", help="Members: the K best trials by validation."),
-    out: Path = typer.Option(..., help="Output checkpoint."),
+    out: Path = typer.Option(..., help="Output file (one model: the mean of the members' softmax)."),
+    format: str = FormatOpt,
+    input_dtype: str = InputDtypeOpt,
     storage: Optional[str] = StorageOpt,
     artifacts: Optional[Path] = ArtifactsOpt,
     device: str = DeviceOpt,
 ) -> None:
-    """Average the softmax of the K best trials; reports validation and test accuracy."""
+    """Average the softmax of the K best trials; reports validation and test accuracy; exports it as one model."""
     from mnist_hpo.commands.export import build_ensemble
 
-    build_ensemble(storage, study, top_k, out, artifacts, device)
+    build_ensemble(storage, study, top_k, out, artifacts, device, format, input_dtype)
 
 
 @app.command("dashboard")

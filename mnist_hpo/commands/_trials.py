@@ -28,7 +28,7 @@ def trial_model(storage: optuna.storages.BaseStorage, study: optuna.Study, trial
     try:
         data = stores.download_bytes(store, artifact_id)
     except UserError:
-        raise UserError(f"the checkpoint of trial {trial.number} ({MODEL_ARTIFACT}) is missing from the artifact store {store}; "
+        raise UserError(f"the checkpoint of trial {trial.number} ({MODEL_ARTIFACT}) is missing from the artifact folder {store}; "
                         "pass the --artifacts the search wrote to") from None
     try:
         return load_checkpoint(data, f"trial {trial.number}'s {MODEL_ARTIFACT}")

@@ -1,31 +1,33 @@
-"""`mnist-hpo export` and `mnist-hpo ensemble`: a trial, or the K best, as a file that runs elsewhere."""
+"""`mnist-hpo export` and `mnist-hpo ensemble`: a trial, or the K best, as a file that runs elsewhere.
+
+Every format (pt, safetensors, onnx, pt2) gets a model card beside it. Members are chosen on
+validation; the test accuracy is measured for the record and labelled as test.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
+import optuna
 import torch
+from optuna.trial import FrozenTrial
 from rich.table import Table
 
-from mnist_hpo.checkpoints import save_checkpoint
 from mnist_hpo.commands._trials import study_splits, trial_model
 from mnist_hpo.commands.status import completed_by_validation, open_study
 from mnist_hpo.console import accuracy, console
+from mnist_hpo.data import Splits
 from mnist_hpo.errors import UserError
-from mnist_hpo.files import atomic_write
+from mnist_hpo.exports import DEFAULT_INPUT_DTYPE, ExportInfo, check_target, export_model
 from mnist_hpo.models import SoftmaxAverage
+from mnist_hpo.search import StudySettings
 from mnist_hpo.trainer import evaluate, resolve_device
-from mnist_hpo.versions import library_versions
-
-EXPORT_FORMATS = ("pt", "safetensors", "onnx")
 
 
-def export_trial(url: str | None, name: str, trial_number: int | None, out: Path, fmt: str, artifacts: Path | None) -> str:
+def export_trial(url: str | None, name: str, trial_number: int | None, out: Path, fmt: str, artifacts: Path | None,
+                 input_dtype: str = DEFAULT_INPUT_DTYPE) -> str:
     """Write one trial's kept weights (the best validation trial unless ``trial_number``); returns the file's sha256."""
-    if fmt not in EXPORT_FORMATS:
-        raise UserError(f"unknown export format {fmt!r}; choose from {', '.join(EXPORT_FORMATS)}")
+    check_target(out, fmt, input_dtype)
     study, storage = open_study(url, name)
     ranked = completed_by_validation(study)
     if trial_number is None:
@@ -38,19 +40,21 @@ def export_trial(url: str | None, name: str, trial_number: int | None, out: Path
         trial = matches[0]
     model, payload = trial_model(storage, study, trial, artifacts)
     splits = study_splits(study)
-    metrics = {"val_accuracy": trial.values[0], "test_accuracy": evaluate(model, splits.test, torch.device("cpu"))}
-    extra = {"study": name, "trial": trial.number, "params": trial.params}
-    digest = write_model(model, payload["model_spec"], metrics, extra, out, fmt)
-    console.print(f"exported trial {trial.number}: {accuracy('validation', metrics['val_accuracy'])}, "
-                  f"{accuracy('test', metrics['test_accuracy'], len(splits.test))} (reported only)")
-    console.print(f"wrote {out} ({fmt}), sha256 {digest}")
-    return digest
+    test_accuracy = evaluate(model, splits.test, torch.device("cpu")) if len(splits.test) else None
+    info = export_info(study, splits, payload["model_spec"], [trial], trial.values[0], test_accuracy)
+    result = export_model(model, out, fmt, info, input_dtype)
+    test_text = accuracy("test", test_accuracy, len(splits.test)) + " (reported only)" if test_accuracy is not None else "no test split"
+    console.print(f"exported trial {trial.number}: {accuracy('validation', trial.values[0])}, {test_text}")
+    console.print(f"wrote {result.path} ({fmt}), sha256 {result.sha256}, model card {result.card}")
+    return result.sha256
 
 
-def build_ensemble(url: str | None, name: str, top_k: int, out: Path, artifacts: Path | None, device: str = "auto") -> float:
-    """Average the softmax of the K best trials by validation; report each member and the ensemble on both splits."""
+def build_ensemble(url: str | None, name: str, top_k: int, out: Path, artifacts: Path | None, device: str = "auto",
+                   fmt: str = "pt", input_dtype: str = DEFAULT_INPUT_DTYPE) -> float:
+    """Average the softmax of the K best trials by validation; report each member and the ensemble; export it as one model."""
     if top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {top_k}")
+    check_target(out, fmt, input_dtype)
     target = resolve_device(device)
     study, storage = open_study(url, name)
     chosen = completed_by_validation(study)[:top_k]
@@ -68,37 +72,24 @@ def build_ensemble(url: str | None, name: str, top_k: int, out: Path, artifacts:
     metrics = {"val_accuracy": evaluate(ensemble, splits.val, target), "test_accuracy": evaluate(ensemble, splits.test, target)}
     table.add_row(f"ensemble of {len(members)}", f"{100 * metrics['val_accuracy']:.2f}%", f"{100 * metrics['test_accuracy']:.2f}%")
     console.print(table)
-    digest = save_checkpoint(out, ensemble, {"name": "ensemble", "members": specs}, metrics, {"study": name, "trials": [t.number for t in chosen]})
-    console.print(f"wrote {out}, sha256 {digest}")
+    info = export_info(study, splits, {"name": "ensemble", "members": specs}, chosen, metrics["val_accuracy"], metrics["test_accuracy"])
+    result = export_model(ensemble, out, fmt, info, input_dtype)
+    console.print(f"wrote {result.path} ({fmt}), sha256 {result.sha256}, model card {result.card}")
     return metrics["test_accuracy"]
 
 
-def write_model(model: torch.nn.Module, spec: dict, metrics: dict, extra: dict, out: Path, fmt: str) -> str:
-    out = Path(out)
-    if fmt == "pt":
-        return save_checkpoint(out, model, spec, metrics, extra)
-    if fmt == "safetensors":
-        from safetensors.torch import save
-
-        data = save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-        sidecar = {"model_spec": spec, "metrics": metrics, "versions": library_versions(), **extra}
-        atomic_write(out, data)
-        atomic_write(out.with_name(out.name + ".json"), json.dumps(sidecar, indent=2).encode())
-        return hashlib.sha256(data).hexdigest()
-    return _write_onnx(model, out)
-
-
-def _write_onnx(model: torch.nn.Module, out: Path) -> str:
-    try:
-        import onnx
-    except ImportError:
-        raise UserError("ONNX export needs the onnx extra: pip install 'mnist-hpo[onnx]'") from None
-    import io
-
-    buffer = io.BytesIO()
-    torch.onnx.export(model.eval(), (torch.zeros(1, 1, 28, 28),), buffer, input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
-    data = buffer.getvalue()
-    onnx.checker.check_model(onnx.load_from_string(data))
-    atomic_write(out, data)
-    return hashlib.sha256(data).hexdigest()
+def export_info(study: optuna.Study, splits: Splits, spec: dict, trials: list[FrozenTrial], val_accuracy: float,
+                test_accuracy: float | None) -> ExportInfo:
+    """What an export records: the trial(s), their parameters and training, the data and its splits."""
+    settings = StudySettings.load(study)
+    single = len(trials) == 1 and spec.get("name") != "ensemble"
+    params = trials[0].params if single else {str(t.number): t.params for t in trials}
+    configs = [t.user_attrs.get("train_config") for t in trials]
+    subset = f", training on its first {settings.train_subset:,} images" if settings.train_subset else ""
+    return ExportInfo(
+        model_spec=spec, val_accuracy=val_accuracy, test_accuracy=test_accuracy, study=study.study_name,
+        trials=tuple(t.number for t in trials), params=params,
+        train_config=configs[0] if single else {str(t.number): c for t, c in zip(trials, configs)},
+        data=f"{splits.source} (profile {settings.profile}{subset}; data digest {splits.digest})",
+        split_sizes={"train": len(splits.train), "validation": len(splits.val), "test": len(splits.test)},
+    )

@@ -136,6 +136,7 @@ class Worker:
                     f"worker {self.label} stops: its last {len(failures)} trials failed ({failures[-1]}); "
                     "their places in the budget were re-queued for other workers"
                 )
+        self.interrupts.raise_pending()  # a signal that came during the last take still stops the worker, 130
         self.report.view = stores.ride_out(self._view)
         return self.report
 

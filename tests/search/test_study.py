@@ -142,12 +142,14 @@ def test_export_loads_with_weights_only_and_predicts_like_the_trial(smoke_study,
     assert torch.equal(predict_logits(exported, images, torch.device("cpu")), predict_logits(trial_model, images, torch.device("cpu")))
 
     export_trial(f"sqlite:///{tmp}/study.db", "s", best.number, tmp_path / "best.safetensors", "safetensors", tmp / "artifacts")
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from mnist_hpo.models import build_model
 
-    sidecar = json.loads((tmp_path / "best.safetensors.json").read_text())
-    rebuilt = build_model(sidecar["model_spec"])
+    with safe_open(tmp_path / "best.safetensors", "pt") as f:  # one file: the spec is in its own header
+        header = f.metadata()
+    rebuilt = build_model(json.loads(header["model_spec"]))
     rebuilt.load_state_dict(load_file(tmp_path / "best.safetensors"))
     assert torch.equal(predict_logits(rebuilt.eval(), images, torch.device("cpu")), predict_logits(trial_model, images, torch.device("cpu")))
 
@@ -187,7 +189,7 @@ def test_sigint_fails_the_running_trial_re_queues_it_and_the_study_continues_to_
     db = tmp_path / "study.db"
     command = [*CLI, "search", "--profile", "smoke", "--study", "i", "--storage", f"sqlite:///{db}", "--artifacts", str(tmp_path / "a"),
                "--seed", "0", "--device", "cpu"]
-    process = subprocess.Popen([*command, "--n-trials", "3"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([*command, "--n-trials", "6"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # wait until a trial is running
         time.sleep(0.5)
@@ -218,7 +220,7 @@ def test_sigint_fails_the_running_trial_re_queues_it_and_the_study_continues_to_
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)  # no --n-trials: on to the budget
     assert again.returncode == 0, again.stderr
     trials = optuna.load_study(study_name="i", storage=f"sqlite:///{db}").trials
-    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 3
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) == 6
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
 
 
@@ -232,7 +234,7 @@ def test_onnx_export_computes_what_the_trial_computes(smoke_study, tmp_path):
     export_trial(f"sqlite:///{tmp}/study.db", "s", None, tmp_path / "best.onnx", "onnx", tmp / "artifacts")
     _, test = load_fixture()
     images = test.images[:8]
-    x = (images.unsqueeze(1).float() / 127.5 - 1).numpy()  # the loader's normalisation to [-1, 1]
-    (logits,) = ReferenceEvaluator(onnx.load(tmp_path / "best.onnx")).run(None, {"image": x})
+    x = images.unsqueeze(1).float().numpy()  # raw 0-255 pixels: the graph scales them itself
+    logits, _ = ReferenceEvaluator(onnx.load(tmp_path / "best.onnx")).run(None, {"pixels": x})
     expected = predict_logits(model, images, torch.device("cpu"))
     assert torch.allclose(torch.from_numpy(logits), expected, atol=1e-4)
