@@ -190,12 +190,11 @@ def test_train_unknown_model_is_reported_before_any_data_is_loaded(tmp_path, mon
     data source an unknown model name should be reported before MNIST is loaded or fetched. Here
     $MNIST_HPO_DATA is unwritable, so today the fetch attempt's DataError comes first."""
     from mnist_hpo.errors import ModelError
-    from mnist_hpo.trainer import TrainConfig
     from mnist_hpo.commands.train import train_model
 
     monkeypatch.setenv("MNIST_HPO_DATA", cli_env(tmp_path)["MNIST_HPO_DATA"])
     with pytest.raises(ModelError, match="unknown model 'nope'"):
-        train_model("nope", TrainConfig(epochs=1), "mnist", "cpu", None, None)
+        train_model("nope", None, {"epochs": 1}, "mnist", "cpu", None, None)
 
 
 def test_summary_unknown_model(tmp_path):

@@ -30,7 +30,3 @@ SpaceOpt = typer.Option(None, "--space", help="TOML file that fixes, narrows, wi
 def command_line() -> str:
     """The command as typed, recorded in the study it creates."""
     return shlex.join(["mnist-hpo", *sys.argv[1:]])
-
-
-def given(flag: str) -> bool:
-    return any(arg == flag or arg.startswith(flag + "=") for arg in sys.argv[1:])

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mnist_hpo.cli._app import DeviceOpt, ProfileOpt, SpaceOpt, StorageOpt, app, given
+from mnist_hpo.cli._app import DeviceOpt, ProfileOpt, SpaceOpt, StorageOpt, app
 
 data_app = typer.Typer(help="MNIST data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -50,36 +50,36 @@ def space_show(space: Optional[Path] = SpaceOpt, profile: Optional[str] = Profil
 @app.command("train")
 def train(
     model: str = typer.Option("m3", help="Model name, see `mnist-hpo models`."),
-    epochs: int = typer.Option(10, help="Epochs to train."),
+    recipe: Optional[str] = typer.Option(None, help="paper (An et al.) or seed (a seed network's own; the default for seed networks)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs to train (default: the recipe's)."),
     device: str = DeviceOpt,
     subset: Optional[int] = typer.Option(None, help="Train on the first K training images only."),
     save: Optional[Path] = typer.Option(None, help="Write a checkpoint here (loads with torch.load(weights_only=True))."),
     data: str = typer.Option("mnist", help="mnist (fetched on first use), fixture (bundled subset) or a Kaggle train.csv."),
-    batch_size: int = typer.Option(120, help="Batch size."),
-    lr: float = typer.Option(1e-3, help="Learning rate."),
-    optimizer: str = typer.Option("adam", help="adam, adamw, sgd or sgd-plateau."),
-    weight_decay: float = typer.Option(0.0, help="Weight decay."),
-    label_smoothing: float = typer.Option(0.0, help="Label smoothing."),
-    ema_decay: float = typer.Option(0.999, help="EMA decay of the evaluated weights; 0 turns it off."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the recipe's)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (default: the recipe's)."),
+    optimizer: Optional[str] = typer.Option(None, help="adam, adamw or sgd (default: the recipe's)."),
+    schedule: Optional[str] = typer.Option(None, help="exponential, cosine or plateau (default: the recipe's)."),
+    weight_decay: Optional[float] = typer.Option(None, help="Weight decay (default: the recipe's)."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing (default: the recipe's)."),
+    ema_decay: Optional[float] = typer.Option(None, help="EMA decay of the evaluated weights; 0 turns it off (default: the recipe's)."),
     seed: int = typer.Option(0, help="Random seed."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA only; ignored on the CPU)."),
     from_study: Optional[str] = typer.Option(None, "--from-study", help="Retrain this study's best configuration on train + validation (last epoch kept)."),
     storage: Optional[str] = StorageOpt,
 ) -> None:
-    """Train one model; prints validation accuracy per epoch and test accuracy at the end."""
+    """Train one model with its recipe; prints validation accuracy per epoch and test accuracy at the end."""
     if from_study:
         from mnist_hpo.commands.train import train_from_study
 
-        train_from_study(storage, from_study, epochs if given("--epochs") else None, device, save)
+        train_from_study(storage, from_study, epochs, device, save)
         return
     from mnist_hpo.commands.train import train_model
-    from mnist_hpo.trainer import TrainConfig
 
-    config = TrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
-        label_smoothing=label_smoothing, ema_decay=ema_decay, seed=seed, compile=compile,
-    )
-    train_model(model, config, data, device, subset, save)
+    overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "schedule": schedule,
+                 "weight_decay": weight_decay, "label_smoothing": label_smoothing, "ema_decay": ema_decay, "seed": seed,
+                 "compile": compile or None}
+    train_model(model, recipe, overrides, data, device, subset, save)
 
 
 @app.command("predict")

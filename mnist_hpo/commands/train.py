@@ -12,14 +12,18 @@ from mnist_hpo.checkpoints import save_checkpoint
 from mnist_hpo.console import accuracy, console, progress
 from mnist_hpo.errors import UserError
 from mnist_hpo.models import build_model, count_parameters
-from mnist_hpo.trainer import EpochReport, TrainConfig, evaluate, resolve_device, train
+from mnist_hpo.trainer import EpochReport, TrainConfig, evaluate, recipe_for, resolve_device, train, with_overrides
 
 
-def train_model(model_name: str, config: TrainConfig, source: str, device: str, subset: int | None, save: Path | None) -> float:
-    """Train one named model: the best validation epoch is kept; test accuracy is reported at the end."""
+def train_model(model_name: str, recipe_name: str | None, overrides: dict, source: str, device: str, subset: int | None,
+                save: Path | None) -> float:
+    """Train one named model with its recipe: the best validation epoch is kept; test accuracy is reported at the end."""
+    build_model(model_name)  # an unknown name fails before any data is fetched
+    recipe = recipe_for(model_name, recipe_name)
+    config = with_overrides(recipe, **overrides)
     config.validate()
     target = resolve_device(device)
-    build_model(model_name)  # an unknown name fails before any data is fetched
+    console.print(f"recipe {recipe.name}: {recipe.source}" + (f"; not stated there, so framework defaults: {', '.join(recipe.unstated)}" if recipe.unstated else ""))
     splits = data.load_splits(source, subset=subset, seed=config.seed, log=console.print)
     torch.manual_seed(config.seed)
     model = build_model(model_name)
@@ -34,7 +38,7 @@ def train_model(model_name: str, config: TrainConfig, source: str, device: str, 
         metrics["test_accuracy"] = evaluate(result.model, splits.test, target)
         console.print(f"{accuracy('test', metrics['test_accuracy'], len(splits.test))} of the kept weights (reported only, never used to select)")
     if save:
-        digest = save_checkpoint(save, result.model, {"name": model_name}, metrics, {"train_config": config.to_dict()})
+        digest = save_checkpoint(save, result.model, {"name": model_name}, metrics, {"train_config": config.to_dict(), "recipe": recipe.name})
         console.print(f"saved checkpoint {save} (sha256 {digest})")
     return result.val_accuracy
 

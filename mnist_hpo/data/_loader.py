@@ -60,7 +60,9 @@ class DeviceLoader:
     """Batches from a split that lives on the device as one uint8 tensor: no workers, no host copies.
 
     Each pass (``iter``) is one epoch, shuffled by a generator seeded with ``seed + epoch``, so a run is
-    reproducible, epochs differ, and ``set_epoch`` resumes mid-run with the same order.
+    reproducible, epochs differ, and ``set_epoch`` resumes mid-run with the same order. With
+    ``epoch_size`` an epoch is the first ``epoch_size`` examples of that shuffle: a fresh random draw
+    from the whole split each epoch, so short runs see more different images than a fixed subset.
     Yields float32 images in [-1, 1] shaped B×1×28×28, and int64 labels.
     """
 
@@ -73,9 +75,12 @@ class DeviceLoader:
         seed: int = 0,
         augment: Augment | None = None,
         drop_last: bool = False,
+        epoch_size: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if epoch_size is not None and not shuffle:
+            raise ValueError("epoch_size draws a random part of the split each epoch; it needs shuffle=True")
         self.device = torch.device(device)
         self.images = split.images.to(self.device)
         self.labels = split.labels.to(self.device)
@@ -84,10 +89,11 @@ class DeviceLoader:
         self.seed = seed
         self.augment = None if augment is None or augment.is_identity else augment
         self.drop_last = drop_last
+        self.epoch_images = min(epoch_size, self.images.shape[0]) if epoch_size is not None else self.images.shape[0]
         self.epoch = 0
 
     def __len__(self) -> int:
-        n = self.images.shape[0]
+        n = self.epoch_images
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -100,11 +106,11 @@ class DeviceLoader:
 
     def _batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         generator = torch.Generator(device=self.device).manual_seed(self.seed + epoch)
-        n = self.images.shape[0]
-        order = torch.randperm(n, generator=generator, device=self.device) if self.shuffle else None
-        stop = len(self) * self.batch_size if self.drop_last else n
+        order = torch.randperm(self.images.shape[0], generator=generator, device=self.device) if self.shuffle else None
+        stop = len(self) * self.batch_size if self.drop_last else self.epoch_images
         for start in range(0, stop, self.batch_size):
-            index = order[start : start + self.batch_size] if order is not None else slice(start, start + self.batch_size)
+            end = min(start + self.batch_size, stop)
+            index = order[start:end] if order is not None else slice(start, end)
             x = to_network_input(self.images[index].unsqueeze(1))
             if self.augment is not None:
                 x = augment_batch(x, self.augment, generator)

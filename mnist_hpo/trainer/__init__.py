@@ -10,14 +10,20 @@ first steps, see ``ema_with_warmup``).
 example ``optuna.TrialPruned``) stops training. Only a validation split can choose an epoch.
 """
 
-from mnist_hpo.trainer._config import OPTIMIZERS, TrainConfig
+from mnist_hpo.trainer._config import OPTIMIZERS, SCHEDULES, TrainConfig
 from mnist_hpo.trainer._device import resolve_device
 from mnist_hpo.trainer._eval import evaluate, evaluate_with_predictions, predict_logits
 from mnist_hpo.trainer._loop import EpochReport, TrainResult, train
+from mnist_hpo.trainer._recipes import PAPER, RECIPE_NAMES, SEED_RECIPES, Recipe, recipe_for, with_overrides
 from mnist_hpo.trainer._state import ema_with_warmup
 
 __all__ = [
     "OPTIMIZERS",
+    "PAPER",
+    "RECIPE_NAMES",
+    "SCHEDULES",
+    "SEED_RECIPES",
+    "Recipe",
     "EpochReport",
     "TrainConfig",
     "TrainResult",
@@ -25,6 +31,8 @@ __all__ = [
     "evaluate",
     "evaluate_with_predictions",
     "predict_logits",
+    "recipe_for",
     "resolve_device",
     "train",
+    "with_overrides",
 ]

@@ -7,7 +7,8 @@ from typing import Any
 
 from mnist_hpo.errors import UserError
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "sgd-plateau")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("exponential", "cosine", "plateau")
 
 
 @dataclass
@@ -16,11 +17,14 @@ class TrainConfig:
 
     epochs: int = 10
     batch_size: int = 120
-    optimizer: str = "adam"  # "sgd-plateau" is seed 002's recipe: SGD + ReduceLROnPlateau
+    optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.9  # SGD only
+    schedule: str = "exponential"  # lr × lr_gamma per epoch; "cosine": to 0 over the run; "plateau": ReduceLROnPlateau
     lr_gamma: float = 0.98  # ExponentialLR factor per epoch
+    plateau_patience: int = 10  # epochs without improvement before the plateau schedule lowers the lr (PyTorch's default)
+    epoch_images: int | None = None  # images per epoch, a fresh random draw from the training split each epoch; None: all
     ema_decay: float = 0.999  # 0 turns the EMA off
     label_smoothing: float = 0.0
     rotation: float = 20.0  # degrees
@@ -36,6 +40,10 @@ class TrainConfig:
             raise UserError(f"batch size must be at least 1, got {self.batch_size}")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"unknown learning-rate schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        if self.epoch_images is not None and self.epoch_images < 1:
+            raise UserError(f"images per epoch must be at least 1, got {self.epoch_images}")
         if not self.lr > 0:
             raise UserError(f"learning rate must be positive, got {self.lr}")
         if not 0 <= self.ema_decay < 1:
@@ -47,6 +55,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Rebuild a stored configuration; fields another mnist-hpo added or dropped are a clear error."""
+        if data.get("optimizer") == "sgd-plateau":  # how mnist-hpo 0.1 wrote seed 002's recipe
+            data = {**data, "optimizer": "sgd", "schedule": "plateau", "plateau_patience": 3}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -17,7 +17,7 @@ from mnist_hpo.errors import TrainingDiverged
 from mnist_hpo.trainer._config import TrainConfig
 from mnist_hpo.trainer._device import autocast, memory_format
 from mnist_hpo.trainer._eval import evaluate_with_predictions
-from mnist_hpo.trainer._state import make_ema, make_optimizer, make_scheduler, restore, step_scheduler, training_state
+from mnist_hpo.trainer._state import batchwise, make_ema, make_optimizer, make_scheduler, restore, step_scheduler, training_state
 
 
 @dataclass
@@ -86,7 +86,7 @@ def train(
         accuracy, predictions = evaluate_with_predictions(run.evaluated, val, device, config.eval_batch_size) if val is not None else (None, None)
         lr = run.optimizer.param_groups[0]["lr"]
         step_scheduler(run.scheduler, accuracy, train_loss)
-        report = EpochReport(epoch, train_loss, accuracy, seconds, len(train_split) / seconds, lr)
+        report = EpochReport(epoch, train_loss, accuracy, seconds, run.images / seconds, lr)
         history.append(report)
         if accuracy is None or kept.accuracy is None or accuracy > kept.accuracy:
             kept.take(run.evaluated, epoch, accuracy, predictions)
@@ -111,12 +111,13 @@ class _Run:
         self.model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
         self.ema = make_ema(self.model, config.ema_decay)
         self.evaluated = self.ema.module if self.ema else self.model
-        self.optimizer = make_optimizer(self.model, config, device)
-        self.scheduler = make_scheduler(self.optimizer, config, judged_on_validation)
         augment = Augment(config.rotation, config.translation) if (config.rotation or config.translation) else None
-        self.loader = DeviceLoader(train_split, config.batch_size, device, shuffle=True, seed=config.seed, augment=augment)
+        self.loader = DeviceLoader(train_split, config.batch_size, device, shuffle=True, seed=config.seed, augment=augment,
+                                   epoch_size=config.epoch_images)
+        self.optimizer = make_optimizer(self.model, config, device)
+        self.scheduler = make_scheduler(self.optimizer, config, judged_on_validation, len(self.loader))
         self.step = torch.compile(self.model) if config.compile and device.type == "cuda" else self.model
-        self.config, self.device, self.images = config, device, len(train_split)
+        self.config, self.device, self.images = config, device, self.loader.epoch_images
 
     def one_epoch(self, epoch: int, on_step: Callable[[int, int], None] | None) -> float:
         """Train through every batch once; returns the mean training loss."""
@@ -129,6 +130,8 @@ class _Run:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if batchwise(self.scheduler):
+                self.scheduler.step()
             if self.ema:
                 self.ema.update_parameters(self.model)
             loss_sum += loss.detach() * len(y)  # stays on the device: no host sync per batch

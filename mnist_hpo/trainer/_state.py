@@ -25,17 +25,28 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) 
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, **fused)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, judged_on_validation: bool) -> Scheduler:
-    """Seed 002's plateau schedule watches validation accuracy; without a validation split it watches the loss."""
-    if config.optimizer == "sgd-plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max" if judged_on_validation else "min", patience=3)
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, judged_on_validation: bool, steps_per_epoch: int) -> Scheduler:
+    """The learning-rate schedule; the plateau one watches validation accuracy, or the training loss without a validation split.
+
+    The cosine schedule steps every batch (``BATCHWISE``), the others once an epoch.
+    """
+    if config.schedule == "plateau":
+        mode = "max" if judged_on_validation else "min"
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, patience=config.plateau_patience)
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
     return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_gamma)
 
 
+def batchwise(scheduler: Scheduler) -> bool:
+    return isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
+
+
 def step_scheduler(scheduler: Scheduler, val_accuracy: float | None, train_loss: float) -> None:
+    """The once-an-epoch step (the cosine schedule has stepped with every batch already)."""
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         scheduler.step(val_accuracy if val_accuracy is not None else train_loss)
-    else:
+    elif not batchwise(scheduler):
         scheduler.step()
 
 
