@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import sqlite3
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,6 @@ from typing import Any
 import optuna
 import sqlalchemy
 import sqlalchemy.exc
-from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage
 from sqlalchemy.engine import URL, make_url
 
@@ -69,16 +67,14 @@ def sql_target(url: str, must_exist: bool, reconnect_s: float | None = None) -> 
 
 def open_rdb(target: SQLTarget, heartbeat_interval: int | None, grace_period: int | None,
              stale_trial_callback: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None) -> RDBStorage:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeat_interval is "experimental"
-            return RDBStorage(
-                _escape_format(target.url),
-                engine_kwargs=target.engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period,
-                heartbeat_stale_trial_callback=stale_trial_callback,
-            )
+    try:  # Optuna's ExperimentalWarning for heartbeats stays as Optuna's storage gives it; the commands silence it
+        return RDBStorage(
+            _escape_format(target.url),
+            engine_kwargs=target.engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=stale_trial_callback,
+        )
     except RuntimeError as exc:
         if _OUTDATED_SCHEMA not in str(exc):
             raise
