@@ -81,7 +81,7 @@ def new_settings(request: SearchRequest, profile: Profile) -> StudySettings:
         raise UserError("--stop-after, --target and --terminator watch one objective; leave them out with --objectives accuracy,params")
     return StudySettings(
         profile=profile.name, space=space.to_dict(), objectives=objectives, epochs=epochs,
-        data=profile.data, train_subset=profile.train_subset, max_params=request.max_params,
+        data=profile.data, train_subset=profile.train_subset, epoch_images=profile.epoch_images, max_params=request.max_params,
         seed=request.seed, sampler=sampler, pruner=pruner, stop_after=request.stop_after, target=request.target,
         terminator=request.terminator, warm_start=request.warm_start, versions=library_versions(), command=request.command,
     )

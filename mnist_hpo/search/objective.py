@@ -73,7 +73,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         family, sampled = self._space.sample(trial)
         spec = {"name": "family", "config": family.to_dict()}
-        config = replace(TrainConfig(epochs=self.settings.epochs, seed=self.seed + trial.number), **sampled)
+        config = replace(TrainConfig(epochs=self.settings.epochs, epoch_images=self.settings.epoch_images, seed=self.seed + trial.number), **sampled)
         torch.manual_seed(config.seed)
         model = build_model(spec)
         parameters = count_parameters(model)

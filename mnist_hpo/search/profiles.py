@@ -14,7 +14,8 @@ class Profile:
     description: str
     data: str  # "fixture" (bundled real subset) or "mnist" (fetched on first use)
     train_subset: int | None  # first K images of the training split; None = all 55k
-    epochs: int
+    epochs: int  # the most a trial trains; pruning stops many earlier
+    epoch_images: int | None
     n_trials: int
     timeout: float | None  # seconds; the default budget of `search`
     space: dict[str, dict[str, Any]] = field(default_factory=dict)  # overrides on the default space
@@ -24,7 +25,7 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         "smoke",
         "tests: bundled 5k-image subset, narrow nets, 2 epochs, seconds per trial",
-        data="fixture", train_subset=2000, epochs=2, n_trials=6, timeout=None,
+        data="fixture", train_subset=2000, epochs=2, epoch_images=None, n_trials=6, timeout=None,
         space={
             "first_channels": {"low": 4, "high": 8, "step": 4},
             "growth": {"low": 0, "high": 4, "step": 4},
@@ -38,23 +39,36 @@ PROFILES: dict[str, Profile] = {
     ),
     "quick": Profile(
         "quick",
-        "CPU default: 24k training images, the family at a quarter of M3's width or less, 2 epochs, as many trials as fit in 10 min (up to 40)",
-        data="mnist", train_subset=24000, epochs=2, n_trials=40, timeout=600,
+        "CPU default: 12k fresh images of the 55k training split per epoch, up to 4 epochs, M3's 3x3 layout at up to "
+        "a third of its width, dropouts and the learning rate searched, as many trials as fit in 10 min (up to 40)",
+        data="mnist", train_subset=None, epochs=4, epoch_images=12_000, n_trials=40, timeout=600,
         space={
-            "first_channels": {"low": 4, "high": 12, "step": 4},
-            "growth": {"low": 4, "high": 8, "step": 4},
+            "kernel_size": {"value": 3},
             "conv_layers_k3": {"low": 5, "high": 10},
-            "conv_layers_k5": {"low": 3, "high": 5},
-            "conv_layers_k7": {"low": 2, "high": 4},
+            "conv_layers_k5": {"drop": True},
+            "conv_layers_k7": {"drop": True},
+            "first_channels": {"low": 4, "high": 12, "step": 4},
+            "growth": {"low": 0, "high": 8, "step": 4},
+            "dropout_in": {"low": 0.0, "high": 0.4},
             "head_width": {"low": 32, "high": 128},
-            "batch_size": {"choices": [32, 64, 120]},
+            "dropout_hidden": {"low": 0.0, "high": 0.5},
             "lr": {"low": 1e-3, "high": 1e-2},
+            "optimizer": {"value": "adam"},
+            "weight_decay": {"drop": True},
+            "batch_size": {"value": 64},
+            "ema": {"value": True},
+            "ema_decay": {"value": 0.999},
+            "schedule": {"value": "cosine"},
+            "lr_gamma": {"drop": True},
+            "rotation": {"value": 10.0},
+            "translation": {"value": 0.1},
+            "label_smoothing": {"drop": True},
         },
     ),
     "paper": Profile(
         "paper",
         "GPU default: the full 55k/5k split, M3-scale widths, up to 30 epochs per trial",
-        data="mnist", train_subset=None, epochs=30, n_trials=30, timeout=None,
+        data="mnist", train_subset=None, epochs=30, epoch_images=None, n_trials=30, timeout=None,
     ),
 }
 

@@ -31,6 +31,7 @@ class StudySettings:
     epochs: int
     data: str
     train_subset: int | None
+    epoch_images: int | None = None  # images per epoch, a fresh draw from the training split; None: all
     n_trials: int | None = None  # the study's global budget: finished trials across all workers
     max_params: int | None = None
     min_accuracy: float = 0.5  # the threshold pruner: validation accuracy below this after an epoch stops a trial

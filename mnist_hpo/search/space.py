@@ -111,6 +111,7 @@ def default_space() -> dict[str, Param]:
         "dropout_hidden": Param("float", 0.0, 0.0, 0.5),
         "ema": Param("categorical", True, choices=(True, False)),
         "ema_decay": Param("float", 0.999, 0.99, 0.9995),
+        "schedule": Param("categorical", "exponential", choices=("exponential", "cosine")),
         "lr_gamma": Param("float", 0.98, 0.85, 1.0),
         "rotation": Param("float", 20.0, 0.0, 25.0),
         "translation": Param("float", 0.2, 0.0, 0.25),
@@ -179,6 +180,7 @@ class Space:
             "weight_decay": p["weight_decay"].suggest(trial, "weight_decay"),
             "batch_size": p["batch_size"].suggest(trial, "batch_size"),
             "ema_decay": p["ema_decay"].suggest(trial, "ema_decay") if ema else 0.0,
+            "schedule": p["schedule"].suggest(trial, "schedule"),
             "lr_gamma": p["lr_gamma"].suggest(trial, "lr_gamma"),
             "rotation": p["rotation"].suggest(trial, "rotation"),
             "translation": p["translation"].suggest(trial, "translation"),
@@ -192,7 +194,7 @@ class Space:
             "kernel_size": 3, "head": False, "ema": True, "optimizer": "adam", "conv_layers_k3": 10,
             "first_channels": self.params["first_channels"].default, "growth": self.params["growth"].default,
             "dropout_in": 0.0, "lr": 1e-3, "weight_decay": 1e-6, "batch_size": 120, "ema_decay": 0.999,
-            "lr_gamma": 0.98, "rotation": 20.0, "translation": 0.2, "label_smoothing": 0.0,
+            "schedule": "exponential", "lr_gamma": 0.98, "rotation": 20.0, "translation": 0.2, "label_smoothing": 0.0,
         }
         searched = {}
         for name, value in paper.items():
