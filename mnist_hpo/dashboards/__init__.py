@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 from mnist_hpo._lazy import lazy_names
 
 if TYPE_CHECKING:
-    from mnist_hpo.dashboards.publish import ensure_study_note, publish_trial
+    from mnist_hpo.dashboards.publish import ensure_study_note, note_study_stop, publish_trial
     from mnist_hpo.dashboards.report import write_report
     from mnist_hpo.dashboards.server import serve_dashboard
 
-_WHERE = {"ensure_study_note": "publish", "publish_trial": "publish", "write_report": "report", "serve_dashboard": "server"}
-__all__ = ["ensure_study_note", "publish_trial", "serve_dashboard", "write_report"]
+_WHERE = {"ensure_study_note": "publish", "note_study_stop": "publish", "publish_trial": "publish", "write_report": "report", "serve_dashboard": "server"}
+__all__ = ["ensure_study_note", "note_study_stop", "publish_trial", "serve_dashboard", "write_report"]
 __getattr__ = lazy_names(__name__, _WHERE)
