@@ -1,6 +1,7 @@
 """What a study looks like: pictures and notes per trial, optuna-dashboard, and an offline HTML report.
 
-This layer reads the storage (and the search's settings and space for the notes). The search
+This layer reads the storage (and the search's settings, space and own-trials helpers for the notes
+and the report: trials copied by a warm start are never counted or ranked). The search
 commands hand ``publish_trial`` to the objective as its "trial finished" hook; the search itself
 never imports this package. Names load on first use, so `mnist-hpo dashboard` starts without
 torch, and matplotlib/plotly load only where they draw.

@@ -80,9 +80,9 @@ def terminator_reason(study: optuna.Study, images: int, seed: int | None = 0) ->
         return None
     best = _best(complete)
     noise = validation_noise(best.values[0], images)
-    bound = _Recorded(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecated in Optuna 4.9 (removal in 6.0; we pin <5.1), and "experimental"
+        bound = _Recorded(seed)
         terminator = Terminator(improvement_evaluator=bound, error_evaluator=StaticErrorEvaluator(noise), min_n_trials=TERMINATOR_MIN_TRIALS)
         try:
             stop = terminator.should_terminate(study)
