@@ -139,3 +139,57 @@ def test_with_two_workers_both_stop_and_the_study_records_one_reason(tmp_path: P
     for log in logs:  # each worker stopped on the study's one recorded reason
         assert f"stopped early ({reason}); it takes no more trials" in log.read_text(), log.read_text()
     assert "stopped early: --target 0.2" in done.stdout
+
+
+BAD = {
+    "stop-after 0": (["--stop-after", "0"], ["--stop-after must be at least 1 trial, got 0"]),
+    "target above 1": (["--target", "1.5"], ["--target is a validation accuracy in (0, 1], e.g. 0.99, got 1.5"]),
+    "target 0": (["--target", "0"], ["--target is a validation accuracy in (0, 1]"]),
+    "rule with two objectives": (["--stop-after", "3", "--objectives", "accuracy,params"], ["watch one objective"]),
+    "mo-asha with one objective": (["--pruner", "mo-asha"], ["mo-asha pruner ranks trials on two objectives", "--objectives accuracy,params"]),
+    "one-objective pruner with two": (["--pruner", "hyperband", "--objectives", "accuracy,params"],
+                                      ["unknown pruner 'hyperband' for multi-objective studies", "mo-asha, threshold, none"]),
+}
+
+
+@pytest.mark.parametrize(("args", "fragments"), list(BAD.values()), ids=list(BAD))
+@pytest.mark.parametrize("command", ["search", "study create"])
+def test_bad_rules_and_pruners_are_one_line_and_write_nothing(tmp_path, capsys, monkeypatch, command, args, fragments):
+    from mnist_hpo.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main([*command.split(), "--profile", "smoke", "--study", "s", "--storage", f"sqlite:///{tmp_path / 's.db'}", *args])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_study_create_stores_the_rules_and_replaces_them_only_when_given(tmp_path, capsys):
+    from mnist_hpo.cli import main
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+
+    def create(*args: str) -> dict:
+        with pytest.raises(SystemExit) as exited:
+            main(["study", "create", "--profile", "smoke", "--study", "s", "--storage", url, *args])
+        assert exited.value.code == 0, capsys.readouterr().err
+        return optuna.load_study(study_name="s", storage=url).user_attrs["mnist_hpo"]
+
+    stored = create("--n-trials", "4", "--target", "0.95")
+    assert (stored["target"], stored["stop_after"], stored["terminator"]) == (0.95, None, False)
+    stored = create()  # idempotent: the rules stay
+    assert stored["target"] == 0.95
+    stored = create("--stop-after", "5", "--terminator")  # given: they replace the rules
+    assert (stored["target"], stored["stop_after"], stored["terminator"]) == (None, 5, True)
+    assert "stop rules: --stop-after 5 --terminator" in capsys.readouterr().out
+
+
+def test_through_the_console_script_a_bad_target_is_one_line(tmp_path):
+    done = subprocess.run([*CLI, "search", "--profile", "smoke", "--target", "2"], cwd=tmp_path, env=env(), capture_output=True, text=True,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("error: --target is a validation accuracy in (0, 1]")
+    assert list(tmp_path.iterdir()) == []
