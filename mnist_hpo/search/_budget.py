@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mnist_hpo import storage as stores
 from mnist_hpo.errors import UserError
-from mnist_hpo.search.copies import copied_counts, copy_trials
+from mnist_hpo.search.copies import copied_counts, copy_trials, recount_copies
 from mnist_hpo.search.settings import ATTR, StudySettings
 from mnist_hpo.search.space import Space
 
@@ -106,6 +106,7 @@ def ensure_budget_study(storage: BaseStorage, name: str, settings: StudySettings
         settings.n_trials = budget(None, None)
         queued = _top_up(study, storage, study_id, settings, settings.n_trials)
         _warm_start(study, settings, copies)
+        settings.warm_start = recount_copies(study) or settings.warm_start  # copies its creator added before it died
         settings.save(study)
         return study, settings, f"finished creating study {name!r} (budget {settings.n_trials}, {queued} trials queued)"
     if stored.objectives != settings.objectives:

@@ -50,7 +50,12 @@ def own_trials(trials: optuna.Study | Iterable[FrozenTrial], states: Sequence[Tr
 
 def own_study(study: optuna.Study, states: Sequence[TrialState] = COPIED_STATES) -> optuna.Study:
     """An in-memory study of ``study``'s own finished trials, for tools that read a whole study (plots, the Terminator)."""
-    view = optuna.create_study(directions=study.directions, study_name=study.study_name)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "a new study created in memory" line
+    try:
+        view = optuna.create_study(directions=study.directions, study_name=study.study_name)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     view.add_trials(own_trials(study, states=states))
     return view
 
@@ -130,12 +135,19 @@ def copy_trials(study: optuna.Study, source: str, trials: Sequence[FrozenTrial])
     present = {t.user_attrs[COPIED_ATTR]["trial"] for t in study.get_trials(deepcopy=False) if is_copied(t)}
     missing = [t for t in trials if t.number not in present]
     study.add_trials([_copy(t, source) for t in missing])
-    counts = {state.name: 0 for state in COPIED_STATES}
-    for trial in study.get_trials(deepcopy=False):
-        if is_copied(trial):
-            counts[trial.state.name] += 1
-    study.set_user_attr(WARM_START_ATTR, {"study": source, "copied": counts})
+    recount_copies(study)
     return len(missing)
+
+
+def recount_copies(study: optuna.Study) -> str | None:
+    """Record how many trials of each state were copied (what the budget leaves out); returns their source, if any."""
+    copies = [t for t in study.get_trials(deepcopy=False) if is_copied(t)]
+    if not copies:
+        return None
+    counts = {state.name: sum(t.state == state for t in copies) for state in COPIED_STATES}
+    source = copies[0].user_attrs[COPIED_ATTR]["study"]
+    study.set_user_attr(WARM_START_ATTR, {"study": source, "copied": counts})
+    return source
 
 
 def _copy(trial: FrozenTrial, source: str) -> FrozenTrial:
