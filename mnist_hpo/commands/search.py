@@ -13,6 +13,7 @@ from mnist_hpo import storage as stores
 from mnist_hpo.console import console
 from mnist_hpo.errors import SearchInterrupted, UserError
 from mnist_hpo.search import (
+    STOPPED_ATTR,
     Faults,
     SearchRequest,
     StudySettings,
@@ -73,6 +74,17 @@ def stop_noter():
     return lambda study, reason: note_study_stop(study, f"stopped early: {reason}")
 
 
+def apply_stop_rules(study: optuna.Study, settings: StudySettings, request: SearchRequest) -> None:
+    """An existing study gets the request's stop rules; a stop it recorded is lifted, and its dashboard note says so."""
+    stopped = study.user_attrs.get(STOPPED_ATTR)
+    for line in set_stop_rules(study, settings, request.stop_after, request.target, request.terminator):
+        console.print(line)
+    if stopped:
+        from mnist_hpo.dashboards import note_study_stop
+
+        note_study_stop(study, f"lifted the earlier stop ({stopped}); continued by `{request.command or 'mnist-hpo search'}`")
+
+
 def search(request: SearchRequest) -> optuna.Study:
     """Create or extend a study to its budget, then run its workers (this process, or K processes)."""
     quiet_optuna()
@@ -103,13 +115,8 @@ def search(request: SearchRequest) -> optuna.Study:
                                                    data_source=splits.describe(), copies=copies)
     shown = stores.mask_url(url)
     console.print(f"{account} in {shown}")
-    if existed:  # `search` gives the study the stop rules of its command line, and lifts an earlier stop
-        for line in set_stop_rules(study, settings, request.stop_after, request.target, request.terminator):
-            console.print(line)
-            if line.startswith("lifted"):
-                from mnist_hpo.dashboards import note_study_stop
-
-                note_study_stop(study, f"{line}; continued by `{request.command or 'mnist-hpo search'}`")
+    if existed:  # `search` gives the study the stop rules of its command line
+        apply_stop_rules(study, settings, request)
     console.print(f"profile {settings.profile}: {get_profile(settings.profile, False).description}")
     where = f"--study {name}" + (f" --storage '{shown}'" if url != stores.DEFAULT_STORAGE else "")
     if in_process(slots, request.gpus, request.trials_per_gpu):
@@ -161,8 +168,7 @@ def study_create(request: SearchRequest) -> optuna.Study:
     shown = stores.mask_url(url)
     console.print(f"{account} in {shown}")
     if existed and rules_given(request.stop_after, request.target, request.terminator):  # given: they replace the stored ones
-        for line in set_stop_rules(study, settings, request.stop_after, request.target, request.terminator):
-            console.print(line)
+        apply_stop_rules(study, settings, request)
     console.print(f"profile {settings.profile}, objectives {','.join(settings.objectives)}, {settings.epochs} epochs max")
     console.print(f"workers join with: mnist-hpo worker --storage '{shown}' --study {request.study}")
     return study
