@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmarks.machine import describe
 from mnist_hpo.commands.search import search as run_search
 from mnist_hpo.models import FamilyConfig, build_model, count_parameters
-from mnist_hpo.search import SearchRequest, StudySettings, own_pareto_front, own_trials
+from mnist_hpo.search import SearchRequest, StudySettings, mo_asha, own_pareto_front, own_trials
 from mnist_hpo.search.space import Space
 
 PRUNERS = ("none", "threshold", "mo-asha")
@@ -41,6 +41,7 @@ class ParetoResult(NamedTuple):
     hypervolume: float
     front: list[tuple[float, int]]  # (validation accuracy, parameters) of the final front
     curve: list[tuple[int, float]]  # (epochs trained so far, hypervolume) after each finished trial
+    trials: list[FrozenTrial]
 
 
 def largest_parameter_count(space: Space) -> int:
@@ -69,6 +70,8 @@ def largest_parameter_count(space: Space) -> int:
 def hypervolume(points: list[tuple[float, int]], largest: int) -> float:
     """Area dominated by ``points`` (accuracy, parameters) in (accuracy, 1 - parameters / largest) over the reference (0, largest)."""
     normalised = sorted(((a, 1 - n / largest) for a, n in points), reverse=True)
+    if not normalised:
+        return 0.0
     area, tallest = 0.0, 0.0
     for (accuracy, small), below in zip(normalised, [a for a, _ in normalised[1:]] + [0.0], strict=True):
         tallest = max(tallest, small)
@@ -77,8 +80,7 @@ def hypervolume(points: list[tuple[float, int]], largest: int) -> float:
 
 
 def front_of(trials: list[FrozenTrial]) -> list[tuple[float, int]]:
-    points = [(t.values[0], int(t.values[1])) for t in trials]
-    return [p for p in points if not any(q[0] >= p[0] and q[1] <= p[1] and q != p for q in points)]
+    return front_of_points([(t.values[0], int(t.values[1])) for t in trials])
 
 
 def result_of(study: optuna.Study, wall: float, largest: int) -> ParetoResult:
@@ -90,7 +92,7 @@ def result_of(study: optuna.Study, wall: float, largest: int) -> ParetoResult:
             complete.append(trial)
         curve.append((trained, hypervolume(front_of(complete), largest)))
     front = sorted((t.values[0], int(t.values[1])) for t in own_pareto_front(study))
-    return ParetoResult(trained, wall, hypervolume(front, largest), front, curve)
+    return ParetoResult(trained, wall, hypervolume(front, largest), front, curve, trials)
 
 
 def one_study(pruner: str, seed: int, args: argparse.Namespace, folder: Path, largest: int) -> ParetoResult:
@@ -106,6 +108,41 @@ def one_study(pruner: str, seed: int, args: argparse.Namespace, folder: Path, la
     else:
         wall = (study.trials[-1].datetime_complete - study.trials[0].datetime_start).total_seconds()
     return result_of(study, wall, largest)
+
+
+def replay(pruner: str, trials: list[FrozenTrial], epochs: int, largest: int, floor: float = 0.5) -> tuple[int, float]:
+    """Epochs a pruner lets the no-pruning study's trials train, in their order, and the hypervolume of the trials it lets finish.
+
+    MO-ASHA is judged by the same pure function the objective calls (rung values from the recorded curves), the
+    threshold by its floor; the sampler's reaction to pruning is left out, so this isolates the pruner's own decisions.
+    """
+    seen: list[FrozenTrial] = []
+    trained, finished = 0, []
+    for trial in sorted(trials, key=lambda t: t.number):
+        curve = [point["val_accuracy"] for point in trial.user_attrs.get("learning_curve", [])]
+        if trial.state != TrialState.COMPLETE or len(curve) < epochs:
+            continue
+        rungs_seen, stopped_at = {}, None
+        for epoch, accuracy in enumerate(curve[:-1], start=1):
+            if pruner == "threshold" and accuracy < floor:
+                stopped_at = epoch
+                break
+            if pruner == "mo-asha" and epoch in mo_asha.rungs(epochs):
+                rungs_seen[str(epoch)] = accuracy
+                points = [*mo_asha.rung_points(seen, epoch), mo_asha.Point(trial.number, accuracy, trial.values[1])]
+                if not mo_asha.judge(points, trial.number).promoted:
+                    stopped_at = epoch
+                    break
+        seen.append(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={mo_asha.RUNGS_ATTR: rungs_seen, "parameters": trial.values[1]}))
+        seen[-1].number = trial.number
+        trained += stopped_at or epochs
+        if stopped_at is None:
+            finished.append((trial.values[0], int(trial.values[1])))
+    return trained, hypervolume(front_of_points(finished), largest)
+
+
+def front_of_points(points: list[tuple[float, int]]) -> list[tuple[float, int]]:
+    return [p for p in points if not any(q[0] >= p[0] and q[1] <= p[1] and q != p for q in points)]
 
 
 def hypervolume_at(curve: list[tuple[int, float]], epochs: int) -> float:
@@ -169,6 +206,14 @@ def main_multi(args: argparse.Namespace) -> None:
     print("per seed (epochs, hypervolume; none's hypervolume after as many epochs):")
     for pruner, runs in results.items():
         cells = (f"{r.epochs} ep, {r.hypervolume:.4f} (none {hypervolume_at(b.curve, r.epochs):.4f})" for r, b in zip(runs, results["none"], strict=True))
+        print(f"{pruner:<10} " + " | ".join(cells))
+    print("replayed on the no-pruning studies' learning curves, per seed (epochs saved, hypervolume change):")
+    for pruner in PRUNERS:
+        cells = []
+        for trials in (run.trials for run in results["none"]):
+            base_epochs, base_hv = replay("none", trials, args.epochs, largest)
+            epochs, hv = replay(pruner, trials, args.epochs, largest)
+            cells.append(f"{base_epochs / epochs:.2f}x {hv - base_hv:+.4f}")
         print(f"{pruner:<10} " + " | ".join(cells))
     title = f"profile {args.profile}, {args.trials} trials x up to {args.epochs} epochs, seeds 0-{args.seeds - 1}"
     picture(results, largest, args.picture, title)
