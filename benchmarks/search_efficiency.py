@@ -14,6 +14,8 @@ would have saved and whether it would have kept that study's best trial.
 
     python -m benchmarks.search_efficiency [--profile smoke] [--trials 12] [--epochs 6] [--seeds 3]
         [--pruners none,median,hyperband] [--keep DIR]
+    python -m benchmarks.search_efficiency --objectives accuracy,params [--trials 24] [--epochs 9] ...
+        (the multi-objective mode: pruner none vs threshold vs mo-asha; benchmarks/pareto_efficiency.py)
 
 With --keep DIR the studies stay in DIR/efficiency.db, and a study already finished there (same
 name, all its trials done) is read back instead of run again, its wall time taken from its trials.
@@ -110,8 +112,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--pruners", default=DEFAULT_PRUNERS, help="comma-separated; 'none' is the baseline and always runs")
-    parser.add_argument("--keep", type=Path, help="write the studies (efficiency.db) here instead of a temporary folder")
+    parser.add_argument("--keep", type=Path, help="write the studies (efficiency.db, pareto.db) here instead of a temporary folder")
+    parser.add_argument("--objectives", default="accuracy", help="accuracy,params: the multi-objective mode (none vs threshold vs mo-asha)")
+    parser.add_argument("--picture", type=Path, default=Path("docs/pareto-efficiency.png"), help="the multi-objective mode's figure")
     args = parser.parse_args()
+    if args.objectives == "accuracy,params":
+        from benchmarks.pareto_efficiency import main_multi
+
+        main_multi(args)
+        return
     pruners = ["none", *(p for p in args.pruners.split(",") if p and p != "none")]
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "study created" line per replay
     _, test = load_mnist(log=lambda *_: None)

@@ -24,6 +24,11 @@ from mnist_hpo.cli._app import (
 )
 
 study_app = typer.Typer(help="Studies for workers.", no_args_is_help=True)
+PrunerOpt = typer.Option(None, help="hyperband (default), median, percentile, sha, patient, wilcoxon or none; "
+                                    "with two objectives mo-asha (default), threshold or none.")
+StopAfterOpt = typer.Option(None, "--stop-after", help="Stop the study once N finished trials in a row bring no better best validation accuracy.")
+TargetOpt = typer.Option(None, "--target", help="Stop the study once a trial reaches this validation accuracy, in (0, 1].")
+TerminatorOpt = typer.Option(False, "--terminator", help="Stop the study when Optuna's Terminator's regret bound falls below the validation noise.")
 app.add_typer(study_app, name="study")
 
 
@@ -37,12 +42,16 @@ def search(
     profile: Optional[str] = ProfileOpt,
     space: Optional[Path] = SpaceOpt,
     sampler: Optional[str] = typer.Option(None, help="tpe (default), cmaes, gp, random, nsga2 or qmc."),
-    pruner: Optional[str] = typer.Option(None, help="hyperband (default), median, percentile, sha, patient, wilcoxon or none; threshold or none with two objectives."),
+    pruner: Optional[str] = PrunerOpt,
     seed: Optional[int] = typer.Option(None, help="Seed for a reproducible one-worker study."),
     device: str = DeviceOpt,
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs per trial (default: the profile's)."),
     max_params: Optional[int] = typer.Option(None, "--max-params", help="Prune trials whose network has more parameters."),
     objectives: str = typer.Option("accuracy", help="accuracy, or accuracy,params for a Pareto front."),
+    stop_after: Optional[int] = StopAfterOpt,
+    target: Optional[float] = TargetOpt,
+    terminator: bool = TerminatorOpt,
+    warm_start: Optional[str] = typer.Option(None, "--warm-start", help="New study only: seed the sampler with the finished trials of this study (same storage, space and data); they never count in the budget or best."),
     workers: Optional[int] = WorkersOpt,
     gpus: Optional[str] = GpusOpt,
     trials_per_gpu: Optional[int] = TrialsPerGpuOpt,
@@ -57,7 +66,8 @@ def search(
     run(SearchRequest(
         study=study, storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout, profile=profile,
         space_file=space, sampler=sampler, pruner=pruner, seed=seed, device=device, epochs=epochs,
-        max_params=max_params, objectives=objectives, workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu,
+        max_params=max_params, objectives=objectives, stop_after=stop_after, target=target, terminator=terminator,
+        warm_start=warm_start, workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu,
         heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retries=max_retries, command=command_line(),
     ))
 
@@ -96,12 +106,15 @@ def study_create(
     profile: Optional[str] = ProfileOpt,
     space: Optional[Path] = SpaceOpt,
     sampler: Optional[str] = typer.Option(None, help="tpe (default), cmaes, gp, random, nsga2 or qmc."),
-    pruner: Optional[str] = typer.Option(None, help="hyperband (default), median, percentile, sha, patient, wilcoxon or none."),
+    pruner: Optional[str] = PrunerOpt,
     seed: Optional[int] = typer.Option(None, help="Seed of the trials' training (workers seed their samplers themselves)."),
     device: str = typer.Option("auto", "--device", help="Only picks the default profile: paper with a GPU here, else quick."),
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs per trial (default: the profile's)."),
     max_params: Optional[int] = typer.Option(None, "--max-params", help="Prune trials whose network has more parameters."),
     objectives: str = typer.Option("accuracy", help="accuracy, or accuracy,params for a Pareto front."),
+    stop_after: Optional[int] = StopAfterOpt,
+    target: Optional[float] = TargetOpt,
+    terminator: bool = TerminatorOpt,
 ) -> None:
     """Create a study for workers with its settings and trial budget; an existing one is kept (idempotent)."""
     from mnist_hpo.commands.search import study_create as run
@@ -109,5 +122,6 @@ def study_create(
 
     run(SearchRequest(
         study=study, storage=storage, n_trials=n_trials, profile=profile, space_file=space, sampler=sampler, pruner=pruner,
-        seed=seed, device=device, epochs=epochs, max_params=max_params, objectives=objectives, command=command_line(),
+        seed=seed, device=device, epochs=epochs, max_params=max_params, objectives=objectives, stop_after=stop_after,
+        target=target, terminator=terminator, command=command_line(),
     ))

@@ -20,7 +20,7 @@ from mnist_hpo.data import Splits
 from mnist_hpo.errors import UserError
 from mnist_hpo.exports import DEFAULT_INPUT_DTYPE, ExportInfo, check_target, export_model
 from mnist_hpo.models import SoftmaxAverage
-from mnist_hpo.search import StudySettings
+from mnist_hpo.search import StudySettings, is_copied
 from mnist_hpo.trainer import evaluate, resolve_device
 
 
@@ -34,6 +34,11 @@ def export_trial(url: str | None, name: str, trial_number: int | None, out: Path
         trial = ranked[0]
     else:
         matches = [t for t in ranked if t.number == trial_number]
+        copied = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number and is_copied(t)]
+        if copied:
+            source = copied[0].user_attrs["copied_from"]
+            raise UserError(f"trial {trial_number} of {name!r} was copied from study {source['study']!r} (trial {source['trial']}) "
+                            f"by its warm start; export it from there: --study {source['study']} --trial {source['trial']}")
         if not matches:
             done = ", ".join(str(t.number) for t in sorted(ranked, key=lambda t: t.number))
             raise UserError(f"trial {trial_number} of {name!r} did not complete, so it has no model; completed trials: {done}")

@@ -13,6 +13,7 @@ from mnist_hpo import storage as stores
 from mnist_hpo.console import console
 from mnist_hpo.errors import SearchInterrupted, UserError
 from mnist_hpo.search import (
+    STOPPED_ATTR,
     Faults,
     SearchRequest,
     StudySettings,
@@ -28,7 +29,11 @@ from mnist_hpo.search import (
     quiet_optuna,
     refuse_shared_sqlite,
     resolve_profile,
+    rules_given,
     search_budget,
+    set_stop_rules,
+    warm_start_source,
+    warm_start_trials,
     work,
 )
 
@@ -62,6 +67,24 @@ def publisher():
     return on_finish
 
 
+def stop_noter():
+    """The worker's "study stopped early" hook: the study's dashboard note says why."""
+    from mnist_hpo.dashboards import note_study_stop
+
+    return lambda study, reason: note_study_stop(study, f"stopped early: {reason}")
+
+
+def apply_stop_rules(study: optuna.Study, settings: StudySettings, request: SearchRequest) -> None:
+    """An existing study gets the request's stop rules; a stop it recorded is lifted, and its dashboard note says so."""
+    stopped = study.user_attrs.get(STOPPED_ATTR)
+    for line in set_stop_rules(study, settings, request.stop_after, request.target, request.terminator):
+        console.print(line)
+    if stopped:
+        from mnist_hpo.dashboards import note_study_stop
+
+        note_study_stop(study, f"lifted the earlier stop ({stopped}); continued by `{request.command or 'mnist-hpo search'}`")
+
+
 def search(request: SearchRequest) -> optuna.Study:
     """Create or extend a study to its budget, then run its workers (this process, or K processes)."""
     quiet_optuna()
@@ -77,24 +100,29 @@ def search(request: SearchRequest) -> optuna.Study:
     profile = resolve_profile(request)
     settings = new_settings(request, profile)
     name = request.study or f"mnist-{profile.name}"
-    storage = open_for_workers(url, faults, must_exist=False)
-    if name in stores.list_study_names(storage):  # the study's own data, profile and space, not the command line's
+    storage = open_for_workers(url, faults, must_exist=request.warm_start is not None)
+    existed = name in stores.list_study_names(storage)
+    source = warm_start_source(storage, name, request.warm_start, settings) if request.warm_start else None
+    if existed:  # the study's own data, profile and space, not the command line's
         stored = StudySettings.load(stores.load_study(storage, name))
         check_objectives(name, stored, settings)
         settings = stored
     splits = load_splits(settings.data, subset=settings.train_subset, log=console.print)  # once, before any worker
     if not settings.data_digest:
         settings.data_digest = splits.digest
+    copies = warm_start_trials(source, settings) if source else ()
     study, settings, account = ensure_budget_study(storage, name, settings, budget=search_budget(request, profile),
-                                                   data_source=splits.describe())
+                                                   data_source=splits.describe(), copies=copies)
     shown = stores.mask_url(url)
     console.print(f"{account} in {shown}")
+    if existed:  # `search` gives the study the stop rules of its command line
+        apply_stop_rules(study, settings, request)
     console.print(f"profile {settings.profile}: {get_profile(settings.profile, False).description}")
     where = f"--study {name}" + (f" --storage '{shown}'" if url != stores.DEFAULT_STORAGE else "")
     if in_process(slots, request.gpus, request.trials_per_gpu):
         try:
             work(url, name, faults, device=request.device, artifacts=request.artifacts, seed=request.seed,
-                 timeout=request.timeout, splits=splits, on_finish=publisher(), again=f"mnist-hpo search {where}")
+                 timeout=request.timeout, splits=splits, on_finish=publisher(), on_stop=stop_noter(), again=f"mnist-hpo search {where}")
         except SearchInterrupted:
             raise SearchInterrupted(f"interrupted: the running trial was marked FAIL and re-queued; continue with `mnist-hpo search {where}`") from None
     else:
@@ -117,7 +145,7 @@ def worker(request: SearchRequest) -> None:
     again = f"mnist-hpo worker --study {request.study}"
     if in_process(slots, request.gpus, request.trials_per_gpu):
         work(url, request.study, faults, device=request.device, artifacts=request.artifacts, seed=request.seed,
-             timeout=request.timeout, on_finish=publisher(), again=again)
+             timeout=request.timeout, on_finish=publisher(), on_stop=stop_noter(), again=again)
         return
     storage = stores.open_storage(url, must_exist=True)
     study = stores.load_study(storage, request.study)
@@ -135,9 +163,12 @@ def study_create(request: SearchRequest) -> optuna.Study:
     settings = new_settings(request, profile)
     url = stores.resolve_url(request.storage)
     storage = stores.open_storage(url)
+    existed = request.study in stores.list_study_names(storage)
     study, settings, account = ensure_budget_study(storage, request.study, settings, budget=create_budget(request, profile, settings))
     shown = stores.mask_url(url)
     console.print(f"{account} in {shown}")
+    if existed and rules_given(request.stop_after, request.target, request.terminator):  # given: they replace the stored ones
+        apply_stop_rules(study, settings, request)
     console.print(f"profile {settings.profile}, objectives {','.join(settings.objectives)}, {settings.epochs} epochs max")
     console.print(f"workers join with: mnist-hpo worker --storage '{shown}' --study {request.study}")
     return study

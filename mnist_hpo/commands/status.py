@@ -11,7 +11,8 @@ from rich.table import Table
 from mnist_hpo import storage as stores
 from mnist_hpo.console import accuracy, console
 from mnist_hpo.errors import UserError
-from mnist_hpo.search import StudySettings, budget_view
+from mnist_hpo.search import LIFTED_ATTR, STOPPED_ATTR, StudySettings, budget_view, own_pareto_front, own_trials
+from mnist_hpo.search.settings import stop_rule_rows
 
 
 def open_study(url: str | None, name: str) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
@@ -20,8 +21,11 @@ def open_study(url: str | None, name: str) -> tuple[optuna.Study, optuna.storage
 
 
 def completed_by_validation(study: optuna.Study) -> list[FrozenTrial]:
-    """Completed trials, best validation accuracy first (the only ranking anything is chosen by)."""
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    """The study's own completed trials, best validation accuracy first (the only ranking anything is chosen by).
+
+    Trials copied by a warm start are never chosen: their checkpoints belong to the study they came from.
+    """
+    trials = own_trials(study, states=(TrialState.COMPLETE,))
     if not trials:
         raise UserError(f"study {study.study_name!r} has no completed trial yet; run `mnist-hpo search --study {study.study_name}` first")
     return sorted(trials, key=lambda t: (-t.values[0], t.number))
@@ -33,22 +37,30 @@ def show_status(url: str | None, name: str | None) -> None:
         _all_studies(storage)
         return
     study = stores.load_study(storage, name)
-    summary = stores.study_summary(storage, name)
-    console.print(f"study {name}: " + ", ".join(f"{count} {state.lower()}" for state, count in summary["counts"].items()))
+    trials = own_trials(study)
+    console.print(f"study {name}: " + ", ".join(f"{count} {state.name.lower()}" for state, count in _counts(trials).items()))
     settings = StudySettings.load(study)
     console.print(f"profile {settings.profile}, objectives {','.join(settings.objectives)}, {settings.epochs} epochs max, "
                   f"data {study.user_attrs.get('data_source', settings.data)}")
+    copied = len(study.get_trials(deepcopy=False)) - len(trials)
+    if copied:
+        console.print(f"warm-started from study {settings.warm_start!r}: {copied} trials copied (seed the sampler; not counted or ranked)")
     if settings.n_trials is not None:
         console.print(budget_view(storage, storage.get_study_id_from_name(name), settings.n_trials).describe())
-    if study.user_attrs.get("stopped"):
-        console.print(f"stopped early: {study.user_attrs['stopped']}")
+    for key, meaning in stop_rule_rows(settings.to_dict()):
+        console.print(f"{key}: {meaning}")
+    for reason in study.user_attrs.get(LIFTED_ATTR) or []:
+        console.print(f"stopped early before (lifted since): {reason}")
+    if study.user_attrs.get(STOPPED_ATTR):
+        console.print(f"stopped early: {study.user_attrs[STOPPED_ATTR]}; queued trials stay queued "
+                      f"(`mnist-hpo search --study {name}` without the rule continues it)")
     for line in retry_chains(study):
         console.print(f"retried: {line}")
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    if not any(t.state == TrialState.COMPLETE for t in trials):
         return
     if settings.multi_objective:
         console.print("Pareto front (validation accuracy vs parameters):")
-        for trial in sorted(study.best_trials, key=lambda t: t.values[1]):
+        for trial in sorted(own_pareto_front(study), key=lambda t: t.values[1]):
             console.print(f"  trial {trial.number}: {accuracy('validation', trial.values[0])}, {int(trial.values[1]):,} parameters")
     else:
         print_trial(completed_by_validation(study)[0], "best trial")
@@ -57,12 +69,17 @@ def show_status(url: str | None, name: str | None) -> None:
 def _all_studies(storage: optuna.storages.BaseStorage) -> None:
     table = Table("study", "trials", "complete", "pruned", "running", "waiting", "failed", "best validation accuracy")
     for study_name in stores.list_study_names(storage):
-        summary = stores.study_summary(storage, study_name)
-        counts = summary["counts"]
-        best = summary.get("best_values")
-        table.add_row(study_name, str(summary["n_trials"]), *(str(counts.get(s, 0)) for s in ("COMPLETE", "PRUNED", "RUNNING", "WAITING", "FAIL")),
-                      f"{100 * best[0]:.2f}%" if best else "-")
+        trials = own_trials(stores.load_study(storage, study_name))  # copied trials are neither counted nor ranked
+        counts = _counts(trials)
+        best = max((t.values[0] for t in trials if t.state == TrialState.COMPLETE), default=None)
+        table.add_row(study_name, str(len(trials)), *(str(counts[s]) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
+                                                                                 TrialState.WAITING, TrialState.FAIL)),
+                      f"{100 * best:.2f}%" if best is not None else "-")
     console.print(table)
+
+
+def _counts(trials: list[FrozenTrial]) -> dict[TrialState, int]:
+    return {state: sum(t.state == state for t in trials) for state in TrialState}
 
 
 def retry_chains(study: optuna.Study) -> list[str]:

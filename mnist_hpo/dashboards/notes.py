@@ -15,10 +15,13 @@ import torch
 from torch import nn
 
 from mnist_hpo.models import build_model
+from mnist_hpo.search.copies import WARM_START_ATTR
 from mnist_hpo.search.settings import ATTR as SETTINGS_ATTR
+from mnist_hpo.search.settings import LIFTED_ATTR, STOPPED_ATTR, stop_rule_rows
 from mnist_hpo.search.space import Space
 
 METRIC_NAMES = {"accuracy": "validation accuracy", "params": "parameters"}
+STOPS_HEADING = "### Stopped early"
 
 
 def _number(value: Any) -> str:
@@ -180,6 +183,12 @@ def study_note(name: str, user_attrs: Mapping[str, Any]) -> str:
         parts += ["Created by:", f"```\n{command}\n```"]
     rows = [(key, settings.get(key)) for key in ("profile", "objectives", "epochs", "sampler", "pruner", "seed",
                                                  "max_params", "n_trials", "train_subset") if settings.get(key) is not None]
+    rows += stop_rule_rows(settings)
+    warm = user_attrs.get(WARM_START_ATTR) or {}
+    if warm:
+        copied = sum((warm.get("copied") or {}).values())
+        rows.append(("warm start", f"{copied} finished trials copied from study {warm.get('study')} (labelled copied_from; "
+                                   "they seed the sampler and count in no budget, best or front)"))
     if user_attrs.get("data_source"):
         rows.append(("data", user_attrs["data_source"]))
     versions = settings.get("versions") or {}
@@ -192,4 +201,10 @@ def study_note(name: str, user_attrs: Mapping[str, Any]) -> str:
         parts += ["### Search space", _table(("parameter", "searched as"), Space.from_dict(space).describe(), "ll")]
     parts.append("Trial 0 is the published configuration. Trials are chosen on the validation split; "
                  "the test set is only reported (`mnist-hpo best --test`), labelled as test.")
+    stops = [f"- stopped early: {reason}" for reason in user_attrs.get(LIFTED_ATTR) or []]
+    if user_attrs.get(STOPPED_ATTR):
+        stops.append(f"- stopped early: {user_attrs[STOPPED_ATTR]}")
+    if stops:
+        parts += [STOPS_HEADING, "\n".join(stops)]
     return "\n\n".join(parts) + "\n"
+

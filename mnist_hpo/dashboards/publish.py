@@ -83,3 +83,28 @@ def ensure_study_note(study: optuna.Study) -> bool:
             warnings.simplefilter("ignore")  # set_metric_names is "experimental"
             study.set_metric_names([notes.METRIC_NAMES.get(name, name) for name in objectives])
     return True
+
+
+STOPS_HEADING = notes.STOPS_HEADING
+
+
+def note_study_stop(study: optuna.Study, line: str) -> bool:
+    """Add ``line`` (why the study stopped, or that a stop was lifted) to the study's note, once; True if added.
+
+    Appended, never rewritten: the note may hold what someone wrote in the dashboard. Never fails the worker.
+    """
+    try:
+        from optuna_dashboard import get_note, save_note
+
+        ensure_study_note(study)
+        note = get_note(study)
+        entry = f"- {line}"
+        if entry in note.splitlines():
+            return False
+        if STOPS_HEADING not in note:
+            note = note.rstrip() + f"\n\n{STOPS_HEADING}\n"
+        save_note(study, note.rstrip() + "\n" + entry + "\n")
+        return True
+    except Exception as exc:  # a note is a convenience: the stop itself is recorded in the study
+        console.print(f"study {study.study_name}: dashboard note not updated ({type(exc).__name__}: {exc})")
+        return False

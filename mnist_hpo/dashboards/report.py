@@ -25,7 +25,9 @@ from mnist_hpo import storage
 from mnist_hpo.console import console
 from mnist_hpo.dashboards import figures
 from mnist_hpo.errors import UserError
+from mnist_hpo.search.copies import WARM_START_ATTR, own_pareto_front, own_study, own_trials
 from mnist_hpo.search.settings import ATTR as SETTINGS_ATTR
+from mnist_hpo.search.settings import LIFTED_ATTR, STOPPED_ATTR, stop_rule_rows
 
 TOP_TRIALS = 10
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -55,7 +57,7 @@ def write_report(storage_url: str | None, study_name: str, out: str | Path, arti
     store = storage.AtomicFileSystemArtifactStore(folder) if folder.is_dir() else None
     document = render_report(study, rdb, store, artifacts_folder=folder)
     _atomic_write_text(out, document)
-    trials = study.get_trials(deepcopy=False)
+    trials = own_trials(study)
     complete = sum(t.state == TrialState.COMPLETE for t in trials)
     console.print(f"wrote {out} ({len(document) / 1e6:.1f} MB, {len(trials)} trials, {complete} completed); opens offline in any browser")
     if store is None:
@@ -82,16 +84,17 @@ def render_report(study: optuna.Study, storage_handle: Any, store: Any = None, a
     """The whole HTML document for ``study`` (opened from ``storage_handle``); ``store`` (an artifact store) supplies the pictures."""
     from plotly.offline import get_plotlyjs
 
-    trials = study.get_trials(deepcopy=False)
+    all_trials = study.get_trials(deepcopy=False)
+    trials = own_trials(all_trials)  # trials copied by a warm start are listed, never ranked or counted
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     multi = len(study.directions) > 1
     ranked = sorted(complete, key=lambda t: (-t.values[0], t.number))
     settings = study.user_attrs.get(SETTINGS_ATTR) or {}
     name = html.escape(study.study_name)
     sections = [
-        _header(study, trials, settings),
+        _header(study, trials, settings, len(all_trials) - len(trials)),
         _honest_numbers(study, ranked, multi),
-        _figures_section(study, complete, multi),
+        _figures_section(own_study(study) if len(trials) < len(all_trials) else study, complete, multi),
         _top_trials(ranked, multi),
         _best_pictures(storage_handle, ranked, store, artifacts_folder),
     ]
@@ -128,10 +131,19 @@ class _Raw(str):
     """Already-escaped HTML for a table cell."""
 
 
-def _header(study: optuna.Study, trials: list[FrozenTrial], settings: dict[str, Any]) -> str:
+def _header(study: optuna.Study, trials: list[FrozenTrial], settings: dict[str, Any], copied: int) -> str:
     counts = {state: sum(t.state == state for t in trials) for state in TrialState}
     count_text = ", ".join(f"{n} {state.name.lower()}" for state, n in counts.items() if n)
     rows: list[tuple[str, Any]] = [("trials", f"{len(trials)} ({count_text or 'none yet'})")]
+    if copied:
+        source = (study.user_attrs.get(WARM_START_ATTR) or {}).get("study", "?")
+        rows.append(("warm start", f"{copied} finished trials copied from study {source}: they seeded the sampler and are "
+                                   "left out of every count, ranking and figure here"))
+    rows += stop_rule_rows(settings)
+    for reason in study.user_attrs.get(LIFTED_ATTR) or []:
+        rows.append(("stopped early (lifted since)", reason))
+    if study.user_attrs.get(STOPPED_ATTR):
+        rows.append(("stopped early", study.user_attrs[STOPPED_ATTR]))
     if settings.get("command"):
         rows.append(("created by", _Raw(f"<code>{html.escape(settings['command'])}</code>")))
     for key in ("profile", "objectives", "epochs", "sampler", "pruner", "seed", "max_params"):
@@ -167,7 +179,7 @@ def _honest_numbers(study: optuna.Study, ranked: list[FrozenTrial], multi: bool)
             rows.append((f"trial {number}", "", _Raw(f"<span class=\"split\">test</span> {_percent(value)}")))
     parts.append(_table(("", "validation accuracy (selection)", "test accuracy (reported only)"), rows))
     if multi:
-        front = sorted(study.best_trials, key=lambda t: t.values[1])
+        front = sorted(own_pareto_front(study), key=lambda t: t.values[1])
         parts.append("<p>Pareto front (validation accuracy against parameters):</p>")
         parts.append(_table(
             ("trial", "validation accuracy", "parameters"),

@@ -18,10 +18,12 @@ if TYPE_CHECKING:
     from mnist_hpo.search._prepare import SearchRequest, create_budget, new_settings, resolve_profile, search_budget
     from mnist_hpo.search._retries import Faults, RetryDeadTrial, retry_history
     from mnist_hpo.search._run import open_for_workers, quiet_optuna, study_settings, work
+    from mnist_hpo.search.copies import COPIED_ATTR, is_copied, own_pareto_front, own_study, own_trials, warm_start_source, warm_start_trials
     from mnist_hpo.search.objective import MODEL_ARTIFACT, Objective, TrialEnd
     from mnist_hpo.search.profiles import PROFILES, get_profile
     from mnist_hpo.search.settings import StudySettings
     from mnist_hpo.search.space import Space, load_space_file
+    from mnist_hpo.search.stopping import LIFTED_ATTR, STOPPED_ATTR, rules_given, set_stop_rules
 
 _WHERE = {
     "BudgetView": "_budget", "budget_view": "_budget", "ensure_budget_study": "_budget",
@@ -36,13 +38,19 @@ _WHERE = {
     "PROFILES": "profiles", "get_profile": "profiles",
     "StudySettings": "settings",
     "Space": "space", "load_space_file": "space",
+    "COPIED_ATTR": "copies", "is_copied": "copies", "own_pareto_front": "copies", "own_study": "copies", "own_trials": "copies",
+    "warm_start_source": "copies", "warm_start_trials": "copies",
+    "LIFTED_ATTR": "stopping", "STOPPED_ATTR": "stopping", "rules_given": "stopping", "set_stop_rules": "stopping",
 }
 __all__ = [
+    "COPIED_ATTR",
+    "LIFTED_ATTR",
+    "MODEL_ARTIFACT",
+    "PROFILES",
+    "STOPPED_ATTR",
     "BudgetView",
     "Faults",
-    "MODEL_ARTIFACT",
     "Objective",
-    "PROFILES",
     "RetryDeadTrial",
     "SearchRequest",
     "Space",
@@ -56,19 +64,27 @@ __all__ = [
     "ensure_budget_study",
     "get_profile",
     "in_process",
+    "is_copied",
     "launch_workers",
     "load_space_file",
     "new_settings",
     "open_for_workers",
+    "own_pareto_front",
+    "own_study",
+    "own_trials",
     "plan_slots",
     "print_outcome",
     "quiet_optuna",
     "refuse_shared_sqlite",
     "resolve_profile",
     "retry_history",
+    "rules_given",
     "search_budget",
+    "set_stop_rules",
     "study_settings",
     "trial_line",
+    "warm_start_source",
+    "warm_start_trials",
     "work",
 ]
 __getattr__ = lazy_names(__name__, _WHERE)

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import optuna
 from optuna.exceptions import DuplicatedStudyError
 from optuna.storages import BaseStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from mnist_hpo import storage as stores
 from mnist_hpo.errors import UserError
+from mnist_hpo.search.copies import copied_counts, copy_trials, recount_copies
 from mnist_hpo.search.settings import ATTR, StudySettings
 from mnist_hpo.search.space import Space
 
@@ -55,7 +56,11 @@ class BudgetView:
 
 
 def budget_view(storage: BaseStorage, study_id: int, budget: int) -> BudgetView:
-    return BudgetView(budget, stores.count_states(storage, study_id))
+    """The study's own trials per state: trials copied by a warm start are never part of its budget."""
+    counts = stores.count_states(storage, study_id)
+    for state, copied in copied_counts(storage.get_study_user_attrs(study_id)).items():
+        counts[TrialState[state]] -= copied
+    return BudgetView(budget, counts)
 
 
 def queue_budget(study: optuna.Study, settings: StudySettings, count: int, baseline: bool) -> None:
@@ -71,12 +76,14 @@ BudgetRule = Callable[[StudySettings | None, BudgetView | None], int]
 
 
 def ensure_budget_study(storage: BaseStorage, name: str, settings: StudySettings, *, budget: BudgetRule,
-                        data_source: str | None = None) -> tuple[optuna.Study, StudySettings, str]:
+                        data_source: str | None = None, copies: Sequence[FrozenTrial] = ()) -> tuple[optuna.Study, StudySettings, str]:
     """Create study ``name`` with its budget queued, or bring an existing one to the budget ``budget()`` says.
 
     ``budget(stored, view)`` gets the stored settings and trial counts (None, None for a new study)
     and returns the budget to have. Safe to run from several processes at once: one creates, the
-    others wait for its settings. Returns the study, its settings and a one-line account.
+    others wait for its settings. ``copies``: a new study's warm start, trials of the study
+    ``settings.warm_start`` (added after the budget, so trial 0 is still the published baseline).
+    Returns the study, its settings and a one-line account.
     """
     try:
         study = optuna.create_study(study_name=name, storage=storage, directions=settings.directions)
@@ -87,16 +94,19 @@ def ensure_budget_study(storage: BaseStorage, name: str, settings: StudySettings
         storage.set_study_system_attr(study_id, CREATING_ATTR, True)
         settings.n_trials = budget(None, None)
         queue_budget(study, settings, settings.n_trials, baseline=True)
+        warm = _warm_start(study, settings, copies)
         if data_source:
             study.set_user_attr("data_source", data_source)
         settings.save(study)  # last: a study with settings has its whole budget queued
-        return study, settings, f"created study {name!r} with a budget of {settings.n_trials} trials (trial 0 is the published {settings.profile} baseline)"
+        return study, settings, f"created study {name!r} with a budget of {settings.n_trials} trials (trial 0 is the published {settings.profile} baseline){warm}"
 
     study_id = storage.get_study_id_from_name(name)
     stored = wait_for_settings(study, storage)
     if stored is None:  # its creator died before queuing the budget: finish the job
         settings.n_trials = budget(None, None)
         queued = _top_up(study, storage, study_id, settings, settings.n_trials)
+        _warm_start(study, settings, copies)
+        settings.warm_start = recount_copies(study) or settings.warm_start  # copies its creator added before it died
         settings.save(study)
         return study, settings, f"finished creating study {name!r} (budget {settings.n_trials}, {queued} trials queued)"
     if stored.objectives != settings.objectives:
@@ -115,6 +125,13 @@ def ensure_budget_study(storage: BaseStorage, name: str, settings: StudySettings
     if queued:
         account += f"; queued {queued} more"
     return study, stored, account
+
+
+def _warm_start(study: optuna.Study, settings: StudySettings, copies: Sequence[FrozenTrial]) -> str:
+    if not copies or not settings.warm_start:
+        return ""
+    copy_trials(study, settings.warm_start, copies)
+    return f"; seeded with {len(copies)} finished trials copied from {settings.warm_start!r} (not counted in its budget or best)"
 
 
 def _top_up(study: optuna.Study, storage: BaseStorage, study_id: int, settings: StudySettings, budget: int) -> int:

@@ -6,7 +6,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_hpo.console import accuracy, console
+from mnist_hpo.search.copies import own_pareto_front, own_trials
 from mnist_hpo.search.settings import StudySettings
+from mnist_hpo.search.stopping import STOPPED_ATTR
 
 
 def trial_line(trial: FrozenTrial) -> str:
@@ -34,14 +36,20 @@ def _short(value: object) -> str:
 
 def print_outcome(study: optuna.Study, settings: StudySettings, where: str) -> None:
     """The best trial (or the Pareto front), how it compares with the published baseline, and what to run next."""
-    trials = study.get_trials(deepcopy=False)
+    trials = own_trials(study)
     completed = [t for t in trials if t.state == TrialState.COMPLETE]
+    stopped = study.user_attrs.get(STOPPED_ATTR)
+    if stopped:
+        waiting = sum(t.state == TrialState.WAITING for t in trials)
+        console.print(f"stopped early: {stopped}; {waiting} queued trials stay queued. Continue with `mnist-hpo search {where}` "
+                      "(no stop rule: on to the budget), or with --n-trials N and a rule to re-arm it")
     if not completed:
         console.print("no trial completed yet; run `mnist-hpo search` again to add trials")
         return
     if settings.multi_objective:
-        console.print(f"Pareto front (validation accuracy vs parameters): {len(study.best_trials)} trials")
-        for trial in sorted(study.best_trials, key=lambda t: t.values[1]):
+        front = own_pareto_front(study)
+        console.print(f"Pareto front (validation accuracy vs parameters): {len(front)} trials")
+        for trial in sorted(front, key=lambda t: t.values[1]):
             console.print(f"  trial {trial.number}: {accuracy('validation', trial.values[0])}, {int(trial.values[1]):,} parameters")
     else:
         best = max(completed, key=lambda t: (t.values[0], -t.number))
@@ -57,8 +65,8 @@ def print_outcome(study: optuna.Study, settings: StudySettings, where: str) -> N
 
 
 def baseline_comparison(best: FrozenTrial, trials: list[FrozenTrial]) -> str:
-    """The best trial against trial 0, the published configuration: validation accuracy, parameters, time."""
-    baseline = next((t for t in trials if t.user_attrs.get("published_baseline") and t.state.is_finished()), None)
+    """The best trial against trial 0, the published configuration: validation accuracy, parameters, time (own trials only)."""
+    baseline = next((t for t in own_trials(trials) if t.user_attrs.get("published_baseline") and t.state.is_finished()), None)
     if baseline is None:
         return "the published baseline (trial 0) has not finished yet"
     if baseline.number == best.number:

@@ -27,6 +27,7 @@ from mnist_hpo.search._budget import FINISHED, budget_view
 from mnist_hpo.search._display import trial_line
 from mnist_hpo.search._retries import Faults
 from mnist_hpo.search._run import THREADS_ENV
+from mnist_hpo.search.copies import own_trials
 from mnist_hpo.search.settings import StudySettings
 from mnist_hpo.signals import Interrupts
 
@@ -165,7 +166,7 @@ def _watch(study: optuna.Study, processes: list[tuple[Slot, subprocess.Popen, Pa
                 if trial.state.is_finished() and trial.number not in reported:
                     reported.add(trial.number)
                     console.print(f"{trial_line(trial)}  ({trial.user_attrs.get('worker', '?')})")
-            counts = Counter(t.state for t in trials)
+            counts = Counter(t.state for t in own_trials(trials))
             alive = sum(1 for _, p, _ in processes if p.poll() is None)
             bar.update(task, completed=counts[TrialState.COMPLETE] + counts[TrialState.PRUNED],
                        description=f"{counts[TrialState.RUNNING]} running on {alive} workers")

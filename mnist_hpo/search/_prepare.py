@@ -32,7 +32,7 @@ class SearchRequest:
     profile: str | None = None
     space_file: Path | None = None
     sampler: str | None = None  # default tpe
-    pruner: str | None = None  # default hyperband (threshold for two objectives)
+    pruner: str | None = None  # default hyperband (mo-asha for two objectives)
     seed: int | None = None
     device: str = "auto"
     epochs: int | None = None
@@ -74,7 +74,7 @@ def new_settings(request: SearchRequest, profile: Profile) -> StudySettings:
     objectives = parse_objectives(request.objectives)
     multi = len(objectives) > 1
     sampler = request.sampler or "tpe"
-    pruner = request.pruner or ("threshold" if multi else "hyperband")
+    pruner = request.pruner or ("mo-asha" if multi else "hyperband")
     make_sampler(sampler, request.seed, multi)
     check_pruner(pruner, multi)
     if multi and (request.stop_after is not None or request.target is not None or request.terminator):

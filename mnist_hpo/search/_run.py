@@ -20,6 +20,7 @@ from mnist_hpo.search._retries import Faults, RetryDeadTrial
 from mnist_hpo.search.pruners import make_pruner
 from mnist_hpo.search.samplers import make_sampler
 from mnist_hpo.search.settings import StudySettings
+from mnist_hpo.search.stopping import stop_rule_for
 from mnist_hpo.signals import Interrupts
 
 if TYPE_CHECKING:
@@ -56,9 +57,12 @@ def study_settings(study: optuna.Study, storage: optuna.storages.BaseStorage) ->
 
 def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", artifacts: Path | None = None,
          seed: int | None = None, timeout: float | None = None, splits: Splits | None = None,
-         on_finish: Callable | None = None, again: str | None = None) -> WorkerReport:
-    """Run one worker in this process against an existing study until its budget is met."""
-    from mnist_hpo.data import load_splits
+         on_finish: Callable | None = None, on_stop: Callable[[optuna.Study, str], None] | None = None,
+         again: str | None = None) -> WorkerReport:
+    """Run one worker in this process against an existing study until its budget is met or a stop rule stops it.
+
+    ``on_stop(study, reason)`` runs when the study stopped early (the dashboard note says why).
+    """
     from mnist_hpo.search.objective import Objective
     from mnist_hpo.trainer import resolve_device
 
@@ -67,12 +71,7 @@ def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", art
     rdb = open_for_workers(url, faults)
     study = stores.load_study(rdb, study_name)
     settings = study_settings(study, rdb)
-    if splits is None:
-        splits = load_splits(settings.data, subset=settings.train_subset, log=console.print)
-    if settings.data_digest and splits.digest != settings.data_digest:
-        raise UserError(f"this worker's {settings.data} data (sha256 {splits.digest}) differ from the study's ({settings.data_digest}); fetch the same MNIST")
-    if "data_source" not in study.user_attrs:
-        study.set_user_attr("data_source", splits.describe())
+    splits = _study_data(study, settings, splits)
     sampler = make_sampler(settings.sampler, seed, settings.multi_objective, constant_liar=True)
     study = stores.load_study(rdb, study_name, sampler=sampler, pruner=make_pruner(settings.pruner, settings.epochs))
     objective = Objective(settings, splits, target, stores.open_artifacts(artifacts), seed=settings.seed or 0, on_finish=on_finish)
@@ -95,7 +94,8 @@ def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", art
 
         objective.on_epoch = on_epoch
         engine = Worker(study, rdb, objective, faults, label=label, gpu=gpu, timeout=timeout,
-                        on_trial=lambda trial: console.print(trial_line(trial)), on_poll=on_poll, interrupts=interrupts)
+                        on_trial=lambda trial: console.print(trial_line(trial)), on_poll=on_poll, interrupts=interrupts,
+                        stop_rule=stop_rule_for(settings, len(splits.val)))
         try:
             report = engine.run()
         except KeyboardInterrupt:
@@ -104,8 +104,25 @@ def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", art
                 f"(`{again or f'mnist-hpo worker --study {study_name}'}`)"
             ) from None
     assert report.view is not None
+    if report.stopped:
+        console.print(f"worker {label}: study {study_name!r} stopped early ({report.stopped}); it takes no more trials")
+        if on_stop:
+            on_stop(study, report.stopped)
     console.print(f"worker {label} ran {report.ran} trials ({report.finished} finished, {report.failed} failed); study {study_name!r}: {report.view.describe()}")
     return report
+
+
+def _study_data(study: optuna.Study, settings: StudySettings, splits: Splits | None) -> Splits:
+    """The study's data (loaded here unless given), checked against the digest the study recorded."""
+    from mnist_hpo.data import load_splits
+
+    if splits is None:
+        splits = load_splits(settings.data, subset=settings.train_subset, log=console.print)
+    if settings.data_digest and splits.digest != settings.data_digest:
+        raise UserError(f"this worker's {settings.data} data (sha256 {splits.digest}) differ from the study's ({settings.data_digest}); fetch the same MNIST")
+    if "data_source" not in study.user_attrs:
+        study.set_user_attr("data_source", splits.describe())
+    return splits
 
 
 def gpu_info(device) -> dict | None:

@@ -1,7 +1,10 @@
-"""Stopping a trial after an epoch: Optuna's pruners for one objective, the threshold for two.
+"""Stopping a trial after an epoch: Optuna's pruners for one objective, MO-ASHA or the threshold for two.
 
-Optuna cannot prune a multi-objective study (``trial.should_prune()`` refuses, optuna#3450); there
-the threshold pruner stops trials whose validation accuracy stays below a fixed floor.
+Optuna cannot prune a multi-objective study (``trial.should_prune()`` and ``trial.report()``
+refuse, optuna#3450). There ``mo-asha`` (the default, ``mo_asha.py``) runs asynchronous successive
+halving over the Pareto ranking of (validation accuracy, parameters), recording each trial's rung
+values as a user attribute; ``threshold`` stops trials whose validation accuracy stays below a
+fixed floor.
 """
 
 from __future__ import annotations
@@ -9,19 +12,25 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import optuna
+from optuna.trial import TrialState
 
 from mnist_hpo.errors import UserError
+from mnist_hpo.search import mo_asha
+from mnist_hpo.search.copies import own_trials
 from mnist_hpo.search.settings import StudySettings
 
 if TYPE_CHECKING:
     from mnist_hpo.trainer import EpochReport
 
 PRUNERS = ("median", "percentile", "sha", "hyperband", "patient", "wilcoxon", "none")
-MULTI_OBJECTIVE_PRUNERS = ("threshold", "none")
+MULTI_OBJECTIVE_PRUNERS = ("mo-asha", "threshold", "none")
+RUNG_STATES = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)  # every trial that trained
 
 
 def check_pruner(name: str, multi_objective: bool) -> None:
     allowed = MULTI_OBJECTIVE_PRUNERS if multi_objective else PRUNERS
+    if name == "mo-asha" and not multi_objective:
+        raise UserError(f"the mo-asha pruner ranks trials on two objectives; use it with --objectives accuracy,params, or one of {', '.join(PRUNERS)}")
     if name not in allowed:
         kind = "multi-objective studies" if multi_objective else "one objective"
         raise UserError(f"unknown pruner {name!r} for {kind}; choose from {', '.join(allowed)}")
@@ -50,6 +59,8 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
 def judge_for(settings: StudySettings):
     """The per-epoch judge the objective calls: returns why to stop the trial, or None."""
     if settings.multi_objective:
+        if settings.pruner == "mo-asha":
+            return _mo_asha(settings.epochs)
         return _threshold(settings.min_accuracy) if settings.pruner == "threshold" else _never
 
     def optuna_pruner(trial: optuna.Trial, report: EpochReport, parameters: int, last: bool) -> str | None:
@@ -68,6 +79,26 @@ def _threshold(floor: float):
         return None
 
     return threshold
+
+
+def _mo_asha(epochs: int):
+    rungs = set(mo_asha.rungs(epochs))
+
+    def judge(trial: optuna.Trial, report: EpochReport, parameters: int, last: bool) -> str | None:
+        """At a rung: record this trial's value there, then rank it against every trial that reached the rung."""
+        if last or report.epoch not in rungs:
+            return None
+        recorded = {**(trial.user_attrs.get(mo_asha.RUNGS_ATTR) or {}), str(report.epoch): report.val_accuracy}
+        trial.set_user_attr(mo_asha.RUNGS_ATTR, recorded)
+        others = [t for t in own_trials(trial.study.get_trials(deepcopy=False, states=RUNG_STATES)) if t.number != trial.number]
+        points = [*mo_asha.rung_points(others, report.epoch), mo_asha.Point(trial.number, report.val_accuracy, parameters)]
+        verdict = mo_asha.judge(points, trial.number)
+        if verdict.promoted:
+            return None
+        return (f"MO-ASHA after epoch {report.epoch}: not in the top {verdict.kept} of the {verdict.of} trials at this rung "
+                f"(Pareto front {verdict.front} of validation accuracy {100 * report.val_accuracy:.2f}% and {parameters:,} parameters)")
+
+    return judge
 
 
 def _never(trial: optuna.Trial, report: EpochReport, parameters: int, last: bool) -> str | None:

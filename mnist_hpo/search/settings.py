@@ -7,6 +7,7 @@ newer schema are refused with a one-line error naming both versions and what to 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -15,6 +16,8 @@ import optuna
 from mnist_hpo.errors import UserError
 
 ATTR = "mnist_hpo"  # the study user attribute holding the settings
+STOPPED_ATTR = "stopped"  # study user attribute: why a stop rule stopped the study (one line); None once lifted
+LIFTED_ATTR = "stops_lifted"  # study user attribute: earlier stops, lifted by a later `search`
 SCHEMA = 2  # 1: no schema field (mnist-hpo 0.1); 2: schema, stop rules, warm start
 OBJECTIVES = {"accuracy": "maximize", "params": "minimize"}
 
@@ -101,3 +104,15 @@ def parse_objectives(text: str) -> list[str]:
     if not names or names[0] != "accuracy" or len(set(names)) != len(names) or any(n not in OBJECTIVES for n in names):
         raise UserError(f"--objectives must be 'accuracy' or 'accuracy,params', got {text!r}")
     return names
+
+
+def stop_rule_rows(settings: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The stop rules a study's settings hold, as (name, meaning) rows."""
+    rows = []
+    if settings.get("stop_after") is not None:
+        rows.append(("stop after", f"{settings['stop_after']} finished trials without a better best validation accuracy"))
+    if settings.get("target") is not None:
+        rows.append(("target", f"stop once a trial reaches {100 * settings['target']:.2f}% validation accuracy"))
+    if settings.get("terminator"):
+        rows.append(("terminator", "Optuna's Terminator: stop once its regret bound is below the validation noise"))
+    return rows
