@@ -3,6 +3,8 @@
 Used by the distributed tests (tests/distributed/conftest.py) and by benchmarks/storage_overhead.py.
 The binaries come from Debian's `postgresql` package (/usr/lib/postgresql/VERSION/bin); initdb
 refuses to run as root, so as root every server command runs as the `postgres` user (runuser).
+It listens on 127.0.0.1 only; a worker in a network namespace of tests/netns.py reaches that address
+over its own veth link, from an address in PARTITION_NET, which pg_hba.conf admits with a password.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 PASSWORD = "pg-s3cret-Pw"
 SUPERUSER = "postgres"
+PARTITION_NET = "10.216.0.0/16"  # tests/netns.py's worker namespaces
 
 
 def find_bin_dir() -> Path | None:
@@ -79,6 +82,8 @@ class PostgresCluster:
         atexit.register(self.stop)  # a script that dies before stop() leaves no server behind
         self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync", "--no-instructions")
         pwfile.unlink()
+        with open(self.data / "pg_hba.conf", "a") as hba:  # workers in their own network namespace, password only
+            hba.write(f"host all all {PARTITION_NET} scram-sha-256\n")
         self._pg_ctl("start")
         self.create_database("hpo")
         return self

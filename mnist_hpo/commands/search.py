@@ -77,6 +77,7 @@ def search(request: SearchRequest) -> optuna.Study:
     profile = resolve_profile(request)
     settings = new_settings(request, profile)
     name = request.study or f"mnist-{profile.name}"
+    stores.open_artifacts(request.artifacts)  # a wrong folder, bucket or credentials fails before the study is written
     storage = open_for_workers(url, faults, must_exist=False)
     if name in stores.list_study_names(storage):  # the study's own data, profile and space, not the command line's
         stored = StudySettings.load(stores.load_study(storage, name))

@@ -54,7 +54,7 @@ def study_settings(study: optuna.Study, storage: optuna.storages.BaseStorage) ->
     return settings
 
 
-def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", artifacts: Path | None = None,
+def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", artifacts: str | Path | None = None,
          seed: int | None = None, timeout: float | None = None, splits: Splits | None = None,
          on_finish: Callable | None = None, again: str | None = None) -> WorkerReport:
     """Run one worker in this process against an existing study until its budget is met."""
@@ -63,6 +63,7 @@ def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", art
     from mnist_hpo.trainer import resolve_device
 
     target = resolve_device(device)
+    store = stores.open_artifacts(artifacts)  # a wrong folder, bucket or credentials: one line, before any trial
     _set_threads()
     rdb = open_for_workers(url, faults)
     study = stores.load_study(rdb, study_name)
@@ -75,12 +76,12 @@ def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", art
         study.set_user_attr("data_source", splits.describe())
     sampler = make_sampler(settings.sampler, seed, settings.multi_objective, constant_liar=True)
     study = stores.load_study(rdb, study_name, sampler=sampler, pruner=make_pruner(settings.pruner, settings.epochs))
-    objective = Objective(settings, splits, target, stores.open_artifacts(artifacts), seed=settings.seed or 0, on_finish=on_finish)
+    objective = Objective(settings, splits, target, store, seed=settings.seed or 0, on_finish=on_finish)
     gpu = gpu_info(target)
     label = worker_label()
     where = f"on {target}" + (f" ({gpu['name']}, CUDA_VISIBLE_DEVICES={gpu['cuda_visible_devices']})" if gpu else f", {_threads()} CPU threads")
     console.print(
-        f"worker {label} joined study {study_name!r} in {stores.describe(rdb)} {where}; "
+        f"worker {label} joined study {study_name!r} in {stores.describe(rdb)} {where}, artifacts in {store}; "
         f"heartbeat every {faults.heartbeat_interval} s, grace {faults.grace_period} s, up to {faults.max_retries} retries"
     )
     interrupts = Interrupts()
@@ -95,7 +96,8 @@ def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", art
 
         objective.on_epoch = on_epoch
         engine = Worker(study, rdb, objective, faults, label=label, gpu=gpu, timeout=timeout,
-                        on_trial=lambda trial: console.print(trial_line(trial)), on_poll=on_poll, interrupts=interrupts)
+                        on_trial=lambda trial: console.print(trial_line(trial)), on_poll=on_poll, interrupts=interrupts,
+                        on_refused=objective.abandon)
         try:
             report = engine.run()
         except KeyboardInterrupt:

@@ -33,6 +33,19 @@ from mnist_hpo.storage._urls import ACCEPTED_FORMS, mask_url
 
 SQLITE_BUSY_TIMEOUT_S = 60
 PG_CONNECT_TIMEOUT_S = 10
+# A network partition must never hang a worker for minutes (Linux retransmits unacknowledged data for
+# ~15 min, and notices a silent idle peer after 2 h): libpq gives up on unacknowledged data after
+# 20 s (tcp_user_timeout) and probes an idle connection after 10 s, 3 times 5 s apart (keepalives);
+# the reconnect plugin then takes over. The session options make the server do the same for a worker
+# cut off from it, and end a transaction left idle for 60 s, so a cut-off worker's locks and
+# connection slots are freed for the others. Any of them given in the URL's query wins.
+PG_TCP_ARGS: dict[str, Any] = {
+    "connect_timeout": PG_CONNECT_TIMEOUT_S,
+    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+    "tcp_user_timeout": 20_000,  # ms
+    "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 "
+               "-c tcp_user_timeout=20000 -c idle_in_transaction_session_timeout=60s",
+}
 # Small pools: one worker holds at most POOL + OVERFLOW connections (its heartbeat thread and its trial).
 PG_POOL_SIZE, PG_MAX_OVERFLOW = 2, 4
 
@@ -145,9 +158,7 @@ def _pg_target(url: str, parsed: URL, must_exist: bool, reconnect_s: float | Non
     parsed = parsed.set(drivername="postgresql+psycopg")  # SQLAlchemy's plain default is psycopg2
     if importlib.util.find_spec("psycopg") is None:
         raise UserError("postgresql:// storages need psycopg 3; run pip install 'psycopg[binary]'")
-    connect_args: dict[str, Any] = {}
-    if "connect_timeout" not in parsed.query:
-        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+    connect_args = {key: value for key, value in PG_TCP_ARGS.items() if key not in parsed.query}
     target = SQLTarget(
         url=parsed.render_as_string(hide_password=False),
         shown=mask_url(url),
