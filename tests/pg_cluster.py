@@ -42,7 +42,7 @@ def free_port() -> int:
 class PostgresCluster:
     """One server in a fresh temporary directory; `url(db)` gives a postgresql+psycopg:// URL for it."""
 
-    def __init__(self, bin_dir: Path | None = None) -> None:
+    def __init__(self, bin_dir: Path | None = None, max_connections: int = 300) -> None:
         found = bin_dir or find_bin_dir()
         if found is None:
             raise RuntimeError("PostgreSQL is not installed: apt-get install -y postgresql")
@@ -53,6 +53,7 @@ class PostgresCluster:
         self.log = self.base / "server.log"
         self.port = free_port()
         self.as_root = os.geteuid() == 0
+        self.max_connections = max_connections  # PostgreSQL's own default is 100 (benchmarks/scale.py uses it)
 
     # --- server ---------------------------------------------------------------------------
 
@@ -91,7 +92,7 @@ class PostgresCluster:
     def _options(self) -> str:
         return (
             f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB"
+            f"-c synchronous_commit=off -c full_page_writes=off -c max_connections={self.max_connections} -c shared_buffers=64MB"
         )
 
     def _pg_ctl(self, action: str, *extra: str) -> None:
