@@ -15,6 +15,7 @@ together), client CPU per trial (user + system time of the workers' loops over t
 memory per worker process (peak RSS). The server is a throwaway local PostgreSQL (tests/pg_cluster.py).
 
     python -m benchmarks.scale --workers 8,16,32,64 [--paths direct,proxy] [--trials-per-worker 4] [--max-connections 100]
+                               [--pool 2,4]   (the workers' pool before it was cut to one connection)
 """
 
 from __future__ import annotations
@@ -72,13 +73,19 @@ def child(study_name: str, folder: str) -> None:
     """One worker process: open the storage ($MNIST_HPO_STORAGE), say it is ready, wait for the common start, run the engine."""
     import optuna
 
-    from mnist_hpo.search import Faults, Worker, open_for_workers, quiet_optuna
+    from mnist_hpo import storage
+    from mnist_hpo.search import Faults, RetryDeadTrial, Worker, open_for_workers, quiet_optuna
 
     quiet_optuna()
     faults = Faults(HEARTBEAT_S, GRACE_S, 3).validated()
     error, worker, before = "", None, resource.getrusage(resource.RUSAGE_SELF)
     try:
-        rdb = open_for_workers(os.environ["MNIST_HPO_STORAGE"], faults)
+        url, pool = os.environ["MNIST_HPO_STORAGE"], os.environ.get("SCALE_POOL")
+        if pool:  # the same storage as open_for_workers, with another pool
+            rdb = storage.open_storage(url, must_exist=True, heartbeat_interval=faults.heartbeat_interval, grace_period=faults.grace_period,
+                                       stale_trial_callback=RetryDeadTrial(faults.max_retries), pool=tuple(map(int, pool.split(","))))
+        else:
+            rdb = open_for_workers(url, faults)
         study = optuna.load_study(study_name=study_name, storage=rdb, sampler=optuna.samplers.RandomSampler(seed=os.getpid()),
                                   pruner=optuna.pruners.NopPruner())
         _load_space()  # outside the timing, as a real worker builds its objective before it takes a trial
@@ -136,7 +143,7 @@ class ConnectionWatch:
         self.connection.close()
 
 
-def run_workers(cluster, url: str, workers: int, trials: int, name: str) -> dict:
+def run_workers(cluster, url: str, workers: int, trials: int, name: str, pool: str | None = None) -> dict:
     """Create the study, start ``workers`` processes, start them together, wait for all; the figures of the run."""
     from mnist_hpo import storage
     from mnist_hpo.search import SearchRequest, budget_view, ensure_budget_study, get_profile, new_settings
@@ -145,7 +152,7 @@ def run_workers(cluster, url: str, workers: int, trials: int, name: str) -> dict
     rdb = storage.open_storage(url)
     study, _, _ = ensure_budget_study(rdb, name, settings, budget=lambda stored, view: trials)
     folder = Path(tempfile.mkdtemp(prefix=f"scale-{name}-"))
-    env = {**os.environ, "MNIST_HPO_STORAGE": url, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "MNIST_HPO_STORAGE": url, "OMP_NUM_THREADS": "1", **({"SCALE_POOL": pool} if pool else {})}
     with ConnectionWatch(cluster) as watch:
         processes = [subprocess.Popen([sys.executable, "-m", "benchmarks.scale", "--child", name, str(folder)], cwd=ROOT, env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(workers)]
@@ -201,6 +208,7 @@ def main() -> None:
     parser.add_argument("--paths", default="direct,proxy")
     parser.add_argument("--trials-per-worker", type=int, default=4)
     parser.add_argument("--max-connections", type=int, default=100)
+    parser.add_argument("--pool", default=None, help="SIZE,OVERFLOW of each worker's connection pool (default: mnist-hpo's, 1,2)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -218,7 +226,8 @@ def main() -> None:
                 database = cluster.create_database(f"{path}_k{workers}")
                 proxy, url = start_proxy(database) if path == "proxy" else (None, database)
                 try:
-                    row = {"path": path, **run_workers(cluster, url, workers, args.trials_per_worker * workers, f"{path}-{workers}")}
+                    row = {"path": path, "pool": args.pool or "1,2",
+                           **run_workers(cluster, url, workers, args.trials_per_worker * workers, f"{path}-{workers}", args.pool)}
                 finally:
                     if proxy is not None:
                         proxy.terminate()
@@ -233,12 +242,12 @@ def main() -> None:
 def print_table(rows: list[dict], torch: dict, machine: str, args) -> None:
     print(f"\nMachine: {machine}; max_connections {args.max_connections}; {args.trials_per_worker} trials per worker, "
           f"{EPOCHS} simulated epochs of {EPOCH_S} s, heartbeat {HEARTBEAT_S} s, random sampler.\n")
-    print("| path | workers | finished / budget | errors | peak connections / max | ms per trial (all workers) | client CPU ms per trial | RSS per worker | torch imported |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+    print("| path | worker pool | workers | finished / budget | errors | peak connections / max | ms per trial (all workers) | client CPU ms per trial | RSS per worker | torch imported |")
+    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
         exact = "exact" if r["exact"] else "**not exact**"
         errors = f"{r['errors']}" + (f" ({'; '.join(r['error_examples'])})" if r["error_examples"] else "")
-        print(f"| {r['path']} | {r['workers']} | {r['finished']} / {r['budget']} ({exact}) | {errors} | {r['peak']} / {args.max_connections} | "
+        print(f"| {r['path']} | {r['pool'] if r['path'] == 'direct' else 'proxy: 2,4'} | {r['workers']} | {r['finished']} / {r['budget']} ({exact}) | {errors} | {r['peak']} / {args.max_connections} | "
               f"{r['ms_per_trial']:.0f} | {r['cpu_ms_per_trial']:.0f} | {r['rss_mib']:.0f} MiB | {'yes' if r['torch'] else 'no'} |")
     plain, heavy = torch["worker"], torch["worker + torch"]
     print(f"\nImporting a worker: {plain['s']:.2f} s, {plain['rss_mib']:.0f} MiB (torch imported: {plain['torch']}); "

@@ -35,9 +35,10 @@ def quiet_optuna() -> None:
 
 
 def open_for_workers(url: str, faults: Faults, must_exist: bool = True) -> optuna.storages.BaseStorage:
-    """The storage with heartbeats on, and dead workers' trials re-queued by RetryDeadTrial."""
+    """The storage with heartbeats on, dead workers' trials re-queued by RetryDeadTrial, and one pooled connection."""
     return stores.open_storage(url, must_exist=must_exist, heartbeat_interval=faults.heartbeat_interval,
-                               grace_period=faults.grace_period, stale_trial_callback=RetryDeadTrial(faults.max_retries))
+                               grace_period=faults.grace_period, stale_trial_callback=RetryDeadTrial(faults.max_retries),
+                               pool=stores.WORKER_POOL)
 
 
 def study_settings(study: optuna.Study, storage: optuna.storages.BaseStorage) -> StudySettings:

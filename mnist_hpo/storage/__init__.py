@@ -31,6 +31,7 @@ from mnist_hpo.storage._optuna_internals import (
 )
 from mnist_hpo.storage._proxy import run_storage_proxy
 from mnist_hpo.storage._reconnect import RECONNECT_ENV, is_connection_lost, ride_out
+from mnist_hpo.storage._sql import WORKER_POOL
 from mnist_hpo.storage._studies import list_study_names, load_study, study_summary
 from mnist_hpo.storage._urls import DEFAULT_STORAGE, STORAGE_ENV, mask_url, resolve_url
 
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_STORAGE",
     "RECONNECT_ENV",
     "STORAGE_ENV",
+    "WORKER_POOL",
     "AtomicFileSystemArtifactStore",
     "OptunaInternalsChanged",
     "check_optuna",

@@ -37,17 +37,24 @@ PG_CONNECT_TIMEOUT_S = 10
 # ~15 min, and notices a silent idle peer after 2 h): libpq gives up on unacknowledged data after
 # 20 s (tcp_user_timeout) and probes an idle connection after 10 s, 3 times 5 s apart (keepalives);
 # the reconnect plugin then takes over. The session options make the server do the same for a worker
-# cut off from it, and end a transaction left idle for 60 s, so a cut-off worker's locks and
-# connection slots are freed for the others. Any of them given in the URL's query wins.
+# cut off from it, so a cut-off worker's locks (a transaction it had open) and its connection slot
+# are freed for the others within ~25 s. (No idle_in_transaction_session_timeout: on 64 workers over
+# 2 cores a healthy worker's transaction sat idle for over 60 s waiting for a core, and was killed.)
+# Any of these given in the URL's query wins.
 PG_TCP_ARGS: dict[str, Any] = {
     "connect_timeout": PG_CONNECT_TIMEOUT_S,
     "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
     "tcp_user_timeout": 20_000,  # ms
     "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 "
-               "-c tcp_user_timeout=20000 -c idle_in_transaction_session_timeout=60s",
+               "-c tcp_user_timeout=20000",
 }
-# Small pools: one worker holds at most POOL + OVERFLOW connections (its heartbeat thread and its trial).
+# Pools: a worker keeps ONE connection open; its heartbeat thread borrows a second (closed after use)
+# only when it collides with a query of the trial's, so N workers hold about N connections
+# (benchmarks/scale.py: with a pool of 2 they held 2.2 each, and 64 of them exhausted PostgreSQL's
+# default max_connections of 100). Other users of a storage (the proxy, the dashboard) serve many
+# threads and keep the larger default pool.
 PG_POOL_SIZE, PG_MAX_OVERFLOW = 2, 4
+WORKER_POOL = (1, 2)
 
 _SQLITE_DRIVERS = ("sqlite", "sqlite+pysqlite")
 _PG_DRIVERS = ("postgresql", "postgres", "postgresql+psycopg")
@@ -67,7 +74,7 @@ def is_sql_url(url: str) -> bool:
     return not url.startswith(("journal:", "grpc://"))
 
 
-def sql_target(url: str, must_exist: bool, reconnect_s: float | None = None) -> SQLTarget:
+def sql_target(url: str, must_exist: bool, reconnect_s: float | None = None, pool: tuple[int, int] | None = None) -> SQLTarget:
     """Check a SQL URL and work out how to open it; every fixable problem is a one-line UserError."""
     try:
         parsed = make_url(url)
@@ -76,7 +83,7 @@ def sql_target(url: str, must_exist: bool, reconnect_s: float | None = None) -> 
     if parsed.drivername in _SQLITE_DRIVERS:
         return _sqlite_target(url, parsed, must_exist)
     if parsed.drivername in _PG_DRIVERS:
-        return _pg_target(url, parsed, must_exist, reconnect_s)
+        return _pg_target(url, parsed, must_exist, reconnect_s, pool or (PG_POOL_SIZE, PG_MAX_OVERFLOW))
     raise unsupported(url)
 
 
@@ -154,7 +161,7 @@ def unsupported(url: str, why: str = "unsupported storage URL") -> UserError:
     return UserError(f"{why} {mask_url(url)!r}; use {ACCEPTED_FORMS}")
 
 
-def _pg_target(url: str, parsed: URL, must_exist: bool, reconnect_s: float | None) -> SQLTarget:
+def _pg_target(url: str, parsed: URL, must_exist: bool, reconnect_s: float | None, pool: tuple[int, int]) -> SQLTarget:
     parsed = parsed.set(drivername="postgresql+psycopg")  # SQLAlchemy's plain default is psycopg2
     if importlib.util.find_spec("psycopg") is None:
         raise UserError("postgresql:// storages need psycopg 3; run pip install 'psycopg[binary]'")
@@ -164,8 +171,8 @@ def _pg_target(url: str, parsed: URL, must_exist: bool, reconnect_s: float | Non
         shown=mask_url(url),
         engine_kwargs={
             "pool_pre_ping": True,  # a connection the server dropped is noticed before it is used
-            "pool_size": PG_POOL_SIZE,
-            "max_overflow": PG_MAX_OVERFLOW,
+            "pool_size": pool[0],
+            "max_overflow": pool[1],
             "connect_args": connect_args,
             "plugins": [PLUGIN],
             SECONDS_KWARG: reconnect_seconds(reconnect_s),
