@@ -105,7 +105,7 @@ def test_a_missing_bucket_or_refused_credentials_stop_everything_before_any_tria
 
     ok(cli(tmp_path, "study", "create", "--study", "refused", *args))
     wrong = {**s3.env, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
-    for command in (["worker", "--study", "refused"], ["dashboard", "--port", "0"], ["export", "--study", "refused", "--out", "x.pt"]):
+    for command in (["worker", "--study", "refused"], ["export", "--study", "refused", "--out", "x.pt"]):  # dashboard: tests/storage
         done = cli(tmp_path, *command, "--storage", pg_url, "--artifacts", f"s3://{bucket}/p", **wrong)
         assert done.returncode == 2 and done.stderr.count("\n") == 1, (command, done.stderr)
         assert "refused access to bucket 'hpo-refused'" in done.stderr, (command, done.stderr)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+
 import pytest
 import sqlalchemy
 
@@ -42,7 +46,7 @@ def test_blobs_and_artifacts_live_under_the_prefix_and_two_prefixes_do_not_meet(
 ])
 def test_bad_locations_are_one_line_errors(aws, location, message):
     aws.bucket("hpo-prefixes")
-    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(UserError, match=re.escape(message)):
         storage.open_artifacts(location)
     with pytest.raises(UserError):
         storage.existing_artifacts(location)  # readers do not shrug off a wrong bucket as "no pictures"
@@ -64,7 +68,7 @@ def test_refused_and_missing_credentials_and_an_unreachable_endpoint_are_one_lin
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", aws.env["AWS_ACCESS_KEY_ID"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", aws.env["AWS_SECRET_ACCESS_KEY"])
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # discard: nothing listens
-    with pytest.raises(UserError, match="cannot reach the object store at http://127.0.0.1:9"):
+    with pytest.raises(UserError, match=re.escape("cannot reach the object store at http://127.0.0.1:9")):
         storage.open_artifacts(f"s3://{bucket}/p")
 
 
@@ -80,6 +84,12 @@ def test_postgresql_sessions_give_up_on_a_silent_peer_and_workers_keep_one_conne
     with rdb.engine.connect() as connection:
         shown = {name: connection.execute(sqlalchemy.text(f"SHOW {name}")).scalar() for name in
                  ("tcp_user_timeout", "tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")}
+        fd = connection.connection.dbapi_connection.pgconn.socket  # this worker's own socket, as the kernel has it
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            kernel = (sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT), sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                      sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                      sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT))
+    assert kernel == (20_000, 1, 10, 5, 3), "a silent peer is given up after 20 s of unacknowledged data; idle ones are probed"
     assert shown == {"tcp_user_timeout": "20000", "tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
     assert rdb.engine.pool.size() == storage.WORKER_POOL[0] == 1, "one connection kept open per worker"
     rdb.engine.dispose()
