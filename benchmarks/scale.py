@@ -124,7 +124,7 @@ class ConnectionWatch:
 
         self.connection = psycopg.connect(host="127.0.0.1", port=cluster.port, user=SUPERUSER, password=PASSWORD,
                                           dbname="postgres", autocommit=True)
-        self.peak = 0
+        self.peak = self.startup_peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -158,6 +158,7 @@ def run_workers(cluster, url: str, workers: int, trials: int, name: str, pool: s
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(workers)]
         while len(list(folder.glob("ready-*"))) < workers and all(p.poll() is None for p in processes):
             time.sleep(0.05)
+        watch.startup_peak, watch.peak = watch.peak, 0  # opening the storages, apart from running the trials
         started = time.time()
         (folder / "start").touch()
         stderr = [p.communicate(timeout=1200)[1] for p in processes]
@@ -170,7 +171,7 @@ def run_workers(cluster, url: str, workers: int, trials: int, name: str, pool: s
     return {
         "workers": workers, "budget": trials, "finished": view.finished, "exact": view.finished == trials and view.in_flight == 0,
         "errors": len(errors) + sum(r["failed"] + r["refused"] for r in results), "error_examples": sorted(set(errors))[:3],
-        "peak": watch.peak, "ms_per_trial": 1000 * wall / max(1, view.finished),
+        "peak": watch.peak, "startup_peak": watch.startup_peak, "ms_per_trial": 1000 * wall / max(1, view.finished),
         "cpu_ms_per_trial": 1000 * sum(r["cpu_s"] for r in results) / max(1, view.finished),
         "rss_mib": max((r["rss_mib"] for r in results), default=float("nan")), "torch": any(r["torch"] for r in results),
     }
@@ -208,7 +209,7 @@ def main() -> None:
     parser.add_argument("--paths", default="direct,proxy")
     parser.add_argument("--trials-per-worker", type=int, default=4)
     parser.add_argument("--max-connections", type=int, default=100)
-    parser.add_argument("--pool", default=None, help="SIZE,OVERFLOW of each worker's connection pool (default: mnist-hpo's, 1,2)")
+    parser.add_argument("--pool", default=None, help="SIZE,OVERFLOW of each worker's connection pool (default: mnist-hpo's WORKER_POOL)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -217,6 +218,7 @@ def main() -> None:
     from pg_cluster import PostgresCluster
 
     from benchmarks.machine import describe
+    from mnist_hpo import storage
 
     cluster = PostgresCluster(max_connections=args.max_connections).start()
     rows = []
@@ -226,7 +228,7 @@ def main() -> None:
                 database = cluster.create_database(f"{path}_k{workers}")
                 proxy, url = start_proxy(database) if path == "proxy" else (None, database)
                 try:
-                    row = {"path": path, "pool": args.pool or "1,2",
+                    row = {"path": path, "pool": args.pool or ",".join(map(str, storage.WORKER_POOL)),
                            **run_workers(cluster, url, workers, args.trials_per_worker * workers, f"{path}-{workers}", args.pool)}
                 finally:
                     if proxy is not None:
@@ -242,12 +244,12 @@ def main() -> None:
 def print_table(rows: list[dict], torch: dict, machine: str, args) -> None:
     print(f"\nMachine: {machine}; max_connections {args.max_connections}; {args.trials_per_worker} trials per worker, "
           f"{EPOCHS} simulated epochs of {EPOCH_S} s, heartbeat {HEARTBEAT_S} s, random sampler.\n")
-    print("| path | worker pool | workers | finished / budget | errors | peak connections / max | ms per trial (all workers) | client CPU ms per trial | RSS per worker | torch imported |")
+    print("| path | worker pool | workers | finished / budget | errors | peak connections / max: start-up, trials | ms per trial (all workers) | client CPU ms per trial | RSS per worker | torch imported |")
     print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
         exact = "exact" if r["exact"] else "**not exact**"
         errors = f"{r['errors']}" + (f" ({'; '.join(r['error_examples'])})" if r["error_examples"] else "")
-        print(f"| {r['path']} | {r['pool'] if r['path'] == 'direct' else 'proxy: 2,4'} | {r['workers']} | {r['finished']} / {r['budget']} ({exact}) | {errors} | {r['peak']} / {args.max_connections} | "
+        print(f"| {r['path']} | {r['pool'] if r['path'] == 'direct' else 'proxy: 2,4'} | {r['workers']} | {r['finished']} / {r['budget']} ({exact}) | {errors} | {r.get('startup_peak', '?')}, {r['peak']} / {args.max_connections} | "
               f"{r['ms_per_trial']:.0f} | {r['cpu_ms_per_trial']:.0f} | {r['rss_mib']:.0f} MiB | {'yes' if r['torch'] else 'no'} |")
     plain, heavy = torch["worker"], torch["worker + torch"]
     print(f"\nImporting a worker: {plain['s']:.2f} s, {plain['rss_mib']:.0f} MiB (torch imported: {plain['torch']}); "

@@ -63,11 +63,6 @@ class PrefixedBoto3ArtifactStore(Boto3ArtifactStore):
     def remove(self, artifact_id: str) -> None:
         super().remove(self._key(artifact_id))
 
-    def keys(self) -> list[str]:
-        """Every artifact id under the prefix (for checks and clean-ups; pages through any number)."""
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
-        return [item["Key"][len(self.prefix):] for page in pages for item in page.get("Contents", [])]
-
     def __str__(self) -> str:
         return f"{S3_SCHEME}{self.bucket}/{self.prefix}"
 

@@ -48,14 +48,15 @@ PG_TCP_ARGS: dict[str, Any] = {
     "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 "
                "-c tcp_user_timeout=20000",
 }
-# Pools: a worker has ONE connection, which its heartbeat thread and its trial take turns on (each
-# storage step is one short transaction; the heartbeat waits at most for the trial's current one),
-# so N workers hold N connections. benchmarks/scale.py: with a pool of 2 (+4 overflow) 64 workers on
-# PostgreSQL's default max_connections of 100 ran out of connections ("too many clients"); with 1 (+2)
-# they still reached 99 of 100 at the peak. Other users of a storage (the proxy, the dashboard) serve
-# many threads at once and keep the larger default pool.
+# Pools: a worker keeps ONE connection open; a second is opened only while its heartbeat thread and
+# its trial are in a transaction at the same moment (Optuna's schema check also holds two), and is
+# closed at once. benchmarks/scale.py: with a kept pool of 2 (+4 overflow), 64 workers on PostgreSQL's
+# default max_connections of 100 held every slot and 20 of them died on "too many clients"; with one
+# kept connection the extra ones come and go, and a moment over the limit is ridden out by the
+# reconnect plugin. Other users of a storage (the proxy, the dashboard) serve many threads at once
+# and keep the larger default pool. Past max_connections / 2 workers, use the proxy.
 PG_POOL_SIZE, PG_MAX_OVERFLOW = 2, 4
-WORKER_POOL = (1, 0)
+WORKER_POOL = (1, 1)
 
 _SQLITE_DRIVERS = ("sqlite", "sqlite+pysqlite")
 _PG_DRIVERS = ("postgresql", "postgres", "postgresql+psycopg")
