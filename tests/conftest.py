@@ -12,10 +12,10 @@ import re
 from pathlib import Path
 
 import pytest
-from pg_cluster import PostgresCluster, find_bin_dir
-from s3_server import S3Server, moto_server_command
 
 from mnist_hpo import data
+from pg_cluster import PostgresCluster, find_bin_dir
+from s3_server import S3Server, moto_server_command
 
 
 def pytest_configure(config: pytest.Config) -> None:
