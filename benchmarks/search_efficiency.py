@@ -68,7 +68,7 @@ def one_study(pruner: str, seed: int, args: argparse.Namespace, folder: Path, te
     else:
         trials = study.trials
         wall = (trials[-1].datetime_complete - trials[0].datetime_start).total_seconds()
-    model, _ = trial_model(storage.open_storage(url), study, study.best_trial, folder / "artifacts")
+    model, _ = trial_model(storage.open_storage(url), study, study.best_trial, storage.open_artifacts(folder / "artifacts", create=False))
     test_accuracy = evaluate(model, test, torch.device("cpu"))
     epochs = sum(t.user_attrs.get("epochs_run", 0) for t in study.trials)
     return StudyResult(epochs, wall, study.best_value, test_accuracy, study.trials)

@@ -15,6 +15,7 @@ import pytest
 
 from mnist_hpo import data
 from pg_cluster import PostgresCluster, find_bin_dir
+from s3_server import S3Server, moto_server_command
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -52,3 +53,15 @@ def pg_url(postgres: PostgresCluster, request: pytest.FixtureRequest) -> str:
     """A fresh database on the session's server for this test."""
     name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:50]
     return postgres.create_database(name)
+
+
+@pytest.fixture(scope="session")
+def s3() -> S3Server:
+    """moto's S3-compatible server over HTTP on a loopback port, checking credentials (tests/s3_server.py)."""
+    if moto_server_command() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("moto's server is not installed; pip install -e '.[dev]' brings moto[server]")
+        pytest.skip("moto's server is not installed (pip install 'moto[server]'): these tests need a real S3-compatible server")
+    server = S3Server().start()
+    yield server
+    server.stop()

@@ -3,6 +3,8 @@
 Used by the distributed tests (tests/distributed/conftest.py) and by benchmarks/storage_overhead.py.
 The binaries come from Debian's `postgresql` package (/usr/lib/postgresql/VERSION/bin); initdb
 refuses to run as root, so as root every server command runs as the `postgres` user (runuser).
+It listens on 127.0.0.1 only; a worker in a network namespace of tests/netns.py reaches that address
+over its own veth link, from an address in PARTITION_NET, which pg_hba.conf admits with a password.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 PASSWORD = "pg-s3cret-Pw"
 SUPERUSER = "postgres"
+PARTITION_NET = "10.216.0.0/16"  # tests/netns.py's worker namespaces
 
 
 def find_bin_dir() -> Path | None:
@@ -39,7 +42,7 @@ def free_port() -> int:
 class PostgresCluster:
     """One server in a fresh temporary directory; `url(db)` gives a postgresql+psycopg:// URL for it."""
 
-    def __init__(self, bin_dir: Path | None = None) -> None:
+    def __init__(self, bin_dir: Path | None = None, max_connections: int = 300) -> None:
         found = bin_dir or find_bin_dir()
         if found is None:
             raise RuntimeError("PostgreSQL is not installed: apt-get install -y postgresql")
@@ -50,6 +53,7 @@ class PostgresCluster:
         self.log = self.base / "server.log"
         self.port = free_port()
         self.as_root = os.geteuid() == 0
+        self.max_connections = max_connections  # PostgreSQL's own default is 100 (benchmarks/scale.py uses it)
 
     # --- server ---------------------------------------------------------------------------
 
@@ -79,6 +83,8 @@ class PostgresCluster:
         atexit.register(self.stop)  # a script that dies before stop() leaves no server behind
         self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync", "--no-instructions")
         pwfile.unlink()
+        with open(self.data / "pg_hba.conf", "a") as hba:  # workers in their own network namespace, password only
+            hba.write(f"host all all {PARTITION_NET} scram-sha-256\n")
         self._pg_ctl("start")
         self.create_database("hpo")
         return self
@@ -86,7 +92,7 @@ class PostgresCluster:
     def _options(self) -> str:
         return (
             f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB"
+            f"-c synchronous_commit=off -c full_page_writes=off -c max_connections={self.max_connections} -c shared_buffers=64MB"
         )
 
     def _pg_ctl(self, action: str, *extra: str) -> None:

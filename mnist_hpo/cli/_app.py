@@ -15,7 +15,10 @@ app = typer.Typer(
 )
 
 StorageOpt = typer.Option(None, "--storage", help="Storage URL (default: $MNIST_HPO_STORAGE or sqlite:///mnist-hpo.db).")
-ArtifactsOpt = typer.Option(None, "--artifacts", help="Artifact folder (default: ./mnist-hpo-artifacts).")
+ArtifactsOpt = typer.Option(
+    None, "--artifacts",
+    help="Artifact folder (default: ./mnist-hpo-artifacts), or s3://BUCKET/PREFIX on an S3-compatible store (AWS_ENDPOINT_URL and AWS credentials from the environment).",
+)
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 WorkersOpt = typer.Option(None, "--workers", help="Run K worker processes to the study's global budget (SQLite: K=1 only; use journal:PATH or PostgreSQL).")
 GpusOpt = typer.Option(None, "--gpus", help="GPUs for the workers, e.g. 0,1,2,3 (default: all visible), one worker each via CUDA_VISIBLE_DEVICES.")

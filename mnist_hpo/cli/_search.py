@@ -36,7 +36,7 @@ app.add_typer(study_app, name="study")
 def search(
     study: Optional[str] = typer.Option(None, help="Study name (default: mnist-PROFILE)."),
     storage: Optional[str] = StorageOpt,
-    artifacts: Optional[Path] = ArtifactsOpt,
+    artifacts: Optional[str] = ArtifactsOpt,
     n_trials: Optional[int] = typer.Option(None, "--n-trials", help="New study: its budget of finished trials; existing study: trials to add (default: the profile's)."),
     timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds (the rest stay queued)."),
     profile: Optional[str] = ProfileOpt,
@@ -76,7 +76,7 @@ def search(
 def worker(
     study: str = typer.Option(..., help="Study name (made by `mnist-hpo study create` or `search`)."),
     storage: Optional[str] = StorageOpt,
-    artifacts: Optional[Path] = ArtifactsOpt,
+    artifacts: Optional[str] = ArtifactsOpt,
     device: str = DeviceOpt,
     seed: Optional[int] = typer.Option(None, help="Sampler seed of this worker (default: random; give each worker its own)."),
     timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds."),

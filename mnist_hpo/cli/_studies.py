@@ -27,7 +27,7 @@ def status(study: Optional[str] = typer.Option(None, help="One study (default: a
 def best(
     study: str = typer.Option(..., help="Study name."),
     storage: Optional[str] = StorageOpt,
-    artifacts: Optional[Path] = ArtifactsOpt,
+    artifacts: Optional[str] = ArtifactsOpt,
     test: bool = typer.Option(False, "--test", help="Also report the test accuracy of its checkpoint."),
     device: str = DeviceOpt,
 ) -> None:
@@ -45,7 +45,7 @@ def export(
     format: str = FormatOpt,
     input_dtype: str = InputDtypeOpt,
     storage: Optional[str] = StorageOpt,
-    artifacts: Optional[Path] = ArtifactsOpt,
+    artifacts: Optional[str] = ArtifactsOpt,
 ) -> None:
     """Write a trial's model, with a model card beside it, to a file that runs elsewhere; prints its sha256."""
     from mnist_hpo.commands.export import export_trial
@@ -61,7 +61,7 @@ def ensemble(
     format: str = FormatOpt,
     input_dtype: str = InputDtypeOpt,
     storage: Optional[str] = StorageOpt,
-    artifacts: Optional[Path] = ArtifactsOpt,
+    artifacts: Optional[str] = ArtifactsOpt,
     device: str = DeviceOpt,
 ) -> None:
     """Average the softmax of the K best trials; reports validation and test accuracy; exports it as one model."""
@@ -73,7 +73,7 @@ def ensemble(
 @app.command("dashboard")
 def dashboard(
     storage: Optional[str] = StorageOpt,
-    artifacts: Optional[Path] = ArtifactsOpt,
+    artifacts: Optional[str] = ArtifactsOpt,
     host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback unless --allow-remote)."),
     port: int = typer.Option(8080, help="Port to listen on; 0 picks a free one."),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a non-loopback --host: optuna-dashboard has no authentication."),
@@ -89,7 +89,7 @@ def report(
     study: str = typer.Option(..., help="Study name."),
     out: Path = typer.Option(..., help="HTML file to write."),
     storage: Optional[str] = StorageOpt,
-    artifacts: Optional[Path] = ArtifactsOpt,
+    artifacts: Optional[str] = ArtifactsOpt,
 ) -> None:
     """Write one self-contained HTML report of a study (opens offline)."""
     from mnist_hpo.dashboards import write_report

@@ -13,6 +13,7 @@ import torch
 from optuna.trial import FrozenTrial
 from rich.table import Table
 
+from mnist_hpo import storage as stores
 from mnist_hpo.commands._trials import study_splits, trial_model
 from mnist_hpo.commands.status import completed_by_validation, open_study
 from mnist_hpo.console import accuracy, console
@@ -24,10 +25,11 @@ from mnist_hpo.search import StudySettings, is_copied
 from mnist_hpo.trainer import evaluate, resolve_device
 
 
-def export_trial(url: str | None, name: str, trial_number: int | None, out: Path, fmt: str, artifacts: Path | None,
+def export_trial(url: str | None, name: str, trial_number: int | None, out: Path, fmt: str, artifacts: str | Path | None,
                  input_dtype: str = DEFAULT_INPUT_DTYPE) -> str:
     """Write one trial's kept weights (the best validation trial unless ``trial_number``); returns the file's sha256."""
     check_target(out, fmt, input_dtype)
+    store = stores.open_artifacts(artifacts, create=False)  # a wrong folder, bucket or credentials: one line, first
     study, storage = open_study(url, name)
     ranked = completed_by_validation(study)
     if trial_number is None:
@@ -43,7 +45,7 @@ def export_trial(url: str | None, name: str, trial_number: int | None, out: Path
             done = ", ".join(str(t.number) for t in sorted(ranked, key=lambda t: t.number))
             raise UserError(f"trial {trial_number} of {name!r} did not complete, so it has no model; completed trials: {done}")
         trial = matches[0]
-    model, payload = trial_model(storage, study, trial, artifacts)
+    model, payload = trial_model(storage, study, trial, store)
     splits = study_splits(study)
     test_accuracy = evaluate(model, splits.test, torch.device("cpu")) if len(splits.test) else None
     info = export_info(study, splits, payload["model_spec"], [trial], trial.values[0], test_accuracy)
@@ -54,13 +56,14 @@ def export_trial(url: str | None, name: str, trial_number: int | None, out: Path
     return result.sha256
 
 
-def build_ensemble(url: str | None, name: str, top_k: int, out: Path, artifacts: Path | None, device: str = "auto",
+def build_ensemble(url: str | None, name: str, top_k: int, out: Path, artifacts: str | Path | None, device: str = "auto",
                    fmt: str = "pt", input_dtype: str = DEFAULT_INPUT_DTYPE) -> float:
     """Average the softmax of the K best trials by validation; report each member and the ensemble; export it as one model."""
     if top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {top_k}")
     check_target(out, fmt, input_dtype)
     target = resolve_device(device)
+    store = stores.open_artifacts(artifacts, create=False)
     study, storage = open_study(url, name)
     chosen = completed_by_validation(study)[:top_k]
     if len(chosen) < top_k:
@@ -69,7 +72,7 @@ def build_ensemble(url: str | None, name: str, top_k: int, out: Path, artifacts:
     members, specs = [], []
     table = Table("member", "validation accuracy", "test accuracy (reported only)")
     for trial in chosen:
-        model, payload = trial_model(storage, study, trial, artifacts)
+        model, payload = trial_model(storage, study, trial, store)
         members.append(model)
         specs.append(payload["model_spec"])
         table.add_row(f"trial {trial.number}", f"{100 * evaluate(model, splits.val, target):.2f}%", f"{100 * evaluate(model, splits.test, target):.2f}%")

@@ -111,8 +111,9 @@ def print_trial(trial: FrozenTrial, title: str) -> None:
         console.print(f"  {key} = {value}")
 
 
-def show_best(url: str | None, name: str, test: bool, artifacts: Path | None, device: str = "auto") -> None:
+def show_best(url: str | None, name: str, test: bool, artifacts: str | Path | None, device: str = "auto") -> None:
     """The best trial by validation; with ``test``, its checkpoint's test accuracy, measured and recorded (never used to choose)."""
+    store = stores.open_artifacts(artifacts, create=False) if test else None  # a wrong bucket: one line, first
     study, storage = open_study(url, name)
     best = completed_by_validation(study)[0]
     print_trial(best, "best trial (chosen on validation)")
@@ -121,7 +122,7 @@ def show_best(url: str | None, name: str, test: bool, artifacts: Path | None, de
         from mnist_hpo.trainer import evaluate, resolve_device
 
         target = resolve_device(device)
-        model, _ = trial_model(storage, study, best, artifacts)
+        model, _ = trial_model(storage, study, best, store)
         splits = study_splits(study)
         value = evaluate(model, splits.test, target)
         record_test_accuracy(study, best.number, value)

@@ -53,15 +53,14 @@ def write_report(storage_url: str | None, study_name: str, out: str | Path, arti
         raise UserError(f"directory {out.parent} does not exist; create it or pass another --out")
     rdb = storage.open_storage(storage.resolve_url(storage_url), must_exist=True)
     study = storage.load_study(rdb, study_name)
-    folder = Path(artifacts if artifacts is not None else storage.DEFAULT_ARTIFACTS).expanduser()
-    store = storage.AtomicFileSystemArtifactStore(folder) if folder.is_dir() else None
-    document = render_report(study, rdb, store, artifacts_folder=folder)
+    store, shown = storage.existing_artifacts(artifacts)  # a folder may be missing; a bucket must answer
+    document = render_report(study, rdb, store, artifacts_folder=shown)
     _atomic_write_text(out, document)
     trials = own_trials(study)
     complete = sum(t.state == TrialState.COMPLETE for t in trials)
     console.print(f"wrote {out} ({len(document) / 1e6:.1f} MB, {len(trials)} trials, {complete} completed); opens offline in any browser")
     if store is None:
-        console.print(f"note: no artifact folder {folder}, so the best trial's pictures are missing; pass --artifacts DIR")
+        console.print(f"note: no artifact folder {shown}, so the best trial's pictures are missing; pass --artifacts DIR")
     return out
 
 
@@ -80,7 +79,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 # ------------------------------------------------------------------------------------------ render
 
 
-def render_report(study: optuna.Study, storage_handle: Any, store: Any = None, artifacts_folder: Path | None = None) -> str:
+def render_report(study: optuna.Study, storage_handle: Any, store: Any = None, artifacts_folder: str | Path | None = None) -> str:
     """The whole HTML document for ``study`` (opened from ``storage_handle``); ``store`` (an artifact store) supplies the pictures."""
     from plotly.offline import get_plotlyjs
 
@@ -278,7 +277,7 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _best_pictures(storage_handle: Any, ranked: list[FrozenTrial], store: Any, folder: Path | None) -> str:
+def _best_pictures(storage_handle: Any, ranked: list[FrozenTrial], store: Any, folder: str | Path | None) -> str:
     if not ranked:
         return ""
     best = ranked[0]

@@ -117,12 +117,9 @@ def make_dashboard_server(
     url = storage.resolve_url(storage_url)
     rdb = storage.open_storage(url, must_exist=True)  # a missing file is an error, never created here
     lines: list[str] = []
-    store = None
-    folder = Path(artifacts if artifacts is not None else storage.DEFAULT_ARTIFACTS).expanduser()
-    if folder.is_dir():
-        store = storage.AtomicFileSystemArtifactStore(folder)
-    else:
-        lines.append(f"warning: no artifact folder {folder}: pictures and checkpoints will not show; pass --artifacts DIR")
+    store, shown = storage.existing_artifacts(artifacts)  # a folder may be missing; a bucket must answer
+    if store is None:
+        lines.append(f"warning: no artifact folder {shown}: pictures and checkpoints will not show; pass --artifacts DIR or s3://BUCKET/PREFIX")
     check_port_free(host, port)
 
     from optuna_dashboard import wsgi
@@ -141,7 +138,7 @@ def make_dashboard_server(
         lines.append(REMOTE_WARNING.format(where=f"{host}:{server.server_port}"))
     if warm_up:
         server.warm_up = warm_up_in_background(app, cached)
-    where = f"artifacts {folder}" if store is not None else "no artifacts"
+    where = f"artifacts {shown}" if store is not None else "no artifacts"
     lines.append(f"optuna-dashboard for {storage.mask_url(url)} ({where}) at {url_for(host, server.server_port)}")
     return server, lines
 

@@ -62,7 +62,8 @@ class Worker:
     def __init__(self, study: optuna.Study, storage: BaseStorage, objective: Objective, faults: Faults, *,
                  label: str | None = None, gpu: dict[str, Any] | None = None, timeout: float | None = None,
                  on_trial: Callable[[FrozenTrial], None] | None = None, on_poll: Callable[[BudgetView], None] | None = None,
-                 interrupts: Interrupts | None = None, stop_rule: StopRule | None = None) -> None:
+                 interrupts: Interrupts | None = None, stop_rule: StopRule | None = None,
+                 on_refused: Callable[[optuna.Study, int], str] | None = None) -> None:
         stores.check_optuna()
         self.study = study
         self.storage = storage
@@ -76,6 +77,7 @@ class Worker:
         self.on_poll = on_poll or (lambda view: None)
         self.interrupts = interrupts or Interrupts()
         self.stop_rule = stop_rule
+        self.on_refused = on_refused  # cleans up what the refused trial left (its resume state); says what it did
         self.sql = stores.is_sql(storage)
         # Idle polls: SQL storages count in one cheap query; journal and gRPC re-read the trials, so less often.
         self.poll_s = 0.5 if self.sql else min(2.0, max(0.5, faults.heartbeat_interval / 2))
@@ -244,9 +246,15 @@ class Worker:
 
     def _refused(self, number: int) -> None:
         self.report.refused += 1
+        cleaned = ""
+        if self.on_refused is not None:
+            try:
+                cleaned = "; " + stores.ride_out(self.on_refused, self.study, number)
+            except Exception as exc:  # the clean-up is best effort: say what is left behind
+                cleaned = f"; its resume state may be left behind ({type(exc).__name__}: {_first_line(exc)})"
         console.print(
             f"trial {number} was failed by another worker meanwhile (its heartbeat looked dead to them); "
-            "this worker's late result was refused and the trial's retry stands"
+            f"this worker's late result was refused and the trial's retry stands{cleaned}"
         )
 
 

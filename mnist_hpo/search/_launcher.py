@@ -106,15 +106,22 @@ def refuse_shared_sqlite(url: str, workers: int) -> None:
 
 
 def launch_workers(url: str, storage: BaseStorage, study: optuna.Study, slots: list[Slot], faults: Faults, *,
-                   device: str, artifacts: Path | None, seed: int | None, timeout: float | None, again: str) -> None:
-    """Start one `mnist-hpo worker` process per slot and show their combined progress until all exit."""
+                   device: str, artifacts: str | Path | None, seed: int | None, timeout: float | None, again: str) -> None:
+    """Start one `mnist-hpo worker` process per slot and show their combined progress until all exit.
+
+    Their logs are local files: in the artifact folder, or ./mnist-hpo-worker-logs with an object store.
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = max(1, cores // len(slots))
-    folder = Path(artifacts if artifacts is not None else stores.DEFAULT_ARTIFACTS).expanduser()
-    stores.open_artifacts(folder)
-    logs = folder / "worker-logs"
+    location = str(artifacts if artifacts is not None else stores.DEFAULT_ARTIFACTS)
+    stores.open_artifacts(location)
+    if stores.is_object_store(location):
+        logs = Path("mnist-hpo-worker-logs")
+    else:
+        location = str(Path(location).expanduser())
+        logs = Path(location) / "worker-logs"
     logs.mkdir(exist_ok=True)
-    processes = [_start(url, study.study_name, slot, faults, threads, device, folder, seed, timeout, logs) for slot in slots]
+    processes = [_start(url, study.study_name, slot, faults, threads, device, location, seed, timeout, logs) for slot in slots]
     placement = ", ".join(f"GPU {s.gpu}" for s in slots) if slots[0].gpu is not None else f"the CPU, {threads} threads each"
     console.print(f"started {len(slots)} worker processes on {placement}; their logs: {logs}/")
     interrupted = _watch(study, processes, timeout)
@@ -131,12 +138,12 @@ def launch_workers(url: str, storage: BaseStorage, study: optuna.Study, slots: l
     console.print(f"all workers done: {view.describe()}")
 
 
-def _start(url: str, study: str, slot: Slot, faults: Faults, threads: int, device: str, folder: Path, seed: int | None,
+def _start(url: str, study: str, slot: Slot, faults: Faults, threads: int, device: str, artifacts: str, seed: int | None,
            timeout: float | None, logs: Path) -> tuple[Slot, subprocess.Popen, Path]:
     env = dict(os.environ)
     env[stores.STORAGE_ENV] = url
     env[THREADS_ENV] = env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    command = [sys.executable, "-m", "mnist_hpo", "worker", "--study", study, "--artifacts", str(folder), *faults.cli_args()]
+    command = [sys.executable, "-m", "mnist_hpo", "worker", "--study", study, "--artifacts", artifacts, *faults.cli_args()]
     if slot.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = slot.gpu
         command += ["--device", "cuda"]

@@ -26,7 +26,7 @@ class SearchRequest:
 
     study: str | None = None
     storage: str | None = None
-    artifacts: Path | None = None
+    artifacts: str | Path | None = None  # a folder, or s3://BUCKET/PREFIX
     n_trials: int | None = None
     timeout: float | None = None
     profile: str | None = None

@@ -36,9 +36,10 @@ def quiet_optuna() -> None:
 
 
 def open_for_workers(url: str, faults: Faults, must_exist: bool = True) -> optuna.storages.BaseStorage:
-    """The storage with heartbeats on, and dead workers' trials re-queued by RetryDeadTrial."""
+    """The storage with heartbeats on, dead workers' trials re-queued by RetryDeadTrial, and one pooled connection."""
     return stores.open_storage(url, must_exist=must_exist, heartbeat_interval=faults.heartbeat_interval,
-                               grace_period=faults.grace_period, stale_trial_callback=RetryDeadTrial(faults.max_retries))
+                               grace_period=faults.grace_period, stale_trial_callback=RetryDeadTrial(faults.max_retries),
+                               pool=stores.WORKER_POOL)
 
 
 def study_settings(study: optuna.Study, storage: optuna.storages.BaseStorage) -> StudySettings:
@@ -55,7 +56,7 @@ def study_settings(study: optuna.Study, storage: optuna.storages.BaseStorage) ->
     return settings
 
 
-def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", artifacts: Path | None = None,
+def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", artifacts: str | Path | None = None,
          seed: int | None = None, timeout: float | None = None, splits: Splits | None = None,
          on_finish: Callable | None = None, on_stop: Callable[[optuna.Study, str], None] | None = None,
          again: str | None = None) -> WorkerReport:
@@ -67,6 +68,7 @@ def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", art
     from mnist_hpo.trainer import resolve_device
 
     target = resolve_device(device)
+    store = stores.open_artifacts(artifacts)  # a wrong folder, bucket or credentials: one line, before any trial
     _set_threads()
     rdb = open_for_workers(url, faults)
     study = stores.load_study(rdb, study_name)
@@ -74,12 +76,12 @@ def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", art
     splits = _study_data(study, settings, splits)
     sampler = make_sampler(settings.sampler, seed, settings.multi_objective, constant_liar=True)
     study = stores.load_study(rdb, study_name, sampler=sampler, pruner=make_pruner(settings.pruner, settings.epochs))
-    objective = Objective(settings, splits, target, stores.open_artifacts(artifacts), seed=settings.seed or 0, on_finish=on_finish)
+    objective = Objective(settings, splits, target, store, seed=settings.seed or 0, on_finish=on_finish)
     gpu = gpu_info(target)
     label = worker_label()
     where = f"on {target}" + (f" ({gpu['name']}, CUDA_VISIBLE_DEVICES={gpu['cuda_visible_devices']})" if gpu else f", {_threads()} CPU threads")
     console.print(
-        f"worker {label} joined study {study_name!r} in {stores.describe(rdb)} {where}; "
+        f"worker {label} joined study {study_name!r} in {stores.describe(rdb)} {where}, artifacts in {store}; "
         f"heartbeat every {faults.heartbeat_interval} s, grace {faults.grace_period} s, up to {faults.max_retries} retries"
     )
     interrupts = Interrupts()
@@ -95,7 +97,8 @@ def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", art
         objective.on_epoch = on_epoch
         engine = Worker(study, rdb, objective, faults, label=label, gpu=gpu, timeout=timeout,
                         on_trial=lambda trial: console.print(trial_line(trial)), on_poll=on_poll, interrupts=interrupts,
-                        stop_rule=stop_rule_for(settings, len(splits.val)))
+                        stop_rule=stop_rule_for(settings, len(splits.val)),
+                        on_refused=objective.abandon)
         try:
             report = engine.run()
         except KeyboardInterrupt:

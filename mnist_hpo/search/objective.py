@@ -156,6 +156,16 @@ class Objective:
         for number in [*trial.user_attrs.get("retry_history", []), trial.number]:
             stores.remove_blob(self.artifacts, resume_key(trial.study.study_name, number))
 
+    def abandon(self, study: optuna.Study, number: int) -> str:
+        """Trial ``number`` was failed by another worker while this one ran it (a partition, a stall):
+        remove its resume state unless a queued or running retry still reads it; says which."""
+        live = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING))
+        retries = [t.number for t in live if number in (t.user_attrs.get("retry_history") or [])]
+        if retries:
+            return f"its resume state stays for its retry, trial {retries[0]}, which removes it when done"
+        stores.remove_blob(self.artifacts, resume_key(study.study_name, number))
+        return "its resume state was removed (its retry is done), so nothing is left behind"
+
     def _resume_state(self, trial: optuna.Trial) -> dict[str, Any] | None:
         """A retried trial continues from the last training state of the trial it replaces."""
         history = trial.user_attrs.get("retry_history") or []

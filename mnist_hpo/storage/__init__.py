@@ -1,7 +1,7 @@
 """Where studies and artifacts live: Optuna storages opened from URLs, with one-line UserErrors.
 
 Storage URLs: sqlite:///PATH (default sqlite:///mnist-hpo.db, WAL mode, 60 s busy timeout),
-postgresql://USER:PASSWORD@HOST:PORT/DB (psycopg 3), journal:PATH, grpc://HOST:PORT.
+postgresql://USER:PASSWORD@HOST:PORT/DB (psycopg 3), journal:PATH, grpc://HOST:PORT. Artifacts: a folder, or s3://BUCKET/PREFIX (an S3-compatible store).
 Passwords never appear in messages: use mask_url() / describe() to show a storage.
 What Optuna has no public API for lives in ``_optuna_internals`` alone.
 """
@@ -10,6 +10,7 @@ from mnist_hpo.storage._artifacts import (
     DEFAULT_ARTIFACTS,
     AtomicFileSystemArtifactStore,
     download_bytes,
+    existing_artifacts,
     find_artifact,
     open_artifacts,
     read_blob,
@@ -17,6 +18,7 @@ from mnist_hpo.storage._artifacts import (
     upload_bytes,
     write_blob,
 )
+from mnist_hpo.storage._object_store import is_object_store
 from mnist_hpo.storage._open import describe, open_storage, upgrade_storage
 from mnist_hpo.storage._optuna_internals import (
     OptunaInternalsChanged,
@@ -29,6 +31,7 @@ from mnist_hpo.storage._optuna_internals import (
 )
 from mnist_hpo.storage._proxy import run_storage_proxy
 from mnist_hpo.storage._reconnect import RECONNECT_ENV, is_connection_lost, ride_out
+from mnist_hpo.storage._sql import WORKER_POOL
 from mnist_hpo.storage._studies import list_study_names, load_study, study_summary
 from mnist_hpo.storage._urls import DEFAULT_STORAGE, STORAGE_ENV, mask_url, resolve_url
 
@@ -37,14 +40,17 @@ __all__ = [
     "DEFAULT_STORAGE",
     "RECONNECT_ENV",
     "STORAGE_ENV",
+    "WORKER_POOL",
     "AtomicFileSystemArtifactStore",
     "OptunaInternalsChanged",
     "check_optuna",
     "count_states",
     "describe",
     "download_bytes",
+    "existing_artifacts",
     "find_artifact",
     "is_connection_lost",
+    "is_object_store",
     "is_sql",
     "list_study_names",
     "load_study",

@@ -1,10 +1,12 @@
-"""Artifacts (checkpoints, pictures, resume states) of trials, in a folder next to the study database.
+"""Artifacts (checkpoints, pictures, resume states) of trials: a folder, or an object store (s3://BUCKET/PREFIX).
 
 Optuna's FileSystemArtifactStore.write opens the final path and copies into it, so a reader can
 see a half-written file; AtomicFileSystemArtifactStore writes a temporary file in the same folder
 and os.replace()s it, so a reader sees the old file, no file, or the whole new one. Artifacts are
 registered with Optuna's public ``upload_artifact``; resume states are plain blobs in the same
-store under a name of their own (``write_blob``/``read_blob``), never listed as artifacts.
+store under a name of their own (``write_blob``/``read_blob``), never listed as artifacts. An
+``s3://`` location opens Optuna's Boto3ArtifactStore instead (``_object_store``): nothing then
+needs a disk that every worker shares.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from optuna.trial import FrozenTrial
 
 from mnist_hpo.errors import UserError
 from mnist_hpo.files import atomic_write
+from mnist_hpo.storage._object_store import is_object_store, open_object_store
 
 if TYPE_CHECKING:
     from optuna.artifacts._protocol import ArtifactStore
@@ -52,9 +55,12 @@ class AtomicFileSystemArtifactStore(FileSystemArtifactStore):
         return str(self.directory)
 
 
-def open_artifacts(location: str | Path | None = None, *, create: bool = True) -> AtomicFileSystemArtifactStore:
-    """The artifact store in folder ``location`` (default ./mnist-hpo-artifacts), created if missing and ``create``."""
-    path = Path(location if location is not None else DEFAULT_ARTIFACTS).expanduser()
+def open_artifacts(location: str | Path | None = None, *, create: bool = True) -> ArtifactStore:
+    """The artifact store at ``location``: s3://BUCKET/PREFIX (its bucket checked), else a folder
+    (default ./mnist-hpo-artifacts, created if missing and ``create``)."""
+    if is_object_store(location):
+        return open_object_store(str(location))
+    path = _folder(location)
     if path.exists() and not path.is_dir():
         raise UserError(f"artifact folder {path} is a file; pass a folder for --artifacts")
     if not create and not path.is_dir():
@@ -64,6 +70,23 @@ def open_artifacts(location: str | Path | None = None, *, create: bool = True) -
     except OSError as exc:
         raise UserError(f"cannot create artifact folder {path}: {exc.strerror or exc}") from None
     return AtomicFileSystemArtifactStore(path)
+
+
+def existing_artifacts(location: str | Path | None = None) -> tuple[ArtifactStore | None, str]:
+    """For readers that can do without pictures (dashboard, report): the store, or None for a missing
+    folder, and how to name it. An object store is always opened, so a wrong bucket is an error."""
+    if is_object_store(location):
+        store = open_object_store(str(location))
+        return store, str(store)
+    path = _folder(location)
+    return (AtomicFileSystemArtifactStore(path) if path.is_dir() else None), str(path)
+
+
+def _folder(location: str | Path | None) -> Path:
+    text = str(location if location is not None else DEFAULT_ARTIFACTS)
+    if "://" in text:
+        raise UserError(f"--artifacts {text}: unsupported location; use a folder or s3://BUCKET/PREFIX")
+    return Path(text).expanduser()
 
 
 def upload_bytes(target: optuna.Study | optuna.Trial, store: ArtifactStore, name: str, data: bytes,

@@ -37,11 +37,14 @@ def open_storage(
     grace_period: int | None = None,
     stale_trial_callback: StaleTrialCallback | None = None,
     reconnect_s: float | None = None,
+    pool: tuple[int, int] | None = None,
 ) -> BaseStorage:
     """The Optuna storage behind ``url`` (see resolve_url); heartbeat arguments apply to SQL storages only.
 
     A PostgreSQL storage rides out a lost connection (a restart, a failover) for ``reconnect_s``
     seconds (default $MNIST_HPO_RECONNECT_S or 60), then raises StorageUnavailable, a one-line UserError.
+    ``pool``: (connections kept open, more made while all are busy) of a PostgreSQL storage; default
+    2 and 4, workers use WORKER_POOL.
     """
     url = resolve_url(url)
     if url.startswith("journal:"):
@@ -49,7 +52,7 @@ def open_storage(
     elif url.startswith("grpc://"):
         storage = _open_grpc(url, reconnect_s)
     else:
-        target = _sql.sql_target(url, must_exist, reconnect_s)
+        target = _sql.sql_target(url, must_exist, reconnect_s, pool)
         storage = _sql.open_rdb(target, heartbeat_interval, grace_period, stale_trial_callback)
     _opened_from[storage] = mask_url(url)
     return storage

@@ -31,8 +31,30 @@ from mnist_hpo.storage._urls import ACCEPTED_FORMS, mask_url
 
 SQLITE_BUSY_TIMEOUT_S = 60
 PG_CONNECT_TIMEOUT_S = 10
-# Small pools: one worker holds at most POOL + OVERFLOW connections (its heartbeat thread and its trial).
+# A network partition must never hang a worker for minutes (Linux retransmits unacknowledged data for
+# ~15 min, and notices a silent idle peer after 2 h): libpq gives up on unacknowledged data after
+# 20 s (tcp_user_timeout) and probes an idle connection after 10 s, 3 times 5 s apart (keepalives);
+# the reconnect plugin then takes over. The session options make the server do the same for a worker
+# cut off from it, so a cut-off worker's locks (a transaction it had open) and its connection slot
+# are freed for the others within ~25 s. (No idle_in_transaction_session_timeout: on 64 workers over
+# 2 cores a healthy worker's transaction sat idle for over 60 s waiting for a core, and was killed.)
+# Any of these given in the URL's query wins.
+PG_TCP_ARGS: dict[str, Any] = {
+    "connect_timeout": PG_CONNECT_TIMEOUT_S,
+    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+    "tcp_user_timeout": 20_000,  # ms
+    "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 "
+               "-c tcp_user_timeout=20000",
+}
+# Pools: a worker keeps ONE connection open; a second is opened only while its heartbeat thread and
+# its trial are in a transaction at the same moment (Optuna's schema check also holds two), and is
+# closed at once. benchmarks/scale.py: with a kept pool of 2 (+4 overflow), 64 workers on PostgreSQL's
+# default max_connections of 100 held every slot and 20 of them died on "too many clients"; with one
+# kept connection the extra ones come and go, and a moment over the limit is ridden out by the
+# reconnect plugin. Other users of a storage (the proxy, the dashboard) serve many threads at once
+# and keep the larger default pool. Past max_connections / 2 workers, use the proxy.
 PG_POOL_SIZE, PG_MAX_OVERFLOW = 2, 4
+WORKER_POOL = (1, 1)
 
 _SQLITE_DRIVERS = ("sqlite", "sqlite+pysqlite")
 _PG_DRIVERS = ("postgresql", "postgres", "postgresql+psycopg")
@@ -52,7 +74,7 @@ def is_sql_url(url: str) -> bool:
     return not url.startswith(("journal:", "grpc://"))
 
 
-def sql_target(url: str, must_exist: bool, reconnect_s: float | None = None) -> SQLTarget:
+def sql_target(url: str, must_exist: bool, reconnect_s: float | None = None, pool: tuple[int, int] | None = None) -> SQLTarget:
     """Check a SQL URL and work out how to open it; every fixable problem is a one-line UserError."""
     try:
         parsed = make_url(url)
@@ -61,7 +83,7 @@ def sql_target(url: str, must_exist: bool, reconnect_s: float | None = None) -> 
     if parsed.drivername in _SQLITE_DRIVERS:
         return _sqlite_target(url, parsed, must_exist)
     if parsed.drivername in _PG_DRIVERS:
-        return _pg_target(url, parsed, must_exist, reconnect_s)
+        return _pg_target(url, parsed, must_exist, reconnect_s, pool or (PG_POOL_SIZE, PG_MAX_OVERFLOW))
     raise unsupported(url)
 
 
@@ -137,20 +159,18 @@ def unsupported(url: str, why: str = "unsupported storage URL") -> UserError:
     return UserError(f"{why} {mask_url(url)!r}; use {ACCEPTED_FORMS}")
 
 
-def _pg_target(url: str, parsed: URL, must_exist: bool, reconnect_s: float | None) -> SQLTarget:
+def _pg_target(url: str, parsed: URL, must_exist: bool, reconnect_s: float | None, pool: tuple[int, int]) -> SQLTarget:
     parsed = parsed.set(drivername="postgresql+psycopg")  # SQLAlchemy's plain default is psycopg2
     if importlib.util.find_spec("psycopg") is None:
         raise UserError("postgresql:// storages need psycopg 3; run pip install 'psycopg[binary]'")
-    connect_args: dict[str, Any] = {}
-    if "connect_timeout" not in parsed.query:
-        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+    connect_args = {key: value for key, value in PG_TCP_ARGS.items() if key not in parsed.query}
     target = SQLTarget(
         url=parsed.render_as_string(hide_password=False),
         shown=mask_url(url),
         engine_kwargs={
             "pool_pre_ping": True,  # a connection the server dropped is noticed before it is used
-            "pool_size": PG_POOL_SIZE,
-            "max_overflow": PG_MAX_OVERFLOW,
+            "pool_size": pool[0],
+            "max_overflow": pool[1],
             "connect_args": connect_args,
             "plugins": [PLUGIN],
             SECONDS_KWARG: reconnect_seconds(reconnect_s),

@@ -5,3 +5,24 @@ tests/conftest.py. Workers train with one CPU thread each.
 """
 
 from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+from netns import WorkerNetwork, netns_problem
+
+_networks = itertools.count()
+
+
+@pytest.fixture
+def worker_network():
+    """A network namespace with a veth link to this host (tests/netns.py), removed afterwards."""
+    problem = netns_problem()
+    if problem is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{problem}; CI runs as root and .ci/run installs iproute2")
+        pytest.skip(f"{problem}: the partition tests need their own network namespace")
+    network = WorkerNetwork(next(_networks)).create()
+    yield network
+    network.destroy()

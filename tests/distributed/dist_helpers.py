@@ -27,10 +27,10 @@ def cli(tmp_path: Path, *args: str, timeout: float = 300, **env: str) -> subproc
     return subprocess.run([*CLI, *args], cwd=tmp_path, env=cli_env(**env), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def start(tmp_path: Path, *args: str, log: str, **env: str) -> subprocess.Popen:
-    """Start `mnist-hpo ARGS` in the background, its output going to tmp_path/log."""
+def start(tmp_path: Path, *args: str, log: str, inside: tuple[str, ...] = (), **env: str) -> subprocess.Popen:
+    """Start `mnist-hpo ARGS` in the background, its output going to tmp_path/log (``inside``: a command prefix, e.g. `ip netns exec NS`)."""
     out = open(tmp_path / log, "w")
-    return subprocess.Popen([*CLI, *args], cwd=tmp_path, env=cli_env(**env), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return subprocess.Popen([*inside, *CLI, *args], cwd=tmp_path, env=cli_env(**env), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 def finish(process: subprocess.Popen, timeout: float = 240) -> int:

@@ -1,5 +1,9 @@
 """The launch recipes (deploy/) and the README's distributed section: manifests parse, commands exist.
 
+The manifests (both variants: a shared volume, or an object store in deploy/kubernetes/object-store)
+are validated offline against Kubernetes' own OpenAPI schemas (kubernetes-validate, strict: an
+unknown or misspelt field fails), and the Slurm script passes shellcheck.
+
 Every `mnist-hpo ...` command line in the Kubernetes manifests, the Slurm script and the README's
 "Launching a distributed study" must name a real command, and each of its flags must appear in that
 command's --help. No cluster is needed: this keeps the recipes from rotting as the CLI changes.
@@ -8,11 +12,14 @@ command's --help. No cluster is needed: this keeps the recipes from rotting as t
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import typer
 import yaml
@@ -22,15 +29,17 @@ from mnist_hpo.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
+OBJECT_STORE = sorted((ROOT / "deploy" / "kubernetes" / "object-store").glob("*.yaml"))  # replaces the shared-volume files
 SBATCH = sorted((ROOT / "deploy" / "slurm").glob("*.sbatch"))
+KUBERNETES_VERSION = "1.30.0"  # the oldest release still commonly run; the manifests use nothing newer
 
 
-def documents() -> list[tuple[Path, dict]]:
-    return [(path, doc) for path in KUBERNETES for doc in yaml.safe_load_all(path.read_text()) if doc]
+def documents(paths: list[Path] = KUBERNETES) -> list[tuple[Path, dict]]:
+    return [(path, doc) for path in paths for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-def by_kind(kind: str, name: str) -> dict:
-    matches = [doc for _, doc in documents() if doc["kind"] == kind and doc["metadata"]["name"] == name]
+def by_kind(kind: str, name: str, paths: list[Path] = KUBERNETES) -> dict:
+    matches = [doc for _, doc in documents(paths) if doc["kind"] == kind and doc["metadata"]["name"] == name]
     assert len(matches) == 1, f"one {kind} {name}"
     return matches[0]
 
@@ -85,7 +94,7 @@ def command_lines_in_text(text: str) -> list[list[str]]:
 
 def all_command_lines() -> list[tuple[str, list[str]]]:
     lines = []
-    for path, doc in documents():
+    for path, doc in documents([*KUBERNETES, *OBJECT_STORE]):
         for container in containers(doc):
             command = [*container.get("command", []), *container.get("args", [])]
             if command[:1] == ["mnist-hpo"]:
@@ -172,8 +181,9 @@ def test_every_mnist_hpo_flag_in_the_recipes_and_the_readme_exists():
 
 def test_environment_variables_in_the_recipes_are_read_by_mnist_hpo():
     source = "".join(p.read_text() for p in (ROOT / "mnist_hpo").rglob("*.py"))
-    text = "".join(p.read_text() for p in [*KUBERNETES, *SBATCH])
-    for name in set(re.findall(r"MNIST_HPO_[A-Z_]+", text)) - {"MNIST_HPO_STORAGE_FILE", "MNIST_HPO_SHARED", "MNIST_HPO_STUDY"}:
+    text = "".join(p.read_text() for p in [*KUBERNETES, *OBJECT_STORE, *SBATCH])
+    for name in set(re.findall(r"MNIST_HPO_[A-Z_]+", text)) - {"MNIST_HPO_STORAGE_FILE", "MNIST_HPO_SHARED", "MNIST_HPO_STUDY",
+                                                                "MNIST_HPO_SLURM_ARTIFACTS"}:
         assert f'"{name}"' in source, f"{name} is set by a recipe but read nowhere"
 
 
@@ -182,3 +192,36 @@ def test_slurm_scripts_are_valid_bash_with_one_gpu_per_array_task(script):
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     text = script.read_text()
     assert re.search(r"^#SBATCH --array=", text, re.M) and re.search(r"^#SBATCH --gres=gpu:1$", text, re.M)
+
+
+@pytest.mark.parametrize("path", [*KUBERNETES, *OBJECT_STORE], ids=lambda p: str(p.relative_to(ROOT / "deploy" / "kubernetes")))
+def test_every_manifest_is_valid_against_the_kubernetes_schemas(path):
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)  # raises ValidationError, naming the field
+
+
+def test_the_object_store_variant_needs_no_shared_volume():
+    assert OBJECT_STORE, "deploy/kubernetes/object-store holds the S3 variant"
+    secret = by_kind("Secret", "mnist-hpo-object-store", OBJECT_STORE)
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(secret["stringData"])
+    for kind, name in (("Job", "mnist-hpo-workers"), ("Deployment", "mnist-hpo-dashboard"), ("Job", "mnist-hpo-study-create")):
+        doc = by_kind(kind, name, OBJECT_STORE)
+        assert all("persistentVolumeClaim" not in volume for volume in pod_spec(doc).get("volumes", [])), f"{kind} {name} mounts a claim"
+        if kind == "Job" and name == "mnist-hpo-study-create":
+            continue
+        command = [*pod_spec(doc)["containers"][0]["command"]]
+        assert command[command.index("--artifacts") + 1].startswith("s3://"), command
+        sources = [source["secretRef"]["name"] for source in pod_spec(doc)["containers"][0]["envFrom"]]
+        assert "mnist-hpo-object-store" in sources and "mnist-hpo-db" in sources
+    assert by_kind("Service", "mnist-hpo-dashboard", OBJECT_STORE)["spec"].get("type", "ClusterIP") == "ClusterIP"
+
+
+@pytest.mark.parametrize("script", SBATCH, ids=lambda p: p.name)
+def test_slurm_scripts_pass_shellcheck(script):
+    if shutil.which("shellcheck") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("shellcheck is not installed; .ci/run installs it with apt-get")
+        pytest.skip("shellcheck is not installed (apt-get install -y shellcheck)")
+    done = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", str(script)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout

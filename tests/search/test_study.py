@@ -48,7 +48,7 @@ def smoke_study(tmp_path_factory) -> tuple[Path, optuna.Study]:
 
 
 def trial_checkpoint(tmp: Path, study: optuna.Study, trial):
-    return trial_model(storage.open_storage(f"sqlite:///{tmp}/study.db"), study, trial, tmp / "artifacts")
+    return trial_model(storage.open_storage(f"sqlite:///{tmp}/study.db"), study, trial, storage.open_artifacts(tmp / "artifacts", create=False))
 
 
 def copy_study(source: Path, target: Path) -> None:
