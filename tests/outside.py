@@ -122,6 +122,11 @@ def kill(pid: int) -> None:
 # ------------------------------------------------------------------------------- studies and storages
 
 
+def sqlite_url(folder: Path, db: str = "mnist-hpo.db") -> str:
+    """The URL of a folder's study database (by default the one `mnist-hpo` makes in its working folder)."""
+    return f"sqlite:///{folder / db}"
+
+
 def storage_of(url: str) -> optuna.storages.BaseStorage | str:
     """What optuna.load_study takes for `url`: the URL itself, or a JournalStorage for journal:PATH."""
     if url.startswith("journal:"):
