@@ -209,16 +209,28 @@ def copy_study(source: Path, target: Path, db: str = "mnist-hpo.db", artifacts: 
 
 
 class Unchanged:
-    """Remembers a folder's study database and artifact folder; `check()` asserts both are exactly as they were."""
+    """Remembers a working folder: its study database (every row) and every other file (by content).
 
-    def __init__(self, folder: Path, db: str = "mnist-hpo.db", artifacts: str = "mnist-hpo-artifacts") -> None:
-        self.db, self.artifacts = folder / db, folder / artifacts
+    `check()` asserts nothing was added, removed or changed. The database is compared by its rows, not
+    its bytes: merely opening an SQLite file in WAL mode may fold the -wal file into it.
+    """
+
+    def __init__(self, folder: Path, db: str = "mnist-hpo.db") -> None:
+        self.folder, self.db = folder, folder / db
         self.rows = sqlite_dump(self.db)
-        self.files = tree(self.artifacts)
+        self.files = self._files()
 
-    def check(self) -> None:
+    def _files(self) -> dict[str, str]:
+        return {name: digest for name, digest in tree(self.folder).items() if not name.startswith(self.db.name)}
+
+    def check(self, *written: str) -> None:
+        """Nothing changed but the files named in `written` (paths relative to the folder), which must now exist."""
         assert sqlite_dump(self.db) == self.rows, "the study database changed"
-        assert tree(self.artifacts) == self.files, "the artifact folder changed"
+        files = self._files()
+        added, removed = sorted(files.keys() - self.files.keys()), sorted(self.files.keys() - files.keys())
+        assert added == sorted(written) and not removed, f"files added {added} (expected {sorted(written)}), removed {removed}"
+        changed = sorted(k for k in self.files if files[k] != self.files[k])
+        assert not changed, f"files changed: {changed}"
 
 
 # --------------------------------------------------------------------------------------------- data
