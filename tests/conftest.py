@@ -47,6 +47,19 @@ def _label_coverage_of_this_process() -> None:
         current.switch_context("pytest")
 
 
+#: Session fixtures that cost a real study (tens of seconds): under pytest-xdist every test using one
+#: runs on the same worker, so each is built once per run rather than once per worker.
+SHARED_STUDIES = ("made_studies", "live")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture in SHARED_STUDIES:
+            if fixture in item.fixturenames:
+                item.add_marker(pytest.mark.xdist_group(fixture))
+
+
 def _skip_reason(longrepr: object) -> str:
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
         return str(longrepr[2])

@@ -3,7 +3,7 @@
 New tests drive `mnist-hpo` the way a user does (the installed console script, in a working folder
 of the test's own, with $MNIST_HPO_STORAGE unset) and inspect what it leaves through public
 interfaces only: Optuna's API on the storage URL (optuna.load_study, FrozenTrial fields),
-`torch.load(weights_only=True)` and onnxruntime for checkpoints, sqlite3 for the raw database.
+`torch.load(weights_only=True)` for checkpoints, sqlite3 for the raw database.
 Nothing here imports mnist_hpo, so the package can be restructured underneath these tests.
 
 Each `mnist-hpo` process costs ~3 CPU-seconds of imports (torch): tests share their studies
@@ -257,21 +257,3 @@ def read_submission(path: Path) -> list[int]:
     rows = [tuple(map(int, line.split(","))) for line in lines[1:]]
     assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
     return [r[1] for r in rows]
-
-
-def normalise(images: np.ndarray) -> np.ndarray:
-    """How every network here sees a uint8 image: float32 N×1×28×28 in [-1, 1] (README: "(x/255 - 0.5) / 0.5")."""
-    return (images.astype(np.float32)[:, None] / 127.5 - 1.0).astype(np.float32)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def onnx_logits(path: Path, images: np.ndarray) -> np.ndarray:
-    """Logits of an exported ONNX model on uint8 images, computed by onnxruntime."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: normalise(images)})[0]

@@ -25,6 +25,8 @@ import pytest
 
 from outside import CLI  # the console script next to this Python (python -m mnist_hpo where there is none)
 
+pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
+
 STUDY_DB = "mnist-hpo.db"
 ARTIFACTS = "mnist-hpo-artifacts"
 SECRET = "s3cr3tpw"

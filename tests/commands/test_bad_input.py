@@ -17,6 +17,8 @@ import pytest
 
 from outside import Unchanged, copy_study, error_line, fixture_test_split, ok, read_submission, run, sqlite_url, trials_of, write_kaggle_test_csv
 
+pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
+
 SEARCH = ["search", "--study", "s", "--profile", "smoke"]
 
 CASES = {  # name: (arguments, fragments of the one error line)

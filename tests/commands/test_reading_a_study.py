@@ -30,6 +30,8 @@ from outside import (
     write_kaggle_test_csv,
 )
 
+pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
+
 TrialState = optuna.trial.TrialState
 
 

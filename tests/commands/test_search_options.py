@@ -16,6 +16,8 @@ import pytest
 
 from outside import TINY_SPACE, load, ok, run, settings_of, sqlite_url
 
+pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
+
 TrialState = optuna.trial.TrialState
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 

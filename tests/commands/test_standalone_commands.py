@@ -15,6 +15,8 @@ import torchvision
 
 from outside import REPO, error_line, fixture_test_split, ok, read_submission, run, write_kaggle_test_csv
 
+pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
+
 
 def table_rows(text: str) -> dict[str, list[str]]:
     rows = {}

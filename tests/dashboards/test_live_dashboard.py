@@ -17,6 +17,8 @@ from mnist_hpo.dashboards import figures
 
 from .conftest import N_TRIALS, get, get_json
 
+pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
+
 
 @pytest.fixture(scope="module")
 def study(live) -> optuna.Study:

@@ -22,6 +22,8 @@ from mnist_hpo.search.profiles import get_profile
 from mnist_hpo.search.runner import SearchRequest, new_settings, quiet_optuna
 from mnist_hpo.search.worker import Faults, Worker, budget_view, ensure_budget_study
 
+pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
+
 
 def run_main(capsys, *args: str) -> tuple[int, str, str]:
     from mnist_hpo.cli import main

@@ -17,6 +17,8 @@ from optuna.trial import TrialState
 
 from dist_helpers import FAST, TINY, assert_exact_budget, cli, finish, ok, running_trial_past_epoch, start, trials_of, wait_for
 
+pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
+
 
 def test_four_worker_processes_finish_exactly_the_global_budget(pg_url, tmp_path):
     # --max-params prunes most networks before training: many quick trials, so the workers race for them.
