@@ -7,6 +7,7 @@ PostgreSQL or Chromium skips the tests that need it, with the reason.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 import re
@@ -14,8 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from mnist_hpo import data
-from pg_cluster import PostgresCluster, find_bin_dir
+# Before torch is imported: the small networks here train fastest on one thread, and two xdist workers
+# plus the `mnist-hpo` processes they start already share two cores (two threads each would thrash).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from mnist_hpo import data  # noqa: E402
+from pg_cluster import PostgresCluster, find_bin_dir  # noqa: E402
 
 
 def in_ci() -> bool:
@@ -47,17 +52,34 @@ def _label_coverage_of_this_process() -> None:
         current.switch_context("pytest")
 
 
-#: Session fixtures that cost a real study (tens of seconds): under pytest-xdist every test using one
-#: runs on the same worker, so each is built once per run rather than once per worker.
-SHARED_STUDIES = ("made_studies", "live")
+#: Test modules that share a session fixture costing a real study (tens of seconds), by that fixture.
+#: Under pytest-xdist each group runs on one worker, so the fixture is built once per run, not per worker.
+SHARED_STUDIES = {
+    "made_studies": ("tests/commands/test_reading_a_study.py", "tests/commands/test_bad_input.py"),
+    "live": ("tests/dashboards/test_browser.py", "tests/dashboards/test_commands.py", "tests/dashboards/test_live_dashboard.py"),
+}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        for fixture in SHARED_STUDIES:
-            if fixture in item.fixturenames:
-                item.add_marker(pytest.mark.xdist_group(fixture))
+def _shared_study_of(nodeid: str) -> str | None:
+    module = nodeid.split("::", 1)[0]
+    return next((name for name, modules in SHARED_STUDIES.items() if module in modules), None)
+
+
+if importlib.util.find_spec("xdist") is not None:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class _SharedStudyScheduling(LoadScopeScheduling):
+        """xdist's load scheduling, except that the modules of one SHARED_STUDIES group go to one worker.
+
+        (xdist's own `--dist loadgroup` does nothing under pytest 9: it renames `item._nodeid`, which
+        pytest 9 no longer reads.)
+        """
+
+        def _split_scope(self, nodeid: str) -> str:
+            return _shared_study_of(nodeid) or nodeid
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log):
+        return _SharedStudyScheduling(config, log)
 
 
 def _skip_reason(longrepr: object) -> str:
@@ -116,3 +138,6 @@ def pg_url(postgres: PostgresCluster, request: pytest.FixtureRequest) -> str:
 
 
 _DATABASES = itertools.count()
+
+
+
