@@ -1,6 +1,6 @@
-"""Faults as they happen to workers, from outside: SIGKILL, a death before the first heartbeat, exhausted
-retries, a lost resume state, a gRPC proxy or PostgreSQL server going away, a worker that exits under
-`search --workers K`, a full disk.
+"""Faults as they happen to workers, from outside: SIGKILL (behind the gRPC proxy, and on a journal file
+under `search --workers 2`), a death before the first heartbeat, exhausted retries, a lost resume state,
+a gRPC proxy or PostgreSQL server going away, every worker of `search --workers K` dying, a full disk.
 
 Every worker is a real `mnist-hpo` process (tests/outside.py) training a tiny fixed network on the
 bundled data with one CPU thread; studies are read back through Optuna's public API. Heartbeats are
@@ -82,15 +82,6 @@ def assert_retried_from_its_checkpoint(trials: list[optuna.trial.FrozenTrial], v
 
 
 # ------------------------------------------------------------------------------------------ SIGKILL
-
-
-def test_a_killed_worker_on_a_journal_file_is_retried_from_its_checkpoint(tmp_path):
-    url = f"journal:{tmp_path / 'study.log'}"
-    create(tmp_path, url, "kill", budget=2, epochs=5)
-    victim = kill_a_worker_mid_trial(tmp_path, url, "kill")
-    trials = trials_of(url, "kill")
-    assert_exact_budget(trials, 2)
-    assert_retried_from_its_checkpoint(trials, victim)
 
 
 @pytest.fixture
@@ -276,6 +267,7 @@ def test_workers_ride_out_a_postgresql_restart_and_say_so(postgres, pg_url, tmp_
 
 
 def test_search_with_workers_survives_a_worker_that_dies(tmp_path):
+    """SIGKILL of one `mnist-hpo worker` of `search --workers 2` on a journal file: the other resumes its trial."""
     url = f"journal:{tmp_path / 'study.log'}"
     search = start(tmp_path, "search", "--workers", "2", "--study", "k", "--storage", url, *TINY, "--n-trials", "3",
                    "--epochs", "4", "--seed", "0", *FAST, log="search.log")
@@ -291,7 +283,7 @@ def test_search_with_workers_survives_a_worker_that_dies(tmp_path):
     assert "Traceback" not in out
     trials = trials_of(url, "k")
     assert_exact_budget(trials, 3)
-    assert next(t for t in trials if t.user_attrs.get("retry_of") == victim.number).state == TrialState.COMPLETE
+    assert_retried_from_its_checkpoint(trials, victim)
 
 
 def test_search_with_workers_whose_workers_all_die_says_how_to_continue(tmp_path):
