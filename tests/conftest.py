@@ -53,30 +53,42 @@ def _label_coverage_of_this_process() -> None:
 
 
 #: Test modules that share a session fixture costing a real study (tens of seconds), by that fixture.
-#: Under pytest-xdist each group runs on one worker, so the fixture is built once per run, not per worker.
 SHARED_STUDIES = {
     "made_studies": ("tests/commands/test_reading_a_study.py", "tests/commands/test_bad_input.py"),
     "live": ("tests/dashboards/test_browser.py", "tests/dashboards/test_commands.py", "tests/dashboards/test_live_dashboard.py"),
 }
+#: Tests that share a module-scoped study: a whole module (""), or the tests of a module whose names start so.
+SHARED_IN_MODULE = {
+    "tests/search/test_study.py": ("",),
+    "tests/test_cli_errors.py": ("",),
+    "tests/distributed/test_faults.py": ("test_a_lost_resume_state", "test_a_full_disk"),
+}
 
 
-def _shared_study_of(nodeid: str) -> str | None:
-    module = nodeid.split("::", 1)[0]
-    return next((name for name, modules in SHARED_STUDIES.items() if module in modules), None)
+def work_unit(nodeid: str) -> str:
+    """The tests one xdist worker runs together, so that the study they share is made once per run."""
+    module, _, name = nodeid.partition("::")
+    for fixture, modules in SHARED_STUDIES.items():
+        if module in modules:
+            return fixture
+    for prefix in SHARED_IN_MODULE.get(module, ()):
+        if name.startswith(prefix):
+            return f"{module}::{prefix}"
+    return nodeid  # anything else goes wherever a worker is free
 
 
 if importlib.util.find_spec("xdist") is not None:
     from xdist.scheduler import LoadScopeScheduling
 
     class _SharedStudyScheduling(LoadScopeScheduling):
-        """xdist's load scheduling, except that the modules of one SHARED_STUDIES group go to one worker.
+        """xdist's load scheduling by work unit (see work_unit).
 
         (xdist's own `--dist loadgroup` does nothing under pytest 9: it renames `item._nodeid`, which
         pytest 9 no longer reads.)
         """
 
         def _split_scope(self, nodeid: str) -> str:
-            return _shared_study_of(nodeid) or nodeid
+            return work_unit(nodeid)
 
     def pytest_xdist_make_scheduler(config: pytest.Config, log):
         return _SharedStudyScheduling(config, log)
