@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the throwaway PostgreSQL server of the tests
+sys.path.insert(0, str(ROOT / "tests"))  # the throwaway PostgreSQL server of the tests (tests/pg_cluster.py)
 
 HEARTBEAT_S, GRACE_S = 10, 60  # the defaults: one synchronous heartbeat per trial, the thread's rarely
 

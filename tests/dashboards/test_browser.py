@@ -13,6 +13,8 @@ from mnist_hpo.dashboards import figures, write_report
 
 from .conftest import N_TRIALS, get
 
+pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
+
 pytestmark = pytest.mark.timeout(300)
 
 

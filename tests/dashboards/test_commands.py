@@ -20,6 +20,8 @@ from mnist_hpo.dashboards.report import render_report
 
 from .conftest import get_json, start_dashboard, stop
 
+pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
+
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as exit_info:

@@ -17,6 +17,8 @@ from mnist_hpo.dashboards import figures
 
 from .conftest import N_TRIALS, get, get_json
 
+pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
+
 
 @pytest.fixture(scope="module")
 def opened(live):
@@ -34,8 +36,9 @@ def test_polled_dashboard_fails_no_trial(live, study):
     assert TrialState.FAIL not in states, [t.system_attrs.get("fail_reason") for t in study.trials if t.state == TrialState.FAIL]
     assert states.count(TrialState.COMPLETE) >= 2
     assert live.poller.errors == []
-    assert live.poller.polls > 20, f"only {live.poller.polls} polls during a {live.search_seconds:.0f} s search"
-    assert live.poller.seen_trials >= 1  # it read the study while trials were being written
+    # It read the study while trials were being written: the dashboard showed it at several sizes.
+    assert len(live.poller.trial_counts) >= 2, live.poller.trial_counts
+    assert live.poller.seen_trials >= 1
     log = live.dashboard_log.read_text(errors="replace")
     assert "database is locked" not in log and "Traceback" not in log, log[-3000:]
 

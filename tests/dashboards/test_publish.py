@@ -1,4 +1,4 @@
-"""publish_trial on real Optuna trials in a real SQLite study: what it uploads, how fast, and that it never fails a trial."""
+"""publish_trial on real Optuna trials in a real SQLite study: what it uploads, and that it never fails a trial."""
 
 from __future__ import annotations
 
@@ -80,9 +80,9 @@ def test_a_failed_upload_never_fails_the_trial(study, tmp_path, capsys):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
     trial = started_trial(study)
-    publish_trial(trial, storage.AtomicFileSystemArtifactStore(not_a_folder), CURVE)
-    study.tell(trial, 0.8)
-    assert study.trials[0].state == TrialState.COMPLETE
+    publish_trial(trial, storage.AtomicFileSystemArtifactStore(not_a_folder), CURVE)  # must not raise
+    frozen = study.get_trials(deepcopy=False)[0]
+    assert frozen.state == TrialState.RUNNING and frozen.user_attrs["parameters"] == 9_956, "the trial is left as it was"
     assert "trial 0: dashboard pictures/notes not saved" in capsys.readouterr().out
 
 

@@ -20,6 +20,8 @@ from mnist_hpo import storage
 from mnist_hpo.errors import UserError
 from mnist_hpo.search import Faults, SearchRequest, Worker, budget_view, ensure_budget_study, get_profile, new_settings, plan_slots, quiet_optuna
 
+pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
+
 
 def run_main(capsys, *args: str) -> tuple[int, str, str]:
     from mnist_hpo.cli import main
@@ -70,13 +72,13 @@ def test_sqlite_is_refused_for_several_workers_with_advice(tmp_path, capsys, mon
     assert not (tmp_path / "shared.db").exists(), "nothing is written before refusing"
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
-def test_gpu_flags_say_plainly_that_there_is_no_gpu(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_gpu_flags_say_plainly_that_there_is_no_gpu(tmp_path):
+    """On a machine without a GPU (here: every GPU hidden from the process)."""
     for flags in (["--gpus", "0,1"], ["--trials-per-gpu", "2"]):
-        code, out, err = run_main(capsys, "search", "--profile", "smoke", "--storage", "journal:j.log", *flags)
-        assert code == 2 and "need a CUDA GPU and none is visible here" in err and "--workers K" in err, err
-    assert [s.gpu for s in plan_slots(3, None, None, "auto")] == [None, None, None]
+        done = cli(tmp_path, "search", "--profile", "smoke", "--storage", "journal:j.log", *flags, CUDA_VISIBLE_DEVICES="")
+        assert done.returncode == 2, done.stderr
+        assert "need a CUDA GPU and none is visible here" in done.stderr and "--workers K" in done.stderr, done.stderr
+    assert not (tmp_path / "j.log").exists()
 
 
 def budget_study(tmp_path, budget: int) -> tuple[optuna.Study, optuna.storages.BaseStorage]:

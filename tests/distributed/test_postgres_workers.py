@@ -1,4 +1,6 @@
-"""Worker processes sharing a study on a real PostgreSQL server: the global budget, dead workers, a restart.
+"""Worker processes sharing a study on a real PostgreSQL server: the global budget, dead workers, lost connections.
+
+A server restart in the middle of a study is in test_faults.py, with the other faults.
 
 Every worker is a real `python -m mnist_hpo` process training the smoke profile's networks on the
 bundled data with one CPU thread; faults are real (SIGKILL, `pg_ctl restart`). Heartbeats are fast
@@ -14,6 +16,8 @@ import pytest
 from optuna.trial import TrialState
 
 from dist_helpers import FAST, TINY, assert_exact_budget, cli, finish, ok, running_trial_past_epoch, start, trials_of, wait_for
+
+pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
 
 
 def test_four_worker_processes_finish_exactly_the_global_budget(pg_url, tmp_path):
@@ -63,28 +67,6 @@ def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint_and_the_budget_s
 
     status = ok(cli(tmp_path, "status", "--study", "kill", "--storage", pg_url))
     assert f"retried: trial {victim.number} FAIL -> trial {retry.number} COMPLETE resumed after epoch {resumed['epoch']}" in status.stdout
-
-
-def test_workers_ride_out_a_postgresql_restart(postgres, pg_url, tmp_path):
-    ok(cli(tmp_path, "study", "create", "--storage", pg_url, "--study", "restart", *TINY, "--n-trials", "3", "--epochs", "3", "--pruner", "none"))
-    # A grace period longer than the restart: the running trials must survive it, not be retried.
-    env = {"MNIST_HPO_RECONNECT_S": "60"}
-    workers = [start(tmp_path, "worker", "--storage", pg_url, "--study", "restart", "--seed", str(i), "--heartbeat-interval", "1",
-                     "--grace-period", "30", log=f"w{i}.log", **env) for i in range(2)]
-    try:
-        wait_for(lambda: running_trial_past_epoch(pg_url, "restart"), "a trial past its first epoch", processes=workers)
-        postgres.restart()
-        codes = [finish(w) for w in workers]
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-    logs = "".join((tmp_path / f"w{i}.log").read_text() for i in range(2))
-    assert codes == [0, 0], logs
-    trials = trials_of(pg_url, "restart")
-    assert_exact_budget(trials, 3)
-    assert len(trials) == 3 and all(t.state != TrialState.FAIL for t in trials), [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in trials]
-    assert "Traceback" not in logs
 
 
 def run_main(capsys, *args: str) -> tuple[int, str, str]:

@@ -30,8 +30,11 @@ def test_forward_returns_logits_for_a_batch(name):
     with torch.no_grad():
         out = model(torch.rand(3, 1, 28, 28) * 2 - 1)
     assert out.shape == (3, 10)
-    # logits, not probabilities: the seeds' trailing Softmax is gone
-    assert not torch.allclose(out.exp().sum(1), torch.ones(3), atol=1e-3)
+    # Logits, not probabilities (the seeds' trailing Softmax is gone): rows of a probability simplex are
+    # all >= 0 and sum to 1; rows of log-probabilities (a LogSoftmax) are all <= 0 and exp-sum to 1.
+    assert (out < 0).any() and (out > 0).any(), out
+    assert not torch.allclose(out.sum(1), torch.ones(3), atol=1e-3), out
+    assert not torch.allclose(out.exp().sum(1), torch.ones(3), atol=1e-3), out
 
 
 def test_paper_networks_follow_the_authors_layout():

@@ -31,6 +31,8 @@ from mnist_hpo.search.settings import StudySettings
 from mnist_hpo.search.space import Space
 from mnist_hpo.trainer import predict_logits
 
+pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
+
 CLI = [sys.executable, "-m", "mnist_hpo"]
 
 

