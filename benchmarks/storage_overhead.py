@@ -80,7 +80,7 @@ def child(url: str, study_name: str, ready, start_at, results) -> None:
     error = ""
     try:
         worker.run()
-    except BaseException as exc:  # noqa: BLE001 - counted and reported
+    except BaseException as exc:
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
     results.put({"pid": os.getpid(), "seconds": time.perf_counter() - started, "ran": worker.report.ran,
                  "failed": worker.report.failed, "dropped": worker.report.refused, "error": error})
@@ -133,8 +133,9 @@ def main() -> None:
     worker_counts = [int(k) for k in args.workers.split(",")]
     chosen = args.storages.split(",")
 
-    from benchmarks.machine import describe
     from pg_cluster import PostgresCluster, free_port
+
+    from benchmarks.machine import describe
 
     tmp = Path(tempfile.mkdtemp(prefix="storage-overhead-"))
     cluster = proxy = None

@@ -81,7 +81,7 @@ def main() -> None:
                 plain.append(plain_loop(name, images, device, augment))
                 ours.append(our_trainer(name, train_split, val_split, device, augment))
             p, o = statistics.median(plain), statistics.median(ours)
-            print(f"{name:<10} {str(augment):<8} {p:>12,.0f} {o:>11,.0f} {o / p:>5.2f}x {60000 / o:>11.2f}", flush=True)
+            print(f"{name:<10} {augment!s:<8} {p:>12,.0f} {o:>11,.0f} {o / p:>5.2f}x {60000 / o:>11.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ one-line message naming the file and saying what to do.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -191,7 +191,7 @@ def predict_images(checkpoint: Path, images: Sequence[Path], device: str | torch
         return []
     batch = torch.stack([preprocess_image(p) for p in paths])
     labels, probabilities = classify(model, batch)
-    return [Prediction(p, int(l), float(q)) for p, l, q in zip(paths, labels.tolist(), probabilities.tolist())]
+    return [Prediction(p, int(label), float(q)) for p, label, q in zip(paths, labels.tolist(), probabilities.tolist())]
 
 
 def predict_kaggle_csv(checkpoint: Path, csv_path: Path, out: Path, device: str | torch.device = "cpu") -> int:

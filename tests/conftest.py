@@ -19,9 +19,10 @@ import pytest
 # plus the `mnist-hpo` processes they start already share two cores (two threads each would thrash).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from mnist_hpo import data  # noqa: E402
-from pg_cluster import PostgresCluster, find_bin_dir  # noqa: E402
-from s3_server import S3Server, moto_server_command  # noqa: E402
+from pg_cluster import PostgresCluster, find_bin_dir
+from s3_server import S3Server, moto_server_command
+
+from mnist_hpo import data
 
 
 def in_ci() -> bool:
@@ -61,7 +62,7 @@ SHARED_STUDIES = {
 #: Tests that share a module-scoped study: a whole module (""), or the tests of a module whose names start so.
 SHARED_IN_MODULE = {
     "tests/search/test_study.py": ("",),
-    "tests/test_cli_errors.py": ("",),
+    "tests/cli/test_cli_errors.py": ("",),
     "tests/distributed/test_faults.py": ("test_a_lost_resume_state", "test_a_full_disk"),
 }
 

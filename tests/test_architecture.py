@@ -57,5 +57,5 @@ def test_private_apis_of_optuna_and_optuna_dashboard_are_used_in_one_module_each
 
 def test_tests_mirror_the_package():
     tests = Path(__file__).resolve().parent
-    for package in ("models", "search", "storage", "dashboards", "data", "trainer", "commands", "cli"):
+    for package in ("models", "search", "storage", "dashboards", "data", "trainer", "commands", "cli", "exports"):
         assert (PACKAGE / package).is_dir() and (tests / package).is_dir(), package

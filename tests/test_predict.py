@@ -20,7 +20,7 @@ from mnist_hpo.data import load_fixture
 from mnist_hpo.errors import DataError
 from mnist_hpo.models import build_model
 from mnist_hpo.predict import Prediction, predict_images, predict_kaggle_csv, preprocess_image
-from mnist_hpo.trainer import evaluate, TrainConfig, predict_logits, train
+from mnist_hpo.trainer import TrainConfig, predict_logits, train
 
 CPU = torch.device("cpu")
 DIGITS = 10  # the first ten test digits: 7 2 1 0 4 1 4 9 5 9

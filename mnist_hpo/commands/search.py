@@ -100,7 +100,7 @@ def search(request: SearchRequest) -> optuna.Study:
     profile = resolve_profile(request)
     settings = new_settings(request, profile)
     name = request.study or f"mnist-{profile.name}"
-    stores.open_artifacts(request.artifacts)  # a wrong folder, bucket or credentials fails before the study is written
+    stores.check_artifacts(request.artifacts)  # a wrong folder, bucket or credentials fails before the study is written
     storage = open_for_workers(url, faults, must_exist=request.warm_start is not None)
     existed = name in stores.list_study_names(storage)
     source = warm_start_source(storage, name, request.warm_start, settings) if request.warm_start else None

@@ -154,7 +154,7 @@ def fetch(root: Path | str | None = None, sources: Sequence[str] = SOURCES, log:
         _ensure_writable(raw)
         try:
             _FETCHERS[source](raw)
-        except Exception as e:  # noqa: BLE001 - each source's failure is reported, then the next is tried
+        except Exception as e:
             failures.append(f"{source}: {_one_line(e)}")
             continue
         log(f"MNIST: fetched into {raw} (source: {source})")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -27,11 +27,11 @@ _WHERE = {
     "FamilyCNN": "family", "build_family": "family",
 }
 __all__ = [
-    "FamilyCNN",
-    "FamilyConfig",
     "IMAGE_SIDE",
     "MODELS",
     "PAPER_CONFIGS",
+    "FamilyCNN",
+    "FamilyConfig",
     "SoftmaxAverage",
     "build_family",
     "build_model",

@@ -8,7 +8,8 @@ trials can store it and rebuild the exact network later.
 
 from __future__ import annotations
 
-from typing import Callable
+import re
+from collections.abc import Callable
 
 from torch import nn
 
@@ -70,8 +71,15 @@ def mult_adds(model: nn.Module) -> int:
     return int(_torchinfo_summary(model).total_mult_adds)
 
 
+_UNIT = {"KILOBYTES": "k", "MEGABYTES": "M", "GIGABYTES": "G", "TERABYTES": "T"}
+
+
 def summary_table(model: nn.Module) -> str:
-    """The per-layer table (output shape, parameters, mult-adds) that `mnist-hpo summary` prints."""
-    return str(_torchinfo_summary(model))
+    """The per-layer table (output shape, parameters, mult-adds) that `mnist-hpo summary` prints.
+
+    torchinfo prints its unit enum's repr on Python 3.11+ ("(Units.MEGABYTES)"); we print "(M)".
+    """
+    table = str(_torchinfo_summary(model))
+    return re.sub(r"\(Units\.(\w+)\)", lambda unit: f"({_UNIT.get(unit.group(1), unit.group(1).lower())})", table)
 
 

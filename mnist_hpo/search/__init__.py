@@ -18,7 +18,15 @@ if TYPE_CHECKING:
     from mnist_hpo.search._prepare import SearchRequest, create_budget, new_settings, resolve_profile, search_budget
     from mnist_hpo.search._retries import Faults, RetryDeadTrial, retry_history
     from mnist_hpo.search._run import open_for_workers, quiet_optuna, study_settings, work
-    from mnist_hpo.search.copies import COPIED_ATTR, is_copied, own_pareto_front, own_study, own_trials, warm_start_source, warm_start_trials
+    from mnist_hpo.search.copies import (
+        COPIED_ATTR,
+        is_copied,
+        own_pareto_front,
+        own_study,
+        own_trials,
+        warm_start_source,
+        warm_start_trials,
+    )
     from mnist_hpo.search.objective import MODEL_ARTIFACT, Objective, TrialEnd
     from mnist_hpo.search.profiles import PROFILES, get_profile
     from mnist_hpo.search.settings import StudySettings

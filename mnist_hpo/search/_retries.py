@@ -87,7 +87,8 @@ def requeue(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> str:
         study.enqueue_trial({}, user_attrs={"replaces": trial.number})
         return f"trial {trial.number} ran out of retries ({max_retries}); a fresh trial takes its place"
     inherit = copy.deepcopy(trial)
-    inherit.system_attrs = {key: trial.system_attrs[key] for key in ("failed_trial", RETRY_KEY) if key in trial.system_attrs}
+    # "fixed_params" (how Optuna enqueues): a trial that died before sampling has no params of its own to pass on
+    inherit.system_attrs = {key: trial.system_attrs[key] for key in ("failed_trial", RETRY_KEY, "fixed_params") if key in trial.system_attrs}
     inherit.user_attrs = {"retry_of": trial.number, "retry_history": history,
                           **({"published_baseline": True} if trial.user_attrs.get("published_baseline") else {})}
     RetryHeartbeatStaleTrialCallback(max_retry=max_retries)(study, inherit)

@@ -68,10 +68,11 @@ def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", art
     from mnist_hpo.trainer import resolve_device
 
     target = resolve_device(device)
-    store = stores.open_artifacts(artifacts)  # a wrong folder, bucket or credentials: one line, before any trial
+    stores.check_artifacts(artifacts)  # a wrong folder, bucket or credentials: one line, creating nothing
     _set_threads()
     rdb = open_for_workers(url, faults)
     study = stores.load_study(rdb, study_name)
+    store = stores.open_artifacts(artifacts)  # the storage and the study are there: now make the folder
     settings = study_settings(study, rdb)
     splits = _study_data(study, settings, splits)
     sampler = make_sampler(settings.sampler, seed, settings.multi_objective, constant_liar=True)

@@ -196,10 +196,12 @@ class Space:
             "dropout_in": 0.0, "lr": 1e-3, "weight_decay": 1e-6, "batch_size": 120, "ema_decay": 0.999,
             "schedule": "exponential", "lr_gamma": 0.98, "rotation": 20.0, "translation": 0.2, "label_smoothing": 0.0,
         }
+        kernel, ema = (self.params[n].fixed if self.params[n].fixed is not None else paper[n] for n in ("kernel_size", "ema"))
+        inactive = {f"conv_layers_k{k}" for k in (3, 5, 7) if k != kernel} | (set() if ema else {"ema_decay"})
         searched = {}
         for name, value in paper.items():
             param = self.params[name]
-            if param.dropped or param.fixed is not None:
+            if param.dropped or param.fixed is not None or name in inactive:  # Optuna would never ask for these
                 continue
             if param.kind == "categorical":
                 if value not in param.choices:

@@ -9,6 +9,7 @@ What Optuna has no public API for lives in ``_optuna_internals`` alone.
 from mnist_hpo.storage._artifacts import (
     DEFAULT_ARTIFACTS,
     AtomicFileSystemArtifactStore,
+    check_artifacts,
     download_bytes,
     existing_artifacts,
     find_artifact,
@@ -43,6 +44,7 @@ __all__ = [
     "WORKER_POOL",
     "AtomicFileSystemArtifactStore",
     "OptunaInternalsChanged",
+    "check_artifacts",
     "check_optuna",
     "count_states",
     "describe",

@@ -11,6 +11,7 @@ needs a disk that every worker shares.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -72,6 +73,20 @@ def open_artifacts(location: str | Path | None = None, *, create: bool = True) -
     return AtomicFileSystemArtifactStore(path)
 
 
+def check_artifacts(location: str | Path | None = None) -> None:
+    """Fail early on a location ``open_artifacts`` would refuse, creating nothing: a bucket is checked,
+    a folder must be a folder, or not exist yet below a writable one."""
+    if is_object_store(location):
+        open_object_store(str(location))
+        return
+    path = _folder(location).absolute()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"artifact folder {path} is a file; pass a folder for --artifacts")
+    parent = next(p for p in (path, *path.parents) if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create artifact folder {path}: {parent} is not a writable folder")
+
+
 def existing_artifacts(location: str | Path | None = None) -> tuple[ArtifactStore | None, str]:
     """For readers that can do without pictures (dashboard, report): the store, or None for a missing
     folder, and how to name it. An object store is always opened, so a wrong bucket is an error."""
@@ -91,9 +106,15 @@ def _folder(location: str | Path | None) -> Path:
 
 def upload_bytes(target: optuna.Study | optuna.Trial, store: ArtifactStore, name: str, data: bytes,
                  mimetype: str = "application/octet-stream") -> str:
-    """Store ``data`` as artifact file ``name`` of a (running) trial or a study; returns the artifact id."""
+    """Store ``data`` as artifact file ``name`` of a (running) trial or a study; returns the artifact id.
+
+    A name is written once per holder: Optuna keeps no upload order, so a second file of the same
+    name could not be told from the first (``find_artifact``).
+    """
     if not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name:
         raise ValueError(f"artifact name must be a plain file name, got {name!r}")
+    if any(meta.filename == name for meta in get_all_artifact_meta(target)):
+        raise ValueError(f"{target!r} already has an artifact called {name!r}")
     with tempfile.TemporaryDirectory(prefix="mnist-hpo-upload-") as tmp:
         path = os.path.join(tmp, name)  # upload_artifact records the file's basename
         with open(path, "wb") as f:
@@ -102,7 +123,7 @@ def upload_bytes(target: optuna.Study | optuna.Trial, store: ArtifactStore, name
 
 
 def find_artifact(storage: BaseStorage, holder: FrozenTrial | optuna.Study, name: str) -> str | None:
-    """Id of the last artifact called ``name`` of a trial or a study; None if it has none."""
+    """Id of the artifact called ``name`` of a trial or a study (``upload_bytes`` writes a name once); None if it has none."""
     metas = get_all_artifact_meta(holder, storage=storage) if isinstance(holder, FrozenTrial) else get_all_artifact_meta(holder)
     matches = [meta.artifact_id for meta in metas if meta.filename == name]
     return matches[-1] if matches else None
@@ -132,7 +153,5 @@ def read_blob(store: ArtifactStore, key: str) -> bytes | None:
 
 
 def remove_blob(store: ArtifactStore, key: str) -> None:
-    try:
+    with contextlib.suppress(ArtifactNotFound):
         store.remove(key)
-    except ArtifactNotFound:
-        pass

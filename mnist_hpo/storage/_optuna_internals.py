@@ -49,9 +49,9 @@ def check_optuna() -> None:
                                (models.TrialHeartbeatModel, ("trial_id", "heartbeat")),
                                (models.TrialSystemAttributeModel, ("trial_id", "key"))):
             for column in columns:
-                table.__table__.c[column]
-        _cached_storage._StudyInfo, optuna.storages._CachedStorage._add_trials_to_cache
-        optuna.storages.GrpcStorageProxy._setup
+                table.__table__.c[column]  # a KeyError here means Optuna changed its schema
+        _cached_storage._StudyInfo, optuna.storages._CachedStorage._add_trials_to_cache  # noqa: B018 - they must exist
+        optuna.storages.GrpcStorageProxy._setup  # noqa: B018
     except (ImportError, AttributeError, KeyError) as exc:
         raise _changed(exc) from None
     version = tuple(int(part) for part in optuna.__version__.split(".")[:2] if part.isdigit())

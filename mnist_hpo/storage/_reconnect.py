@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import tenacity
 from sqlalchemy import event
-from sqlalchemy.engine import CreateEnginePlugin, Engine, ExceptionContext, URL
+from sqlalchemy.engine import URL, CreateEnginePlugin, Engine, ExceptionContext
 
 from mnist_hpo.errors import StorageUnavailable, UserError
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-
 from outside import completed_by_validation, copy_study, ok, run, sqlite_url, trials_of
 
 SMOKE = ["search", "--profile", "smoke", "--seed", "0"]

@@ -102,7 +102,7 @@ class Poller:
     polls: int = 0
     errors: list[str] = field(default_factory=list)
     seen_trials: int = 0
-    trial_counts: set[int] = field(default_factory=set)  # every number of trials the dashboard showed
+    trial_counts: set[int] = field(default_factory=set)  # every number of finished trials the dashboard showed
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
@@ -114,10 +114,11 @@ class Poller:
                     if status != 200:
                         self.errors.append(f"GET {path}: HTTP {status} {body[:200]!r}")
                     elif path != "/api/studies":
-                        shown = len(json.loads(body)["trials"])
+                        trials = json.loads(body)["trials"]  # the budget's trials are queued up front: count finished ones
+                        shown = sum(t["state"] in ("Complete", "Pruned", "Fail") for t in trials)
                         self.seen_trials = max(self.seen_trials, shown)
                         self.trial_counts.add(shown)
-            except Exception as exc:  # noqa: BLE001 - any failure is a finding
+            except Exception as exc:
                 self.errors.append(f"{type(exc).__name__}: {exc}")
             self._stop.wait(0.2)
 

@@ -114,7 +114,7 @@ def readme_section() -> str:
     return match.group(1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def help_text(*path: str) -> str:
     result = CliRunner().invoke(app, [*path, "--help"])
     assert result.exit_code == 0, result.output

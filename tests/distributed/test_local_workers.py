@@ -13,12 +13,21 @@ import signal
 import optuna
 import pytest
 import torch
+from dist_helpers import FAST, TINY, assert_exact_budget, cli, finish, ok, running_trial_past_epoch, start, trials_of, wait_for
 from optuna.trial import TrialState
 
-from dist_helpers import FAST, TINY, assert_exact_budget, cli, finish, ok, running_trial_past_epoch, start, trials_of, wait_for
 from mnist_hpo import storage
 from mnist_hpo.errors import UserError
-from mnist_hpo.search import Faults, SearchRequest, Worker, budget_view, ensure_budget_study, get_profile, new_settings, plan_slots, quiet_optuna
+from mnist_hpo.search import (
+    Faults,
+    SearchRequest,
+    Worker,
+    budget_view,
+    ensure_budget_study,
+    get_profile,
+    new_settings,
+    quiet_optuna,
+)
 
 pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
 
@@ -66,7 +75,7 @@ def test_three_workers_on_a_journal_file_stop_on_sigterm_and_resume_to_the_exact
 
 def test_sqlite_is_refused_for_several_workers_with_advice(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, out, err = run_main(capsys, "search", "--workers", "2", "--profile", "smoke", "--storage", "sqlite:///shared.db")
+    code, _, err = run_main(capsys, "search", "--workers", "2", "--profile", "smoke", "--storage", "sqlite:///shared.db")
     assert code == 2, err
     assert "cannot share the SQLite file shared.db" in err and "--storage journal:shared.log" in err and "postgresql+psycopg://" in err
     assert not (tmp_path / "shared.db").exists(), "nothing is written before refusing"

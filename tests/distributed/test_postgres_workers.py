@@ -13,9 +13,8 @@ import os
 import signal
 
 import pytest
-from optuna.trial import TrialState
-
 from dist_helpers import FAST, TINY, assert_exact_budget, cli, finish, ok, running_trial_past_epoch, start, trials_of, wait_for
+from optuna.trial import TrialState
 
 pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
 

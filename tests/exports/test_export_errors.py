@@ -193,7 +193,7 @@ def test_a_missing_or_corrupt_model_artifact(study, damage, tmp_path):
             artifact.unlink()
         else:
             artifact.write_bytes(b"PK\x03\x04 not a checkpoint any more")
-    expected = "is missing from the artifact folder" if damage == "missing" else "cannot be read safely"
+    expected = "is missing from the artifact store" if damage == "missing" else "cannot be read safely"
     error_line(cli(tmp_path, "export", *broken.args(), "--format", "pt2", "--out", "out/x.pt2"), expected)
     assert not (tmp_path / "out").exists()
 

@@ -11,10 +11,9 @@ from optuna.trial import TrialState
 
 from mnist_hpo import storage
 from mnist_hpo.data import load_splits
-from mnist_hpo.search import SearchRequest
+from mnist_hpo.search import SearchRequest, new_settings
 from mnist_hpo.search.objective import Objective
 from mnist_hpo.search.profiles import get_profile
-from mnist_hpo.search import new_settings
 
 
 class PruneFromSecondEpoch(optuna.pruners.BasePruner):

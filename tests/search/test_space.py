@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import warnings
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from outside import CLI  # the console script next to this Python (python -m mnist_hpo where there is none)
 
 from mnist_hpo.errors import UserError
 from mnist_hpo.models import build_model, max_conv_layers
@@ -368,11 +368,9 @@ def test_a_space_the_search_cannot_use_is_rejected_when_loaded(tmp_path, text):
 
 
 def test_space_show_prints_the_effective_narrowed_space(tmp_path):
-    exe = shutil.which("mnist-hpo")
-    assert exe, "the mnist-hpo console script is not installed in this environment"
     path = space_file(tmp_path, "[lr]\nlow = 5e-4\nhigh = 2e-3\n\n[rotation]\ndrop = true\n\n[head]\nvalue = false\n")
     env = {k: v for k, v in os.environ.items() if k != "MNIST_HPO_STORAGE"} | {"COLUMNS": "200"}
-    done = subprocess.run([exe, "space", "show", "--profile", "quick", "--space", str(path)], cwd=tmp_path, env=env,
+    done = subprocess.run([*CLI, "space", "show", "--profile", "quick", "--space", str(path)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr

@@ -19,12 +19,12 @@ from optuna.trial import TrialState
 
 from mnist_hpo import storage
 from mnist_hpo.checkpoints import load_checkpoint
-from mnist_hpo.data import load_fixture
-from mnist_hpo.errors import UserError
 from mnist_hpo.commands._trials import trial_model
 from mnist_hpo.commands.export import export_trial
 from mnist_hpo.commands.search import search as run_search
 from mnist_hpo.commands.status import completed_by_validation
+from mnist_hpo.data import load_fixture
+from mnist_hpo.errors import UserError
 from mnist_hpo.search import SearchRequest
 from mnist_hpo.search.objective import MODEL_ARTIFACT
 from mnist_hpo.search.settings import StudySettings
@@ -208,7 +208,7 @@ def test_sigint_fails_the_running_trial_re_queues_it_and_the_study_continues_to_
         process.kill()
         pytest.fail("no trial started in time")
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=120)
+    _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "Traceback" not in err and "mnist-hpo search --study i" in err
     study = optuna.load_study(study_name="i", storage=f"sqlite:///{db}")

@@ -36,7 +36,7 @@ def _url() -> str:
     return f"sqlite:///{folder / 'optuna.db'}"
 
 
-def _enter(self):  # noqa: ANN001, ANN202 - replaces StorageSupplier.__enter__
+def _enter(self):
     if self.storage_specifier != "sqlite":
         return _original_enter(self)
     self.storage = open_storage(_url(), **{KWARGS[key]: value for key, value in self.extra_args.items()})

@@ -41,7 +41,7 @@ def test_take_is_atomic_prefers_the_first_key_and_records_the_first_heartbeat(sq
 
 
 def test_running_trials_that_never_beat_are_found(sql):
-    rdb, study, study_id = sql
+    rdb, _, study_id = sql
     trial_id = rdb.get_trial_id_from_study_id_trial_number(study_id, 0)
     assert rdb.set_trial_state_values(trial_id, state=TrialState.RUNNING)  # as study.ask() or another tool leaves it
     assert storage.running_without_heartbeat(rdb, study_id) == [trial_id]

@@ -240,7 +240,7 @@ def test_grpc_without_grpcio_says_what_to_install(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert worker.returncode == 2, worker.stderr
-    assert worker.stderr.startswith("error: grpc:// storages need the grpcio and protobuf packages; run pip install grpcio protobuf")
+    assert worker.stderr.startswith("error: grpc:// storages need the grpcio and protobuf packages; run pip install 'mnist-hpo[grpc]'")
     assert len(worker.stderr.splitlines()) == 1 and "Traceback" not in worker.stderr
     proxy = subprocess.run(
         [sys.executable, "-c", NO_GRPC + "from mnist_hpo.cli import main; main(sys.argv[1:])",
@@ -271,26 +271,26 @@ def test_live_postgres_round_trip_and_wrong_password(pg_url):
 # --- artifacts ------------------------------------------------------------------------------
 
 
-def test_artifact_round_trip_finds_the_last_of_a_name_and_leaves_no_temp_files(tmp_path):
+def test_artifact_round_trip_keeps_one_file_per_name_and_leaves_no_temp_files(tmp_path):
     store = open_artifacts(tmp_path / "artifacts")
     assert isinstance(store, AtomicFileSystemArtifactStore)
     storage = open_storage(sqlite_url(tmp_path))
     study = optuna.create_study(storage=storage, study_name="art")
     trial = study.ask()
-    first = upload_bytes(trial, store, "weights.bin", b"old" * 1000)
     data = os.urandom(200_000)
-    second = upload_bytes(trial, store, "weights.bin", data)
+    first = upload_bytes(trial, store, "weights.bin", data)
+    with pytest.raises(ValueError, match="already has an artifact called 'weights.bin'"):  # Optuna keeps no order to tell them apart
+        upload_bytes(trial, store, "weights.bin", b"new" * 1000)
     upload_bytes(trial, store, "curve.json", b"{}", "application/json")
     study.tell(trial, 0.5)
 
     frozen = study.trials[0]
-    assert find_artifact(storage, frozen, "weights.bin") == second != first
+    assert find_artifact(storage, frozen, "weights.bin") == first
     assert find_artifact(storage, frozen, "missing.bin") is None
-    assert download_bytes(store, second) == data
-    assert download_bytes(store, first) == b"old" * 1000
+    assert download_bytes(store, first) == data
     metas = optuna.artifacts.get_all_artifact_meta(frozen, storage=storage)
     assert {m.mimetype for m in metas if m.filename == "curve.json"} == {"application/json"}
-    # Only the three artifacts themselves: no temporary files in the store, nothing else written.
+    # Only the two artifacts themselves: no temporary files in the store, nothing else written.
     assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == sorted(m.artifact_id for m in metas)
 
 

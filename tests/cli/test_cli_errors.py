@@ -22,7 +22,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-
 from outside import CLI  # the console script next to this Python (python -m mnist_hpo where there is none)
 
 pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
@@ -190,8 +189,8 @@ def test_train_unknown_model_is_reported_before_any_data_is_loaded(tmp_path, mon
     """In-process (what `mnist-hpo train --model nope` calls), to save a 3 s subprocess: with the default
     data source an unknown model name should be reported before MNIST is loaded or fetched. Here
     $MNIST_HPO_DATA is unwritable, so today the fetch attempt's DataError comes first."""
-    from mnist_hpo.errors import ModelError
     from mnist_hpo.commands.train import train_model
+    from mnist_hpo.errors import ModelError
 
     monkeypatch.setenv("MNIST_HPO_DATA", cli_env(tmp_path)["MNIST_HPO_DATA"])
     with pytest.raises(ModelError, match="unknown model 'nope'"):
