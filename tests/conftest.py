@@ -58,6 +58,8 @@ def _label_coverage_of_this_process() -> None:
 SHARED_STUDIES = {
     "made_studies": ("tests/commands/test_reading_a_study.py", "tests/commands/test_bad_input.py"),
     "live": ("tests/dashboards/test_browser.py", "tests/dashboards/test_commands.py", "tests/dashboards/test_live_dashboard.py"),
+    "study": ("tests/exports/test_export_errors.py", "tests/exports/test_export_files.py", "tests/exports/test_export_runtimes.py",
+              "tests/exports/test_readme_exports.py"),
 }
 #: Tests that share a module-scoped study: a whole module (""), or the tests of a module whose names start so.
 SHARED_IN_MODULE = {

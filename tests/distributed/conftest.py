@@ -10,7 +10,6 @@ Workers are real `python -m mnist_hpo` processes on the bundled smoke data, one 
 from __future__ import annotations
 
 import itertools
-import os
 
 import pytest
 from netns import WorkerNetwork, netns_problem
@@ -22,9 +21,7 @@ _networks = itertools.count()
 def worker_network():
     """A network namespace with a veth link to this host (tests/netns.py), removed afterwards."""
     problem = netns_problem()
-    if problem is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{problem}; CI runs as root and .ci/run installs iproute2")
+    if problem is not None:  # a failure in CI (tests/conftest.py), which runs as root with iproute2 installed
         pytest.skip(f"{problem}: the partition tests need their own network namespace")
     network = WorkerNetwork(next(_networks)).create()
     yield network

@@ -12,7 +12,6 @@ command's --help. No cluster is needed: this keeps the recipes from rotting as t
 from __future__ import annotations
 
 import functools
-import os
 import re
 import shlex
 import shutil
@@ -219,9 +218,7 @@ def test_the_object_store_variant_needs_no_shared_volume():
 
 @pytest.mark.parametrize("script", SBATCH, ids=lambda p: p.name)
 def test_slurm_scripts_pass_shellcheck(script):
-    if shutil.which("shellcheck") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("shellcheck is not installed; .ci/run installs it with apt-get")
+    if shutil.which("shellcheck") is None:  # a failure in CI (tests/conftest.py), where .ci/run installs it
         pytest.skip("shellcheck is not installed (apt-get install -y shellcheck)")
     done = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", str(script)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout

@@ -1,0 +1,89 @@
+"""The README's first command, run as a newcomer runs it: `mnist-hpo search` in an empty folder, N times.
+
+Each run is unseeded (as the README's), on the embedded SQLite default, with the quick profile's
+600 s. Afterwards the study is read back through Optuna: trials (complete / pruned), the best
+validation accuracy and when it was found (from the first trial's start to the best trial's end),
+the published baseline (trial 0) and its time, and the chosen trial's test accuracy from
+`mnist-hpo best --test`, which chooses nothing. The printed rows go into BENCHMARKS.md.
+
+    python -m benchmarks.quick_study [--runs 5] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from benchmarks.machine import describe
+
+STUDY = "mnist-quick"
+CLI = [str(Path(sys.executable).with_name("mnist-hpo"))]
+
+
+def run_once(folder: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "MNIST_HPO_STORAGE"}
+    start = time.monotonic()
+    search = subprocess.run([*CLI, "search"], cwd=folder, env=env, capture_output=True, text=True)
+    wall = time.monotonic() - start
+    if search.returncode != 0:
+        raise SystemExit(f"mnist-hpo search failed ({search.returncode}): {search.stderr[-2000:]}")
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{folder / 'mnist-hpo.db'}")
+    ran = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    best = study.best_trial
+    began = min(t.datetime_start for t in ran)
+    baseline = study.trials[0]
+    shown = subprocess.run([*CLI, "best", "--study", STUDY, "--test"], cwd=folder, env=env, capture_output=True, text=True, check=True)
+    test = re.search(r"test accuracy ([\d.]+)%", shown.stdout)
+    return {
+        "wall": wall, "trials": len(ran), "complete": sum(t.state == TrialState.COMPLETE for t in ran),
+        "pruned": sum(t.state == TrialState.PRUNED for t in ran), "best": best.value, "best_number": best.number,
+        "weights": best.user_attrs.get("parameters"), "found": (best.datetime_complete - began).total_seconds(),
+        "search_s": (max(t.datetime_complete for t in ran) - began).total_seconds(),
+        "baseline": baseline.value if baseline.state == TrialState.COMPLETE else None,
+        "baseline_s": (baseline.datetime_complete - baseline.datetime_start).total_seconds() if baseline.datetime_complete else None,
+        "test": float(test.group(1)) if test else None,
+    }
+
+
+def row(index: int, r: dict) -> str:
+    base = f"{100 * r['baseline']:.2f} % in {r['baseline_s']:.0f} s" if r["baseline"] is not None else "pruned"
+    test = f"{r['test']:.2f} %" if r["test"] is not None else ""
+    return (f"| {index} | {r['trials']} ({r['complete']} / {r['pruned']}) | {r['search_s']:.0f} | **{100 * r['best']:.2f} %** "
+            f"(trial {r['best_number']}, {r['weights']:,} weights) | {r['found']:.0f} s | {base} | {test} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--keep", type=Path, help="keep each run's folder under DIR")
+    args = parser.parse_args()
+    print(f"machine: {describe()}", flush=True)
+    print("| run | trials (complete / pruned) | search s | best validation | found after | baseline (trial 0) | test of the chosen trial (reported only) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |", flush=True)
+    results = []
+    for index in range(1, args.runs + 1):
+        if args.keep:
+            folder = args.keep / f"run{index}"
+            folder.mkdir(parents=True, exist_ok=False)
+            results.append(run_once(folder))
+        else:
+            with tempfile.TemporaryDirectory(prefix="quick-study-") as tmp:
+                results.append(run_once(Path(tmp)))
+        print(row(index, results[-1]), flush=True)
+    bests = [100 * r["best"] for r in results]
+    print(f"best validation over {len(bests)} runs: median {statistics.median(bests):.2f} %, worst {min(bests):.2f} %, "
+          f"best {max(bests):.2f} %", flush=True)
+
+
+if __name__ == "__main__":
+    main()
