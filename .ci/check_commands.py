@@ -42,7 +42,11 @@ def commands() -> list[tuple[str, Path, list[int]]]:
                 if not (isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Attribute) and decorator.func.attr == "command"):
                     continue
                 typer = decorator.func.value.id if isinstance(decorator.func.value, ast.Name) else ""
-                name = decorator.args[0].value if decorator.args and isinstance(decorator.args[0], ast.Constant) else node.name.replace("_", "-")
+                name = (
+                    decorator.args[0].value
+                    if decorator.args and isinstance(decorator.args[0], ast.Constant)
+                    else node.name.replace("_", "-")
+                )
                 body = node.body[1:] if ast.get_docstring(node) else node.body
                 lines = sorted({n.lineno for statement in body for n in ast.walk(statement) if isinstance(n, ast.stmt)})
                 found.append((" ".join(filter(None, [prefixes.get(typer, ""), name])), path, lines))

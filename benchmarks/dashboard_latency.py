@@ -48,16 +48,29 @@ def synthetic_study(url: str, n_trials: int) -> int:
     trials = []
     for _ in range(n_trials):
         params = {
-            name: (rng.choice(d.choices) if isinstance(d, CategoricalDistribution) else
-                   (rng.randint(d.low // (d.step or 1), d.high // (d.step or 1)) * (d.step or 1) if isinstance(d, IntDistribution) else rng.uniform(d.low, d.high)))
+            name: (
+                rng.choice(d.choices)
+                if isinstance(d, CategoricalDistribution)
+                else (
+                    rng.randint(d.low // (d.step or 1), d.high // (d.step or 1)) * (d.step or 1)
+                    if isinstance(d, IntDistribution)
+                    else rng.uniform(d.low, d.high)
+                )
+            )
             for name, d in distributions.items()
         }
         pruned = rng.random() < 0.33
         curve = {epoch: 0.9 + 0.03 * epoch + rng.random() * 0.02 for epoch in range(1, 2 if pruned else 4)}
-        trials.append(create_trial(
-            state=TrialState.PRUNED if pruned else TrialState.COMPLETE, value=None if pruned else max(curve.values()),
-            params=params, distributions=distributions, intermediate_values=curve, user_attrs={"parameters": rng.randint(10_000, 2_000_000)},
-        ))
+        trials.append(
+            create_trial(
+                state=TrialState.PRUNED if pruned else TrialState.COMPLETE,
+                value=None if pruned else max(curve.values()),
+                params=params,
+                distributions=distributions,
+                intermediate_values=curve,
+                user_attrs={"parameters": rng.randint(10_000, 2_000_000)},
+            )
+        )
     study.add_trials(trials)
     return study._study_id
 

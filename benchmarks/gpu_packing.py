@@ -24,12 +24,21 @@ from mnist_hpo.search import SearchRequest, quiet_optuna
 
 def trials_per_hour(workers: int, on_gpu: bool, args: argparse.Namespace, folder: Path) -> tuple[float, int]:
     started = time.perf_counter()
-    study = run_search(SearchRequest(
-        study=f"packing-{workers}", storage=f"journal:{folder}/packing-{workers}.log", artifacts=folder / "artifacts",
-        profile=args.profile, n_trials=args.trials, epochs=args.epochs, pruner="none", seed=0,
-        trials_per_gpu=workers if on_gpu else None, workers=None if on_gpu else workers,
-        device="auto" if on_gpu else "cpu",
-    ))
+    study = run_search(
+        SearchRequest(
+            study=f"packing-{workers}",
+            storage=f"journal:{folder}/packing-{workers}.log",
+            artifacts=folder / "artifacts",
+            profile=args.profile,
+            n_trials=args.trials,
+            epochs=args.epochs,
+            pruner="none",
+            seed=0,
+            trials_per_gpu=workers if on_gpu else None,
+            workers=None if on_gpu else workers,
+            device="auto" if on_gpu else "cpu",
+        )
+    )
     done = sum(1 for t in study.trials if t.state.is_finished())
     return done / (time.perf_counter() - started) * 3600, done
 
@@ -49,7 +58,9 @@ def main() -> None:
         for workers in (int(k) for k in args.packing.split(",")):
             rows.append((workers, *trials_per_hour(workers, on_gpu, args, Path(folder))))
     print(f"machine: {describe()}")
-    print(f"profile {args.profile}, {args.trials} trials x {args.epochs} epochs, no pruning, workers on {'one GPU' if on_gpu else 'the CPU'}")
+    print(
+        f"profile {args.profile}, {args.trials} trials x {args.epochs} epochs, no pruning, workers on {'one GPU' if on_gpu else 'the CPU'}"
+    )
     print(f"{'workers':>7} {'trials':>6} {'trials/hour':>12} {'vs 1':>6}")
     base = rows[0][1]
     for workers, rate, done in rows:

@@ -61,8 +61,13 @@ def largest_parameter_count(space: Space) -> int:
     largest = 0
     for kernel, head in itertools.product(values("kernel_size"), values("head")):
         for layers in values(f"conv_layers_k{kernel}"):
-            config = FamilyConfig(conv_layers=layers, kernel_size=kernel, first_channels=max(values("first_channels")),
-                                  growth=max(values("growth")), head_width=max(values("head_width")) if head else 0)
+            config = FamilyConfig(
+                conv_layers=layers,
+                kernel_size=kernel,
+                first_channels=max(values("first_channels")),
+                growth=max(values("growth")),
+                head_width=max(values("head_width")) if head else 0,
+            )
             largest = max(largest, count_parameters(build_model({"name": "family", "config": config.to_dict()})))
     return largest
 
@@ -102,8 +107,20 @@ def one_study(pruner: str, seed: int, args: argparse.Namespace, folder: Path, la
     started = time.perf_counter()
     study = finished_study(url, name, args.trials)
     if study is None:
-        study = run_search(SearchRequest(study=name, storage=url, artifacts=folder / "artifacts", profile=args.profile, n_trials=args.trials,
-                                         epochs=args.epochs, pruner=pruner, seed=seed, device=args.device, objectives="accuracy,params"))
+        study = run_search(
+            SearchRequest(
+                study=name,
+                storage=url,
+                artifacts=folder / "artifacts",
+                profile=args.profile,
+                n_trials=args.trials,
+                epochs=args.epochs,
+                pruner=pruner,
+                seed=seed,
+                device=args.device,
+                objectives="accuracy,params",
+            )
+        )
         wall = time.perf_counter() - started
     else:
         wall = (study.trials[-1].datetime_complete - study.trials[0].datetime_start).total_seconds()
@@ -133,7 +150,9 @@ def replay(pruner: str, trials: list[FrozenTrial], epochs: int, largest: int, fl
                 if not mo_asha.judge(points, trial.number).promoted:
                     stopped_at = epoch
                     break
-        seen.append(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={mo_asha.RUNGS_ATTR: rungs_seen, "parameters": trial.values[1]}))
+        seen.append(
+            optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={mo_asha.RUNGS_ATTR: rungs_seen, "parameters": trial.values[1]})
+        )
         seen[-1].number = trial.number
         trained += stopped_at or epochs
         if stopped_at is None:
@@ -163,11 +182,20 @@ def picture(results: dict[str, list[ParetoResult]], largest: int, path: Path, ti
             label = pruner if seed == 0 else None
             accuracies, sizes = [a for a, _ in run.front], [n for _, n in run.front]
             fronts.step(sizes, accuracies, where="post", color=COLOURS[pruner], alpha=0.8, label=label, marker="o", markersize=3)
-            curves.plot([e for e, _ in run.curve], [hv for _, hv in run.curve], color=COLOURS[pruner], alpha=0.8, label=label,
-                        drawstyle="steps-post")
+            curves.plot(
+                [e for e, _ in run.curve],
+                [hv for _, hv in run.curve],
+                color=COLOURS[pruner],
+                alpha=0.8,
+                label=label,
+                drawstyle="steps-post",
+            )
     fronts.set(xscale="log", xlabel="parameters", ylabel="validation accuracy", title="final Pareto fronts (3 seeds each)")
-    curves.set(xlabel="epochs trained", ylabel=f"hypervolume (reference: accuracy 0, {largest:,} parameters)",
-               title="hypervolume of the front against epochs")
+    curves.set(
+        xlabel="epochs trained",
+        ylabel=f"hypervolume (reference: accuracy 0, {largest:,} parameters)",
+        title="hypervolume of the front against epochs",
+    )
     for axis in (fronts, curves):
         axis.grid(alpha=0.3)
         axis.legend()
@@ -182,7 +210,9 @@ def main_multi(args: argparse.Namespace) -> None:
     from mnist_hpo.search import get_profile, new_settings
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    settings: StudySettings = new_settings(SearchRequest(profile=args.profile, objectives="accuracy,params"), get_profile(args.profile, False))
+    settings: StudySettings = new_settings(
+        SearchRequest(profile=args.profile, objectives="accuracy,params"), get_profile(args.profile, False)
+    )
     largest = largest_parameter_count(Space.from_dict(settings.space))
     results: dict[str, list[ParetoResult]] = {p: [] for p in PRUNERS}
     with tempfile.TemporaryDirectory() as scratch:
@@ -192,11 +222,16 @@ def main_multi(args: argparse.Namespace) -> None:
             for pruner in PRUNERS:  # interleaved, so machine drift hits every pruner alike
                 run = one_study(pruner, seed, args, folder, largest)
                 results[pruner].append(run)
-                print(f"seed {seed} pruner {pruner}: {run.epochs} epochs, {run.wall:.0f} s, hypervolume {run.hypervolume:.4f}, "
-                      f"front of {len(run.front)}", flush=True)
+                print(
+                    f"seed {seed} pruner {pruner}: {run.epochs} epochs, {run.wall:.0f} s, hypervolume {run.hypervolume:.4f}, "
+                    f"front of {len(run.front)}",
+                    flush=True,
+                )
     print(f"machine: {describe()}")
-    print(f"profile {args.profile}, accuracy x parameters, {args.trials} trials x up to {args.epochs} epochs, {args.seeds} seeds (medians); "
-          f"hypervolume in (validation accuracy, 1 - parameters / {largest:,}) against the reference (0, {largest:,} parameters)")
+    print(
+        f"profile {args.profile}, accuracy x parameters, {args.trials} trials x up to {args.epochs} epochs, {args.seeds} seeds (medians); "
+        f"hypervolume in (validation accuracy, 1 - parameters / {largest:,}) against the reference (0, {largest:,} parameters)"
+    )
     print(f"{'pruner':<10} {'epochs':>7} {'wall s':>7} {'hypervolume':>12} {'epochs saved':>13} {'none at these epochs':>21}")
     base = statistics.median(r.epochs for r in results["none"])
     for pruner, runs in results.items():
@@ -205,7 +240,10 @@ def main_multi(args: argparse.Namespace) -> None:
         print(f"{pruner:<10} {epochs:>7.0f} {wall:>7.0f} {hv:>12.4f} {base / epochs:>12.2f}x {at:>21.4f}")
     print("per seed (epochs, hypervolume; none's hypervolume after as many epochs):")
     for pruner, runs in results.items():
-        cells = (f"{r.epochs} ep, {r.hypervolume:.4f} (none {hypervolume_at(b.curve, r.epochs):.4f})" for r, b in zip(runs, results["none"], strict=True))
+        cells = (
+            f"{r.epochs} ep, {r.hypervolume:.4f} (none {hypervolume_at(b.curve, r.epochs):.4f})"
+            for r, b in zip(runs, results["none"], strict=True)
+        )
         print(f"{pruner:<10} " + " | ".join(cells))
     print("replayed on the no-pruning studies' learning curves, per seed (epochs saved, hypervolume change):")
     for pruner in PRUNERS:

@@ -26,12 +26,36 @@ from mnist_hpo.search import Space, get_profile
 from mnist_hpo.trainer import TrainConfig, train
 
 VARIANTS = {  # name: (description, images in the training pool, TrainConfig overrides)
-    "A": ("24k fixed subset x 2 epochs, exponential lr, ±20°/±20 %", 24_000, {"epochs": 2, "schedule": "exponential", "rotation": 20.0, "translation": 0.2}),
-    "B": ("12k fresh images per epoch x 4, exponential lr, ±20°/±20 %", None, {"epochs": 4, "epoch_images": 12_000, "schedule": "exponential", "rotation": 20.0, "translation": 0.2}),
-    "C": ("12k fresh images per epoch x 4, cosine lr, ±20°/±20 %", None, {"epochs": 4, "epoch_images": 12_000, "schedule": "cosine", "rotation": 20.0, "translation": 0.2}),
-    "D": ("12k fresh images per epoch x 4, cosine lr, ±10°/±10 %", None, {"epochs": 4, "epoch_images": 12_000, "schedule": "cosine", "rotation": 10.0, "translation": 0.1}),
-    "E": ("16k fresh images per epoch x 4, cosine lr, ±10°/±10 %", None, {"epochs": 4, "epoch_images": 16_000, "schedule": "cosine", "rotation": 10.0, "translation": 0.1}),
-    "F": ("12k fresh images per epoch x 4, cosine lr, ±10°/±10 %, batch 120", None, {"epochs": 4, "epoch_images": 12_000, "schedule": "cosine", "rotation": 10.0, "translation": 0.1, "batch_size": 120}),
+    "A": (
+        "24k fixed subset x 2 epochs, exponential lr, ±20°/±20 %",
+        24_000,
+        {"epochs": 2, "schedule": "exponential", "rotation": 20.0, "translation": 0.2},
+    ),
+    "B": (
+        "12k fresh images per epoch x 4, exponential lr, ±20°/±20 %",
+        None,
+        {"epochs": 4, "epoch_images": 12_000, "schedule": "exponential", "rotation": 20.0, "translation": 0.2},
+    ),
+    "C": (
+        "12k fresh images per epoch x 4, cosine lr, ±20°/±20 %",
+        None,
+        {"epochs": 4, "epoch_images": 12_000, "schedule": "cosine", "rotation": 20.0, "translation": 0.2},
+    ),
+    "D": (
+        "12k fresh images per epoch x 4, cosine lr, ±10°/±10 %",
+        None,
+        {"epochs": 4, "epoch_images": 12_000, "schedule": "cosine", "rotation": 10.0, "translation": 0.1},
+    ),
+    "E": (
+        "16k fresh images per epoch x 4, cosine lr, ±10°/±10 %",
+        None,
+        {"epochs": 4, "epoch_images": 16_000, "schedule": "cosine", "rotation": 10.0, "translation": 0.1},
+    ),
+    "F": (
+        "12k fresh images per epoch x 4, cosine lr, ±10°/±10 %, batch 120",
+        None,
+        {"epochs": 4, "epoch_images": 12_000, "schedule": "cosine", "rotation": 10.0, "translation": 0.1, "batch_size": 120},
+    ),
 }
 
 
@@ -61,7 +85,10 @@ def main() -> None:
     configs = draws(args.profile, args.configs, args.seed)
     for spec, training in configs:
         model = build_model(spec)
-        print(f"config: {count_parameters(model):,} weights, {mult_adds(model) / 1e6:.1f} M mult-adds, {spec['config']} {training}", flush=True)
+        print(
+            f"config: {count_parameters(model):,} weights, {mult_adds(model) / 1e6:.1f} M mult-adds, {spec['config']} {training}",
+            flush=True,
+        )
     rows = []
     for name in args.variants.split(","):
         description, pool, overrides = VARIANTS[name]
@@ -74,10 +101,15 @@ def main() -> None:
             result = train(build_model(spec), train_split, config, device, val=full.val)
             accuracies.append(result.val_accuracy)
             cpu.append(time.process_time() - started_cpu)
-            print(f"{name} config {index}: validation {100 * result.val_accuracy:.2f}%  {cpu[-1]:.0f} CPU s  {time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"{name} config {index}: validation {100 * result.val_accuracy:.2f}%  {cpu[-1]:.0f} CPU s  {time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
         rows.append((name, description, statistics.median(accuracies), min(accuracies), statistics.median(cpu)))
     print()
-    print(f"Machine: {describe()}; {args.configs} random draws of the {args.profile} space (seed {args.seed}), validation split of 5,000 images.")
+    print(
+        f"Machine: {describe()}; {args.configs} random draws of the {args.profile} space (seed {args.seed}), validation split of 5,000 images."
+    )
     print()
     print("| variant | what | validation accuracy, median | worst | CPU s per trial, median |")
     print("| --- | --- | ---: | ---: | ---: |")

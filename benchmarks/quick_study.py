@@ -45,9 +45,14 @@ def run_once(folder: Path) -> dict:
     shown = subprocess.run([*CLI, "best", "--study", STUDY, "--test"], cwd=folder, env=env, capture_output=True, text=True, check=True)
     test = re.search(r"test accuracy ([\d.]+)%", shown.stdout)
     return {
-        "wall": wall, "trials": len(ran), "complete": sum(t.state == TrialState.COMPLETE for t in ran),
-        "pruned": sum(t.state == TrialState.PRUNED for t in ran), "best": best.value, "best_number": best.number,
-        "weights": best.user_attrs.get("parameters"), "found": (best.datetime_complete - began).total_seconds(),
+        "wall": wall,
+        "trials": len(ran),
+        "complete": sum(t.state == TrialState.COMPLETE for t in ran),
+        "pruned": sum(t.state == TrialState.PRUNED for t in ran),
+        "best": best.value,
+        "best_number": best.number,
+        "weights": best.user_attrs.get("parameters"),
+        "found": (best.datetime_complete - began).total_seconds(),
         "search_s": (max(t.datetime_complete for t in ran) - began).total_seconds(),
         "baseline": baseline.value if baseline.state == TrialState.COMPLETE else None,
         "baseline_s": (baseline.datetime_complete - baseline.datetime_start).total_seconds() if baseline.datetime_complete else None,
@@ -58,8 +63,10 @@ def run_once(folder: Path) -> dict:
 def row(index: int, r: dict) -> str:
     base = f"{100 * r['baseline']:.2f} % in {r['baseline_s']:.0f} s" if r["baseline"] is not None else "pruned"
     test = f"{r['test']:.2f} %" if r["test"] is not None else ""
-    return (f"| {index} | {r['trials']} ({r['complete']} / {r['pruned']}) | {r['search_s']:.0f} | **{100 * r['best']:.2f} %** "
-            f"(trial {r['best_number']}, {r['weights']:,} weights) | {r['found']:.0f} s | {base} | {test} |")
+    return (
+        f"| {index} | {r['trials']} ({r['complete']} / {r['pruned']}) | {r['search_s']:.0f} | **{100 * r['best']:.2f} %** "
+        f"(trial {r['best_number']}, {r['weights']:,} weights) | {r['found']:.0f} s | {base} | {test} |"
+    )
 
 
 def main() -> None:
@@ -68,7 +75,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep each run's folder under DIR")
     args = parser.parse_args()
     print(f"machine: {describe()}", flush=True)
-    print("| run | trials (complete / pruned) | search s | best validation | found after | baseline (trial 0) | test of the chosen trial (reported only) |")
+    print(
+        "| run | trials (complete / pruned) | search s | best validation | found after | baseline (trial 0) | test of the chosen trial (reported only) |"
+    )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |", flush=True)
     results = []
     for index in range(1, args.runs + 1):
@@ -81,8 +90,11 @@ def main() -> None:
                 results.append(run_once(Path(tmp)))
         print(row(index, results[-1]), flush=True)
     bests = [100 * r["best"] for r in results]
-    print(f"best validation over {len(bests)} runs: median {statistics.median(bests):.2f} %, worst {min(bests):.2f} %, "
-          f"best {max(bests):.2f} %", flush=True)
+    print(
+        f"best validation over {len(bests)} runs: median {statistics.median(bests):.2f} %, worst {min(bests):.2f} %, "
+        f"best {max(bests):.2f} %",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,15 @@ _SPACE = None
 def objective(trial) -> float:
     """Talks to the storage like search.objective.Objective, with the training left out."""
     family, sampled = _load_space().sample(trial)
-    for key, value in {"model_spec": {"name": "family", "config": family.to_dict()}, "parameters": 10_000, "mult_adds": 1_000_000,
-                       "device": "cpu", "seed": trial.number, "train_config": sampled, "worker_note": "simulated"}.items():
+    for key, value in {
+        "model_spec": {"name": "family", "config": family.to_dict()},
+        "parameters": 10_000,
+        "mult_adds": 1_000_000,
+        "device": "cpu",
+        "seed": trial.number,
+        "train_config": sampled,
+        "worker_note": "simulated",
+    }.items():
         trial.set_user_attr(key, value)
     curve = []
     for epoch in range(1, EPOCHS + 1):
@@ -82,12 +89,19 @@ def child(study_name: str, folder: str) -> None:
     try:
         url, pool = os.environ["MNIST_HPO_STORAGE"], os.environ.get("SCALE_POOL")
         if pool:  # the same storage as open_for_workers, with another pool
-            rdb = storage.open_storage(url, must_exist=True, heartbeat_interval=faults.heartbeat_interval, grace_period=faults.grace_period,
-                                       stale_trial_callback=RetryDeadTrial(faults.max_retries), pool=tuple(map(int, pool.split(","))))
+            rdb = storage.open_storage(
+                url,
+                must_exist=True,
+                heartbeat_interval=faults.heartbeat_interval,
+                grace_period=faults.grace_period,
+                stale_trial_callback=RetryDeadTrial(faults.max_retries),
+                pool=tuple(map(int, pool.split(","))),
+            )
         else:
             rdb = open_for_workers(url, faults)
-        study = optuna.load_study(study_name=study_name, storage=rdb, sampler=optuna.samplers.RandomSampler(seed=os.getpid()),
-                                  pruner=optuna.pruners.NopPruner())
+        study = optuna.load_study(
+            study_name=study_name, storage=rdb, sampler=optuna.samplers.RandomSampler(seed=os.getpid()), pruner=optuna.pruners.NopPruner()
+        )
         _load_space()  # outside the timing, as a real worker builds its objective before it takes a trial
         Path(folder, f"ready-{os.getpid()}").touch()
         while not Path(folder, "start").exists():
@@ -100,11 +114,18 @@ def child(study_name: str, folder: str) -> None:
         Path(folder, f"ready-{os.getpid()}").touch()
     after = resource.getrusage(resource.RUSAGE_SELF)
     report = worker.report if worker is not None else None
-    Path(folder, f"result-{os.getpid()}.json").write_text(json.dumps({
-        "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-        "rss_mib": peak_rss_mib(), "torch": "torch" in sys.modules, "error": error,
-        "failed": report.failed if report else 0, "refused": report.refused if report else 0,
-    }))
+    Path(folder, f"result-{os.getpid()}.json").write_text(
+        json.dumps(
+            {
+                "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+                "rss_mib": peak_rss_mib(),
+                "torch": "torch" in sys.modules,
+                "error": error,
+                "failed": report.failed if report else 0,
+                "refused": report.refused if report else 0,
+            }
+        )
+    )
 
 
 def peak_rss_mib() -> float:
@@ -122,8 +143,9 @@ class ConnectionWatch:
         import psycopg
         from pg_cluster import PASSWORD, SUPERUSER
 
-        self.connection = psycopg.connect(host="127.0.0.1", port=cluster.port, user=SUPERUSER, password=PASSWORD,
-                                          dbname="postgres", autocommit=True)
+        self.connection = psycopg.connect(
+            host="127.0.0.1", port=cluster.port, user=SUPERUSER, password=PASSWORD, dbname="postgres", autocommit=True
+        )
         self.peak = self.startup_peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -154,8 +176,17 @@ def run_workers(cluster, url: str, workers: int, trials: int, name: str, pool: s
     folder = Path(tempfile.mkdtemp(prefix=f"scale-{name}-"))
     env = {**os.environ, "MNIST_HPO_STORAGE": url, "OMP_NUM_THREADS": "1", **({"SCALE_POOL": pool} if pool else {})}
     with ConnectionWatch(cluster) as watch:
-        processes = [subprocess.Popen([sys.executable, "-m", "benchmarks.scale", "--child", name, str(folder)], cwd=ROOT, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(workers)]
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.scale", "--child", name, str(folder)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(workers)
+        ]
         while len(list(folder.glob("ready-*"))) < workers and all(p.poll() is None for p in processes):
             time.sleep(0.05)
         watch.startup_peak, watch.peak = watch.peak, 0  # opening the storages, apart from running the trials
@@ -167,25 +198,38 @@ def run_workers(cluster, url: str, workers: int, trials: int, name: str, pool: s
     view = budget_view(rdb, rdb.get_study_id_from_name(name), trials)
     done = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete]
     wall = max(t.datetime_complete.timestamp() for t in done) - started if done else float("nan")
-    errors = [r["error"] for r in results if r["error"]] + crashed[len([r for r in results if r["error"]]):]
+    errors = [r["error"] for r in results if r["error"]] + crashed[len([r for r in results if r["error"]]) :]
     return {
-        "workers": workers, "budget": trials, "finished": view.finished, "exact": view.finished == trials and view.in_flight == 0,
-        "errors": len(errors) + sum(r["failed"] + r["refused"] for r in results), "error_examples": sorted(set(errors))[:3],
-        "peak": watch.peak, "startup_peak": watch.startup_peak, "ms_per_trial": 1000 * wall / max(1, view.finished),
+        "workers": workers,
+        "budget": trials,
+        "finished": view.finished,
+        "exact": view.finished == trials and view.in_flight == 0,
+        "errors": len(errors) + sum(r["failed"] + r["refused"] for r in results),
+        "error_examples": sorted(set(errors))[:3],
+        "peak": watch.peak,
+        "startup_peak": watch.startup_peak,
+        "ms_per_trial": 1000 * wall / max(1, view.finished),
         "cpu_ms_per_trial": 1000 * sum(r["cpu_s"] for r in results) / max(1, view.finished),
-        "rss_mib": max((r["rss_mib"] for r in results), default=float("nan")), "torch": any(r["torch"] for r in results),
+        "rss_mib": max((r["rss_mib"] for r in results), default=float("nan")),
+        "torch": any(r["torch"] for r in results),
     }
 
 
 def torch_cost() -> dict:
     """What importing torch would add to a worker that does not train: seconds and MiB (median of 3 fresh processes)."""
-    code = ("import sys, time; t = time.perf_counter(); {imports}; from benchmarks.scale import peak_rss_mib; "
-            "print(time.perf_counter() - t, peak_rss_mib(), 'torch' in sys.modules)")
+    code = (
+        "import sys, time; t = time.perf_counter(); {imports}; from benchmarks.scale import peak_rss_mib; "
+        "print(time.perf_counter() - t, peak_rss_mib(), 'torch' in sys.modules)"
+    )
     worker = "from mnist_hpo.search import Worker, open_for_workers; import benchmarks.scale"
     figures = {}
     for label, imports in (("worker", worker), ("worker + torch", worker + "; import torch")):
-        runs = [subprocess.run([sys.executable, "-c", code.format(imports=imports)], cwd=ROOT, capture_output=True, text=True,
-                               check=True).stdout.split() for _ in range(3)]
+        runs = [
+            subprocess.run(
+                [sys.executable, "-c", code.format(imports=imports)], cwd=ROOT, capture_output=True, text=True, check=True
+            ).stdout.split()
+            for _ in range(3)
+        ]
         runs.sort(key=lambda r: float(r[0]))
         seconds, rss, has_torch = runs[1]
         figures[label] = {"s": float(seconds), "rss_mib": float(rss), "torch": has_torch == "True"}
@@ -196,8 +240,13 @@ def start_proxy(database_url: str) -> tuple[subprocess.Popen, str]:
     from pg_cluster import free_port
 
     port = free_port()
-    proxy = subprocess.Popen([sys.executable, "-m", "mnist_hpo", "storage-proxy", "--storage", database_url, "--port", str(port)],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "mnist_hpo", "storage-proxy", "--storage", database_url, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
     line = proxy.stdout.readline()
     assert "serving" in line, line
     return proxy, f"grpc://127.0.0.1:{port}"
@@ -228,8 +277,11 @@ def main() -> None:
                 database = cluster.create_database(f"{path}_k{workers}")
                 proxy, url = start_proxy(database) if path == "proxy" else (None, database)
                 try:
-                    row = {"path": path, "pool": args.pool or ",".join(map(str, storage.WORKER_POOL)),
-                           **run_workers(cluster, url, workers, args.trials_per_worker * workers, f"{path}-{workers}", args.pool)}
+                    row = {
+                        "path": path,
+                        "pool": args.pool or ",".join(map(str, storage.WORKER_POOL)),
+                        **run_workers(cluster, url, workers, args.trials_per_worker * workers, f"{path}-{workers}", args.pool),
+                    }
                 finally:
                     if proxy is not None:
                         proxy.terminate()
@@ -242,18 +294,26 @@ def main() -> None:
 
 
 def print_table(rows: list[dict], torch: dict, machine: str, args) -> None:
-    print(f"\nMachine: {machine}; max_connections {args.max_connections}; {args.trials_per_worker} trials per worker, "
-          f"{EPOCHS} simulated epochs of {EPOCH_S} s, heartbeat {HEARTBEAT_S} s, random sampler.\n")
-    print("| path | worker pool | workers | finished / budget | errors | peak connections / max: start-up, trials | ms per trial (all workers) | client CPU ms per trial | RSS per worker | torch imported |")
+    print(
+        f"\nMachine: {machine}; max_connections {args.max_connections}; {args.trials_per_worker} trials per worker, "
+        f"{EPOCHS} simulated epochs of {EPOCH_S} s, heartbeat {HEARTBEAT_S} s, random sampler.\n"
+    )
+    print(
+        "| path | worker pool | workers | finished / budget | errors | peak connections / max: start-up, trials | ms per trial (all workers) | client CPU ms per trial | RSS per worker | torch imported |"
+    )
     print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
         exact = "exact" if r["exact"] else "**not exact**"
         errors = f"{r['errors']}" + (f" ({'; '.join(r['error_examples'])})" if r["error_examples"] else "")
-        print(f"| {r['path']} | {r['pool'] if r['path'] == 'direct' else 'proxy: 2,4'} | {r['workers']} | {r['finished']} / {r['budget']} ({exact}) | {errors} | {r.get('startup_peak', '?')}, {r['peak']} / {args.max_connections} | "
-              f"{r['ms_per_trial']:.0f} | {r['cpu_ms_per_trial']:.0f} | {r['rss_mib']:.0f} MiB | {'yes' if r['torch'] else 'no'} |")
+        print(
+            f"| {r['path']} | {r['pool'] if r['path'] == 'direct' else 'proxy: 2,4'} | {r['workers']} | {r['finished']} / {r['budget']} ({exact}) | {errors} | {r.get('startup_peak', '?')}, {r['peak']} / {args.max_connections} | "
+            f"{r['ms_per_trial']:.0f} | {r['cpu_ms_per_trial']:.0f} | {r['rss_mib']:.0f} MiB | {'yes' if r['torch'] else 'no'} |"
+        )
     plain, heavy = torch["worker"], torch["worker + torch"]
-    print(f"\nImporting a worker: {plain['s']:.2f} s, {plain['rss_mib']:.0f} MiB (torch imported: {plain['torch']}); "
-          f"with torch: {heavy['s']:.2f} s, {heavy['rss_mib']:.0f} MiB.")
+    print(
+        f"\nImporting a worker: {plain['s']:.2f} s, {plain['rss_mib']:.0f} MiB (torch imported: {plain['torch']}); "
+        f"with torch: {heavy['s']:.2f} s, {heavy['rss_mib']:.0f} MiB."
+    )
 
 
 if __name__ == "__main__":

@@ -60,10 +60,19 @@ def one_study(pruner: str, seed: int, args: argparse.Namespace, folder: Path, te
     started = time.perf_counter()
     study = finished_study(url, name, args.trials)
     if study is None:
-        study = run_search(SearchRequest(
-            study=name, storage=url, artifacts=folder / "artifacts",
-            profile=args.profile, n_trials=args.trials, epochs=args.epochs, pruner=pruner, seed=seed, device=args.device,
-        ))
+        study = run_search(
+            SearchRequest(
+                study=name,
+                storage=url,
+                artifacts=folder / "artifacts",
+                profile=args.profile,
+                n_trials=args.trials,
+                epochs=args.epochs,
+                pruner=pruner,
+                seed=seed,
+                device=args.device,
+            )
+        )
         wall = time.perf_counter() - started
     else:
         trials = study.trials
@@ -133,23 +142,37 @@ def main() -> None:
             for pruner in pruners:  # interleaved, so machine drift hits every pruner alike
                 result = one_study(pruner, seed, args, folder, test)
                 results[pruner].append(result)
-                print(f"seed {seed} pruner {pruner}: {result.epochs} epochs, {result.wall:.0f} s, best val {100 * result.best_val:.2f}%, "
-                      f"its test {100 * result.test:.2f}%", flush=True)
+                print(
+                    f"seed {seed} pruner {pruner}: {result.epochs} epochs, {result.wall:.0f} s, best val {100 * result.best_val:.2f}%, "
+                    f"its test {100 * result.test:.2f}%",
+                    flush=True,
+                )
                 if pruner == "none":
                     for name in pruners:
                         replays[name].append(replay(name, result.trials, args.epochs))
     print(f"machine: {describe()}")
-    print(f"profile {args.profile}, {args.trials} trials x up to {args.epochs} epochs, {args.seeds} seeds (medians); "
-          f"test: the chosen trial on the {len(test):,} MNIST test images, reported only")
-    print(f"{'pruner':<10} {'epochs':>7} {'wall s':>7} {'best val %':>10} {'epochs saved':>13} {'accuracy change':>16} {'its test %':>11} {'test change':>12}")
+    print(
+        f"profile {args.profile}, {args.trials} trials x up to {args.epochs} epochs, {args.seeds} seeds (medians); "
+        f"test: the chosen trial on the {len(test):,} MNIST test images, reported only"
+    )
+    print(
+        f"{'pruner':<10} {'epochs':>7} {'wall s':>7} {'best val %':>10} {'epochs saved':>13} {'accuracy change':>16} {'its test %':>11} {'test change':>12}"
+    )
     base = {field: statistics.median(getattr(r, field) for r in results["none"]) for field in ("epochs", "best_val", "test")}
     for pruner, runs in results.items():
-        epochs, wall, accuracy, test_accuracy = (statistics.median(getattr(r, f) for r in runs) for f in ("epochs", "wall", "best_val", "test"))
-        print(f"{pruner:<10} {epochs:>7.0f} {wall:>7.0f} {100 * accuracy:>10.2f} {base['epochs'] / epochs:>12.2f}x "
-              f"{100 * (accuracy - base['best_val']):>+15.2f}pp {100 * test_accuracy:>11.2f} {100 * (test_accuracy - base['test']):>+11.2f}pp")
+        epochs, wall, accuracy, test_accuracy = (
+            statistics.median(getattr(r, f) for r in runs) for f in ("epochs", "wall", "best_val", "test")
+        )
+        print(
+            f"{pruner:<10} {epochs:>7.0f} {wall:>7.0f} {100 * accuracy:>10.2f} {base['epochs'] / epochs:>12.2f}x "
+            f"{100 * (accuracy - base['best_val']):>+15.2f}pp {100 * test_accuracy:>11.2f} {100 * (test_accuracy - base['test']):>+11.2f}pp"
+        )
     print("per seed (epochs saved, best validation change, its test change):")
     for pruner, runs in results.items():
-        cells = (f"{b.epochs / r.epochs:.2f}x {100 * (r.best_val - b.best_val):+.2f}pp {100 * (r.test - b.test):+.2f}pp" for r, b in zip(runs, results["none"]))
+        cells = (
+            f"{b.epochs / r.epochs:.2f}x {100 * (r.best_val - b.best_val):+.2f}pp {100 * (r.test - b.test):+.2f}pp"
+            for r, b in zip(runs, results["none"])
+        )
         print(f"{pruner:<10} " + " | ".join(cells))
     print("replayed on the no-pruning studies' learning curves, per seed (epochs saved, best validation change):")
     for pruner, runs in replays.items():

@@ -46,7 +46,10 @@ def main() -> None:
         own = run(model, replace(recipe.config, epochs=epochs), splits, device)
         print(f"{model} own recipe: validation {100 * own[0]:.2f}%, test {100 * own[1]:.2f}% (epoch {own[2]}), {own[3]:.0f} s", flush=True)
         paper = run(model, replace(PAPER.config, epochs=epochs), splits, device)
-        print(f"{model} paper recipe: validation {100 * paper[0]:.2f}%, test {100 * paper[1]:.2f}% (epoch {paper[2]}), {paper[3]:.0f} s", flush=True)
+        print(
+            f"{model} paper recipe: validation {100 * paper[0]:.2f}%, test {100 * paper[1]:.2f}% (epoch {paper[2]}), {paper[3]:.0f} s",
+            flush=True,
+        )
         rows.append((model, recipe, epochs, own, paper))
     print()
     print(f"Machine: {describe()}; 55,000 train / 5,000 validation / 10,000 test images; the epoch kept is the best on validation.")
@@ -55,8 +58,10 @@ def main() -> None:
     print("| --- | --- | --- | --- | ---: | --- |")
     for model, recipe, epochs, own, paper in rows:
         reported = recipe.reported or "none reported"
-        print(f"| `{model}` | {reported} | {100 * own[0]:.2f} % validation, {100 * own[1]:.2f} % test | "
-              f"{100 * paper[0]:.2f} % validation, {100 * paper[1]:.2f} % test | {epochs} | {own[3] / 60:.0f} / {paper[3] / 60:.0f} min |")
+        print(
+            f"| `{model}` | {reported} | {100 * own[0]:.2f} % validation, {100 * own[1]:.2f} % test | "
+            f"{100 * paper[0]:.2f} % validation, {100 * paper[1]:.2f} % test | {epochs} | {own[3] / 60:.0f} / {paper[3] / 60:.0f} min |"
+        )
 
 
 if __name__ == "__main__":

@@ -67,8 +67,9 @@ def child(url: str, study_name: str, ready, start_at, results) -> None:
 
     faults = Faults(HEARTBEAT_S, GRACE_S, 3).validated()
     rdb = open_for_workers(url, faults)
-    study = optuna.load_study(study_name=study_name, storage=rdb, sampler=optuna.samplers.RandomSampler(seed=os.getpid()),
-                              pruner=optuna.pruners.NopPruner())
+    study = optuna.load_study(
+        study_name=study_name, storage=rdb, sampler=optuna.samplers.RandomSampler(seed=os.getpid()), pruner=optuna.pruners.NopPruner()
+    )
     study.get_trials(deepcopy=False)  # warm the connection and the cache outside the timing
     ready.put(os.getpid())
     while start_at.value == 0:
@@ -82,8 +83,16 @@ def child(url: str, study_name: str, ready, start_at, results) -> None:
         worker.run()
     except BaseException as exc:
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
-    results.put({"pid": os.getpid(), "seconds": time.perf_counter() - started, "ran": worker.report.ran,
-                 "failed": worker.report.failed, "dropped": worker.report.refused, "error": error})
+    results.put(
+        {
+            "pid": os.getpid(),
+            "seconds": time.perf_counter() - started,
+            "ran": worker.report.ran,
+            "failed": worker.report.failed,
+            "dropped": worker.report.refused,
+            "error": error,
+        }
+    )
 
 
 def measure(url: str, workers: int, trials: int, label: str) -> dict:
@@ -155,8 +164,12 @@ def main() -> None:
                 else:
                     database = cluster.create_database(f"grpc_k{workers}")
                     port = free_port()
-                    proxy = subprocess.Popen([sys.executable, "-m", "mnist_hpo", "storage-proxy", "--storage", database, "--port", str(port)],
-                                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                    proxy = subprocess.Popen(
+                        [sys.executable, "-m", "mnist_hpo", "storage-proxy", "--storage", database, "--port", str(port)],
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT,
+                        text=True,
+                    )
                     assert "serving" in proxy.stdout.readline()
                     url = f"grpc://127.0.0.1:{port}"
                 row = measure(url, workers, trials, storage_name)
@@ -165,9 +178,12 @@ def main() -> None:
                     proxy.wait(timeout=60)
                     proxy = None
                 rows.append(row)
-                print(f"{row['storage']:<10} {workers} workers: {row['trials']} trials (exact: {row['exact']}), "
-                      f"{row['ms_per_trial_overall']:.1f} ms/trial overall, median trial {row['ms_per_trial_median']:.1f} ms, "
-                      f"{row['errors']} errors {row['error_examples'] or ''}", flush=True)
+                print(
+                    f"{row['storage']:<10} {workers} workers: {row['trials']} trials (exact: {row['exact']}), "
+                    f"{row['ms_per_trial_overall']:.1f} ms/trial overall, median trial {row['ms_per_trial_median']:.1f} ms, "
+                    f"{row['errors']} errors {row['error_examples'] or ''}",
+                    flush=True,
+                )
     finally:
         if proxy is not None:
             proxy.kill()
@@ -175,13 +191,17 @@ def main() -> None:
             cluster.stop()
 
     print()
-    print(f"Machine: {describe()}; trivial objective, {args.trials_per_worker} trials per worker, heartbeat {HEARTBEAT_S} s, random sampler.")
+    print(
+        f"Machine: {describe()}; trivial objective, {args.trials_per_worker} trials per worker, heartbeat {HEARTBEAT_S} s, random sampler."
+    )
     print()
     print("| storage | workers | trials (exact budget) | ms/trial overall | ms per trial, median (take to tell) | errors |")
     print("| --- | ---: | --- | ---: | ---: | ---: |")
     for row in rows:
         exact = "yes" if row["exact"] else "**no**"
-        print(f"| {row['storage']} | {row['workers']} | {row['trials']} ({exact}) | {row['ms_per_trial_overall']:.1f} | {row['ms_per_trial_median']:.1f} | {row['errors']} |")
+        print(
+            f"| {row['storage']} | {row['workers']} | {row['trials']} ({exact}) | {row['ms_per_trial_overall']:.1f} | {row['ms_per_trial_median']:.1f} | {row['errors']} |"
+        )
 
 
 if __name__ == "__main__":

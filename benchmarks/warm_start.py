@@ -56,8 +56,18 @@ def run(name: str, url: str, folder: Path, args: argparse.Namespace, seed: int, 
         study = optuna.load_study(study_name=name, storage=url)
         if not [t for t in study.trials if t.state in (TrialState.RUNNING,)]:
             return study
-    return run_search(SearchRequest(study=name, storage=url, artifacts=folder / "artifacts", profile=args.profile, timeout=budget,
-                                    seed=seed, device=args.device, warm_start=SOURCE if warm else None))
+    return run_search(
+        SearchRequest(
+            study=name,
+            storage=url,
+            artifacts=folder / "artifacts",
+            profile=args.profile,
+            timeout=budget,
+            seed=seed,
+            device=args.device,
+            warm_start=SOURCE if warm else None,
+        )
+    )
 
 
 def main() -> None:
@@ -78,32 +88,44 @@ def main() -> None:
         source = run(SOURCE, url, folder, args, args.source_seed, args.source_budget)
         copied = len(own_trials(source, states=(TrialState.COMPLETE, TrialState.PRUNED)))
         source_best = best_by(best_over_time(source), float("inf"))
-        print(f"source study {SOURCE}: seed {args.source_seed}, {args.source_budget:.0f} s, {copied} finished trials, "
-              f"best validation {100 * source_best:.2f}%", flush=True)
+        print(
+            f"source study {SOURCE}: seed {args.source_seed}, {args.source_budget:.0f} s, {copied} finished trials, "
+            f"best validation {100 * source_best:.2f}%",
+            flush=True,
+        )
         rows = []
         for seed in range(args.seeds):
             cold = best_over_time(run(f"ws-cold-{seed}", url, folder, args, seed, args.budget))
             warm = best_over_time(run(f"ws-warm-{seed}", url, folder, args, seed, args.budget, warm=True))
             rows.append((seed, cold, warm))
-            print(f"seed {seed}: best validation by {args.budget:.0f} s: cold {100 * best_by(cold, args.budget):.2f}%, "
-                  f"warm {100 * best_by(warm, args.budget):.2f}%", flush=True)
+            print(
+                f"seed {seed}: best validation by {args.budget:.0f} s: cold {100 * best_by(cold, args.budget):.2f}%, "
+                f"warm {100 * best_by(warm, args.budget):.2f}%",
+                flush=True,
+            )
     report(rows, args, copied, source_best)
 
 
 def report(rows: list, args: argparse.Namespace, copied: int, source_best: float) -> None:
     print(f"machine: {describe()}")
-    print(f"profile {args.profile}; each study {args.budget:.0f} s (no trial starts after it); warm = seeded with the {copied} finished "
-          f"trials of {SOURCE} (seed {args.source_seed}, {args.source_budget:.0f} s, best validation {100 * source_best:.2f}%); "
-          "accuracies on the validation split, own trials only")
+    print(
+        f"profile {args.profile}; each study {args.budget:.0f} s (no trial starts after it); warm = seeded with the {copied} finished "
+        f"trials of {SOURCE} (seed {args.source_seed}, {args.source_budget:.0f} s, best validation {100 * source_best:.2f}%); "
+        "accuracies on the validation split, own trials only"
+    )
     print(f"{'seed':>4} {'cold best %':>12} {'warm best %':>12} {'cold trials':>12} {'warm trials':>12}   best over time (s: %)")
     for seed, cold, warm in rows:
         done = [sum(1 for at, _ in c if at <= args.budget) for c in (cold, warm)]
-        print(f"{seed:>4} {100 * best_by(cold, args.budget):>12.2f} {100 * best_by(warm, args.budget):>12.2f} {done[0]:>12} {done[1]:>12}   "
-              f"cold {_curve(cold)} | warm {_curve(warm)}")
+        print(
+            f"{seed:>4} {100 * best_by(cold, args.budget):>12.2f} {100 * best_by(warm, args.budget):>12.2f} {done[0]:>12} {done[1]:>12}   "
+            f"cold {_curve(cold)} | warm {_curve(warm)}"
+        )
     cold_median = statistics.median(best_by(c, args.budget) for _, c, _ in rows)
     warm_median = statistics.median(best_by(w, args.budget) for _, _, w in rows)
-    print(f"median best validation by {args.budget:.0f} s: cold {100 * cold_median:.2f}%, warm {100 * warm_median:.2f}% "
-          f"({100 * (warm_median - cold_median):+.2f} pp)")
+    print(
+        f"median best validation by {args.budget:.0f} s: cold {100 * cold_median:.2f}%, warm {100 * warm_median:.2f}% "
+        f"({100 * (warm_median - cold_median):+.2f} pp)"
+    )
 
 
 def _curve(curve: list[tuple[float, float]]) -> str:

@@ -103,7 +103,9 @@ def read_checkpoint(source: Path | bytes, name: str | None = None) -> dict[str, 
     try:
         payload = torch.load(io.BytesIO(source) if isinstance(source, bytes) else Path(source), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged or foreign file
-        raise CheckpointError(f"checkpoint {name} cannot be read safely ({_load_failure(exc)}); re-export it with `mnist-hpo export`") from None
+        raise CheckpointError(
+            f"checkpoint {name} cannot be read safely ({_load_failure(exc)}); re-export it with `mnist-hpo export`"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{name} is not an mnist-hpo checkpoint; export one with `mnist-hpo export --study NAME --out FILE`")
     version = check_format_version(name, payload.get("format_version"), (payload.get("versions") or {}).get("mnist_hpo"))

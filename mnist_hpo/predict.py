@@ -63,9 +63,7 @@ def _open_greyscale(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             if img.width * img.height > MAX_PIXELS:
-                raise DataError(
-                    f"image {path} is {img.width}×{img.height} pixels, too large; crop it around the digit first"
-                )
+                raise DataError(f"image {path} is {img.width}×{img.height} pixels, too large; crop it around the digit first")
             img = ImageOps.exif_transpose(img)  # phone photos are stored sideways with a rotation tag
             img.load()
             return _to_grey_array(img)
@@ -139,7 +137,9 @@ def normalise_digit(grey: np.ndarray, name: str | Path = "image") -> torch.Tenso
     scale = DIGIT_BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))  # PIL wants (width, height)
     # Lanczos on a float image: antialiased when shrinking, sharp when enlarging; ringing is clipped.
-    resized = np.asarray(Image.fromarray(np.ascontiguousarray(digit, dtype=np.float32)).resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
+    resized = np.asarray(
+        Image.fromarray(np.ascontiguousarray(digit, dtype=np.float32)).resize(size, Image.Resampling.LANCZOS), dtype=np.float32
+    )
     resized = np.clip(resized, 0, 255)
     if resized.sum() <= 0:
         raise DataError(f"no digit found in {name}: the strokes vanish at 28×28; pass a larger or bolder digit")
@@ -170,7 +170,9 @@ def classify(model: ExportedModel, images: torch.Tensor) -> tuple[torch.Tensor, 
     return labels, best
 
 
-def predict_pixels(model_file: Path, images: torch.Tensor | np.ndarray, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def predict_pixels(
+    model_file: Path, images: torch.Tensor | np.ndarray, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels and probabilities for uint8 N×28×28 images (0-255, as MNIST stores them), from any export."""
     pixels = torch.as_tensor(images)
     if pixels.dtype != torch.uint8 or pixels.ndim != 3 or tuple(pixels.shape[1:]) != (IMAGE_SIDE, IMAGE_SIDE):

@@ -58,8 +58,12 @@ def _label_coverage_of_this_process() -> None:
 SHARED_STUDIES = {
     "made_studies": ("tests/commands/test_reading_a_study.py", "tests/commands/test_bad_input.py"),
     "live": ("tests/dashboards/test_browser.py", "tests/dashboards/test_commands.py", "tests/dashboards/test_live_dashboard.py"),
-    "study": ("tests/exports/test_export_errors.py", "tests/exports/test_export_files.py", "tests/exports/test_export_runtimes.py",
-              "tests/exports/test_readme_exports.py"),
+    "study": (
+        "tests/exports/test_export_errors.py",
+        "tests/exports/test_export_files.py",
+        "tests/exports/test_export_runtimes.py",
+        "tests/exports/test_readme_exports.py",
+    ),
 }
 #: Tests that share a module-scoped study: a whole module (""), or the tests of a module whose names start so.
 SHARED_IN_MODULE = {
@@ -140,7 +144,9 @@ def fixture_splits() -> data.Splits:
 def postgres() -> PostgresCluster:
     """One throwaway PostgreSQL server for the session (Debian's initdb + pg_ctl on a free loopback port)."""
     if find_bin_dir() is None:  # a failure in CI (see pytest_runtest_makereport), where .ci/run installs it
-        pytest.skip("PostgreSQL is not installed (/usr/lib/postgresql/*/bin/initdb; apt-get install -y postgresql): these tests need a real server")
+        pytest.skip(
+            "PostgreSQL is not installed (/usr/lib/postgresql/*/bin/initdb; apt-get install -y postgresql): these tests need a real server"
+        )
     cluster = PostgresCluster().start()
     yield cluster
     cluster.stop()

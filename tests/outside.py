@@ -49,15 +49,17 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def run(cwd: Path, *args: str, timeout: float = 300, env: dict[str, str] | None = None, **extra: str) -> subprocess.CompletedProcess:
     """`mnist-hpo ARGS` in `cwd`, to its end."""
-    return subprocess.run([*CLI, *args], cwd=cwd, env=env or cli_env(**extra), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*CLI, *args], cwd=cwd, env=env or cli_env(**extra), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def start(cwd: Path, *args: str, log: str, **extra: str) -> subprocess.Popen:
     """`mnist-hpo ARGS` in the background, its stdout and stderr going to cwd/log."""
     with open(cwd / log, "w") as out:
-        return subprocess.Popen([*CLI, *args], cwd=cwd, env=cli_env(**extra), stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [*CLI, *args], cwd=cwd, env=cli_env(**extra), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
 
 
 def finish(process: subprocess.Popen, timeout: float = 240) -> int:
@@ -100,8 +102,9 @@ def error_line(done: subprocess.CompletedProcess, *fragments: str) -> str:
     return line
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 180, every: float = 0.3,
-             processes: tuple[subprocess.Popen, ...] = ()) -> Any:
+def wait_for(
+    condition: Callable[[], Any], what: str, timeout: float = 180, every: float = 0.3, processes: tuple[subprocess.Popen, ...] = ()
+) -> Any:
     """Poll `condition()` until it is truthy; fail at once if one of `processes` exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -156,7 +159,11 @@ def running_past_epoch(url: str, name: str, epochs: int = 1) -> optuna.trial.Fro
     except Exception:  # not created yet, or a journal file still being written
         return None
     for trial in trials:
-        if trial.state == optuna.trial.TrialState.RUNNING and trial.user_attrs.get("epochs_run", 0) >= epochs and "worker" in trial.user_attrs:
+        if (
+            trial.state == optuna.trial.TrialState.RUNNING
+            and trial.user_attrs.get("epochs_run", 0) >= epochs
+            and "worker" in trial.user_attrs
+        ):
             return trial
     return None
 

@@ -27,7 +27,9 @@ PARTITION_NET = "10.216.0.0/16"  # tests/netns.py's worker namespaces
 
 def find_bin_dir() -> Path | None:
     """The newest /usr/lib/postgresql/*/bin holding initdb and pg_ctl, else None."""
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0)
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0
+    )
     for candidate in reversed(candidates):
         if os.access(os.path.join(candidate, "initdb"), os.X_OK) and os.access(os.path.join(candidate, "pg_ctl"), os.X_OK):
             return Path(candidate)
@@ -64,7 +66,9 @@ class PostgresCluster:
             command = ["runuser", "-u", SUPERUSER, "--", *command]
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(args[:2])} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}\n{self.server_log()}")
+            raise RuntimeError(
+                f"{' '.join(args[:2])} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}\n{self.server_log()}"
+            )
         return done
 
     def server_log(self) -> str:
@@ -82,7 +86,19 @@ class PostgresCluster:
             shutil.chown(self.sockets, SUPERUSER)
             shutil.chown(pwfile, SUPERUSER)
         atexit.register(self.stop)  # a script that dies before stop() leaves no server behind
-        self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync", "--no-instructions")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            SUPERUSER,
+            "--auth=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
         pwfile.unlink()
         with open(self.data / "pg_hba.conf", "a") as hba:  # workers in their own network namespace, password only
             hba.write(f"host all all {PARTITION_NET} scram-sha-256\n")
@@ -127,7 +143,15 @@ class PostgresCluster:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with psycopg.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, password=PASSWORD, dbname="postgres", autocommit=True, connect_timeout=5) as connection:
+                with psycopg.connect(
+                    host="127.0.0.1",
+                    port=self.port,
+                    user=SUPERUSER,
+                    password=PASSWORD,
+                    dbname="postgres",
+                    autocommit=True,
+                    connect_timeout=5,
+                ) as connection:
                     connection.execute(f'CREATE DATABASE "{name}"')
                 return self.url(name)
             except psycopg.OperationalError:

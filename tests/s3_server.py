@@ -53,8 +53,13 @@ class S3Server:
     def start(self) -> S3Server:
         env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_CALLS)}
         with open(self.log, "w") as out:
-            self.process = subprocess.Popen([*self.command, "-H", "127.0.0.1", "-p", str(self.port)], stdout=out,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            self.process = subprocess.Popen(
+                [*self.command, "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
         atexit.register(self.stop)
         self._wait_until_up()
         self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": "us-east-1", **self._issue_key()}
@@ -76,8 +81,9 @@ class S3Server:
     def _issue_key(self) -> dict[str, str]:
         import boto3
 
-        iam = boto3.session.Session().client("iam", endpoint_url=self.endpoint, region_name="us-east-1",
-                                             aws_access_key_id="setup", aws_secret_access_key="setup")
+        iam = boto3.session.Session().client(
+            "iam", endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="setup"
+        )
         iam.create_user(UserName="mnist-hpo")
         policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
         iam.put_user_policy(UserName="mnist-hpo", PolicyName="s3", PolicyDocument=json.dumps(policy))
@@ -90,8 +96,11 @@ class S3Server:
 
         env = {**self.env, **overrides}
         return boto3.session.Session().client(
-            "s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            region_name=env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         )
 
     def bucket(self, name: str) -> str:

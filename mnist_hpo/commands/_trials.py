@@ -17,18 +17,20 @@ from mnist_hpo.search.objective import MODEL_ARTIFACT
 from mnist_hpo.search.settings import StudySettings
 
 
-def trial_model(storage: optuna.storages.BaseStorage, study: optuna.Study, trial: FrozenTrial,
-                store: Any) -> tuple[torch.nn.Module, dict]:
+def trial_model(storage: optuna.storages.BaseStorage, study: optuna.Study, trial: FrozenTrial, store: Any) -> tuple[torch.nn.Module, dict]:
     """The network a trial kept (its best validation epoch) and its checkpoint payload, from artifact store ``store``."""
     artifact_id = stores.find_artifact(storage, trial, MODEL_ARTIFACT)
     if artifact_id is None:
-        raise UserError(f"trial {trial.number} of {study.study_name!r} has no {MODEL_ARTIFACT} artifact; "
-                        "is --artifacts the store the search wrote to?")
+        raise UserError(
+            f"trial {trial.number} of {study.study_name!r} has no {MODEL_ARTIFACT} artifact; is --artifacts the store the search wrote to?"
+        )
     try:
         data = stores.download_bytes(store, artifact_id)
     except UserError:
-        raise UserError(f"the checkpoint of trial {trial.number} ({MODEL_ARTIFACT}) is missing from the artifact store {store}; "
-                        "pass the --artifacts the search wrote to") from None
+        raise UserError(
+            f"the checkpoint of trial {trial.number} ({MODEL_ARTIFACT}) is missing from the artifact store {store}; "
+            "pass the --artifacts the search wrote to"
+        ) from None
     try:
         return load_checkpoint(data, f"trial {trial.number}'s {MODEL_ARTIFACT}")
     except CheckpointError as exc:

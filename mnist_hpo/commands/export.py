@@ -25,8 +25,15 @@ from mnist_hpo.search import StudySettings, is_copied
 from mnist_hpo.trainer import evaluate, resolve_device
 
 
-def export_trial(url: str | None, name: str, trial_number: int | None, out: Path, fmt: str, artifacts: str | Path | None,
-                 input_dtype: str = DEFAULT_INPUT_DTYPE) -> str:
+def export_trial(
+    url: str | None,
+    name: str,
+    trial_number: int | None,
+    out: Path,
+    fmt: str,
+    artifacts: str | Path | None,
+    input_dtype: str = DEFAULT_INPUT_DTYPE,
+) -> str:
     """Write one trial's kept weights (the best validation trial unless ``trial_number``); returns the file's sha256."""
     check_target(out, fmt, input_dtype)
     store = stores.open_artifacts(artifacts, create=False)  # a wrong folder, bucket or credentials: one line, first
@@ -39,8 +46,10 @@ def export_trial(url: str | None, name: str, trial_number: int | None, out: Path
         copied = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number and is_copied(t)]
         if copied:
             source = copied[0].user_attrs["copied_from"]
-            raise UserError(f"trial {trial_number} of {name!r} was copied from study {source['study']!r} (trial {source['trial']}) "
-                            f"by its warm start; export it from there: --study {source['study']} --trial {source['trial']}")
+            raise UserError(
+                f"trial {trial_number} of {name!r} was copied from study {source['study']!r} (trial {source['trial']}) "
+                f"by its warm start; export it from there: --study {source['study']} --trial {source['trial']}"
+            )
         if not matches:
             done = ", ".join(str(t.number) for t in sorted(ranked, key=lambda t: t.number))
             raise UserError(f"trial {trial_number} of {name!r} did not complete, so it has no model; completed trials: {done}")
@@ -56,8 +65,16 @@ def export_trial(url: str | None, name: str, trial_number: int | None, out: Path
     return result.sha256
 
 
-def build_ensemble(url: str | None, name: str, top_k: int, out: Path, artifacts: str | Path | None, device: str = "auto",
-                   fmt: str = "pt", input_dtype: str = DEFAULT_INPUT_DTYPE) -> float:
+def build_ensemble(
+    url: str | None,
+    name: str,
+    top_k: int,
+    out: Path,
+    artifacts: str | Path | None,
+    device: str = "auto",
+    fmt: str = "pt",
+    input_dtype: str = DEFAULT_INPUT_DTYPE,
+) -> float:
     """Average the softmax of the K best trials by validation; report each member and the ensemble; export it as one model."""
     if top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {top_k}")
@@ -75,7 +92,11 @@ def build_ensemble(url: str | None, name: str, top_k: int, out: Path, artifacts:
         model, payload = trial_model(storage, study, trial, store)
         members.append(model)
         specs.append(payload["model_spec"])
-        table.add_row(f"trial {trial.number}", f"{100 * evaluate(model, splits.val, target):.2f}%", f"{100 * evaluate(model, splits.test, target):.2f}%")
+        table.add_row(
+            f"trial {trial.number}",
+            f"{100 * evaluate(model, splits.val, target):.2f}%",
+            f"{100 * evaluate(model, splits.test, target):.2f}%",
+        )
     ensemble = SoftmaxAverage(members).eval()
     metrics = {"val_accuracy": evaluate(ensemble, splits.val, target), "test_accuracy": evaluate(ensemble, splits.test, target)}
     table.add_row(f"ensemble of {len(members)}", f"{100 * metrics['val_accuracy']:.2f}%", f"{100 * metrics['test_accuracy']:.2f}%")
@@ -86,8 +107,9 @@ def build_ensemble(url: str | None, name: str, top_k: int, out: Path, artifacts:
     return metrics["test_accuracy"]
 
 
-def export_info(study: optuna.Study, splits: Splits, spec: dict, trials: list[FrozenTrial], val_accuracy: float,
-                test_accuracy: float | None) -> ExportInfo:
+def export_info(
+    study: optuna.Study, splits: Splits, spec: dict, trials: list[FrozenTrial], val_accuracy: float, test_accuracy: float | None
+) -> ExportInfo:
     """What an export records: the trial(s), their parameters and training, the data and its splits."""
     settings = StudySettings.load(study)
     single = len(trials) == 1 and spec.get("name") != "ensemble"
@@ -95,8 +117,12 @@ def export_info(study: optuna.Study, splits: Splits, spec: dict, trials: list[Fr
     configs = [t.user_attrs.get("train_config") for t in trials]
     subset = f", training on its first {settings.train_subset:,} images" if settings.train_subset else ""
     return ExportInfo(
-        model_spec=spec, val_accuracy=val_accuracy, test_accuracy=test_accuracy, study=study.study_name,
-        trials=tuple(t.number for t in trials), params=params,
+        model_spec=spec,
+        val_accuracy=val_accuracy,
+        test_accuracy=test_accuracy,
+        study=study.study_name,
+        trials=tuple(t.number for t in trials),
+        params=params,
         train_config=configs[0] if single else {str(t.number): c for t, c in zip(trials, configs)},
         data=f"{splits.source} (profile {settings.profile}{subset}; data digest {splits.digest})",
         split_sizes={"train": len(splits.train), "validation": len(splits.val), "test": len(splits.test)},

@@ -7,11 +7,16 @@ pictures and notes are wired in here, as the objective's "trial finished" hook.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import optuna
 
 from mnist_hpo import storage as stores
 from mnist_hpo.console import console
 from mnist_hpo.errors import SearchInterrupted, UserError
+
+if TYPE_CHECKING:
+    from mnist_hpo.data import Splits
 from mnist_hpo.search import (
     STOPPED_ATTR,
     Faults,
@@ -57,7 +62,11 @@ def publisher():
     def on_finish(trial: optuna.Trial, end) -> None:
         result = end.result
         publish_trial(
-            trial, end.artifacts, end.curve, stopped=end.stopped, epochs=end.epochs,
+            trial,
+            end.artifacts,
+            end.curve,
+            stopped=end.stopped,
+            epochs=end.epochs,
             val_accuracy=result.val_accuracy if result else None,
             val_images=end.val.images.numpy() if result else None,
             val_labels=end.val.labels.numpy() if result else None,
@@ -90,6 +99,8 @@ def search(request: SearchRequest) -> optuna.Study:
     quiet_optuna()
     request.check_counts()
     faults = faults_of(request)
+    profile = resolve_profile(request)
+    settings = new_settings(request, profile)  # bad options fail here, before torch is imported
     slots = plan_slots(request.workers, request.gpus, request.trials_per_gpu, request.device)
     url = stores.resolve_url(request.storage)
     refuse_shared_sqlite(url, len(slots))
@@ -97,8 +108,6 @@ def search(request: SearchRequest) -> optuna.Study:
     from mnist_hpo.trainer import resolve_device
 
     resolve_device(request.device)  # `--device cuda` without a GPU fails before anything is written
-    profile = resolve_profile(request)
-    settings = new_settings(request, profile)
     name = request.study or f"mnist-{profile.name}"
     stores.check_artifacts(request.artifacts)  # a wrong folder, bucket or credentials fails before the study is written
     storage = open_for_workers(url, faults, must_exist=request.warm_start is not None)
@@ -112,24 +121,24 @@ def search(request: SearchRequest) -> optuna.Study:
     if not settings.data_digest:
         settings.data_digest = splits.digest
     copies = warm_start_trials(source, settings) if source else ()
-    study, settings, account = ensure_budget_study(storage, name, settings, budget=search_budget(request, profile),
-                                                   data_source=splits.describe(), copies=copies)
+    study, settings, account = ensure_budget_study(
+        storage, name, settings, budget=search_budget(request, profile), data_source=splits.describe(), copies=copies
+    )
     shown = stores.mask_url(url)
     console.print(f"{account} in {shown}")
     if existed:  # `search` gives the study the stop rules of its command line
         apply_stop_rules(study, settings, request)
     console.print(f"profile {settings.profile}: {get_profile(settings.profile, False).description}")
     where = f"--study {name}" + (f" --storage '{shown}'" if url != stores.DEFAULT_STORAGE else "")
-    if in_process(slots, request.gpus, request.trials_per_gpu):
-        try:
-            work(url, name, faults, device=request.device, artifacts=request.artifacts, seed=request.seed,
-                 timeout=request.timeout, splits=splits, on_finish=publisher(), on_stop=stop_noter(), again=f"mnist-hpo search {where}")
-        except SearchInterrupted:
-            raise SearchInterrupted(f"interrupted: the running trial was marked FAIL and re-queued; continue with `mnist-hpo search {where}`") from None
-    else:
-        workers = f" --workers {len(slots)}" if request.gpus is None and request.trials_per_gpu is None else ""
-        launch_workers(url, storage, study, slots, faults, device=request.device, artifacts=request.artifacts,
-                       seed=request.seed, timeout=request.timeout, again=f"mnist-hpo search {where}{workers}")
+    workers = f" --workers {len(slots)}" if request.gpus is None and request.trials_per_gpu is None else ""
+    try:
+        run_workers(request, url, name, slots, faults, f"mnist-hpo search {where}", splits=splits, workers_flag=workers)
+    except SearchInterrupted:
+        if not in_process(slots, request.gpus, request.trials_per_gpu):
+            raise
+        raise SearchInterrupted(
+            f"interrupted: the running trial was marked FAIL and re-queued; continue with `mnist-hpo search {where}`"
+        ) from None
     study = stores.load_study(storage, name)
     print_outcome(study, settings, where)
     return study
@@ -143,15 +152,27 @@ def worker(request: SearchRequest) -> None:
     slots = plan_slots(request.workers, request.gpus, request.trials_per_gpu, request.device)
     url = stores.resolve_url(request.storage)
     refuse_shared_sqlite(url, len(slots))
-    again = f"mnist-hpo worker --study {request.study}"
+    run_workers(request, url, request.study, slots, faults, f"mnist-hpo worker --study {request.study}")
+
+
+def run_workers(
+    request: SearchRequest,
+    url: str,
+    name: str,
+    slots: list,
+    faults: Faults,
+    again: str,
+    *,
+    splits: Splits | None = None,
+    workers_flag: str = "",
+) -> None:
+    """This process as the one worker, or one `mnist-hpo worker` process per slot; `again` says how to continue."""
+    options = {"device": request.device, "artifacts": request.artifacts, "seed": request.seed, "timeout": request.timeout}
     if in_process(slots, request.gpus, request.trials_per_gpu):
-        work(url, request.study, faults, device=request.device, artifacts=request.artifacts, seed=request.seed,
-             timeout=request.timeout, on_finish=publisher(), on_stop=stop_noter(), again=again)
+        work(url, name, faults, splits=splits, on_finish=publisher(), on_stop=stop_noter(), again=again, **options)
         return
     storage = stores.open_storage(url, must_exist=True)
-    study = stores.load_study(storage, request.study)
-    launch_workers(url, storage, study, slots, faults, device=request.device, artifacts=request.artifacts,
-                   seed=request.seed, timeout=request.timeout, again=again)
+    launch_workers(url, storage, stores.load_study(storage, name), slots, faults, again=again + workers_flag, **options)
 
 
 def study_create(request: SearchRequest) -> optuna.Study:

@@ -40,8 +40,10 @@ def show_status(url: str | None, name: str | None) -> None:
     trials = own_trials(study)
     console.print(f"study {name}: " + ", ".join(f"{count} {state.name.lower()}" for state, count in _counts(trials).items()))
     settings = StudySettings.load(study)
-    console.print(f"profile {settings.profile}, objectives {','.join(settings.objectives)}, {settings.epochs} epochs max, "
-                  f"data {study.user_attrs.get('data_source', settings.data)}")
+    console.print(
+        f"profile {settings.profile}, objectives {','.join(settings.objectives)}, {settings.epochs} epochs max, "
+        f"data {study.user_attrs.get('data_source', settings.data)}"
+    )
     copied = len(study.get_trials(deepcopy=False)) - len(trials)
     if copied:
         console.print(f"warm-started from study {settings.warm_start!r}: {copied} trials copied (seed the sampler; not counted or ranked)")
@@ -52,8 +54,10 @@ def show_status(url: str | None, name: str | None) -> None:
     for reason in study.user_attrs.get(LIFTED_ATTR) or []:
         console.print(f"stopped early before (lifted since): {reason}")
     if study.user_attrs.get(STOPPED_ATTR):
-        console.print(f"stopped early: {study.user_attrs[STOPPED_ATTR]}; queued trials stay queued "
-                      f"(`mnist-hpo search --study {name}` without the rule continues it)")
+        console.print(
+            f"stopped early: {study.user_attrs[STOPPED_ATTR]}; queued trials stay queued "
+            f"(`mnist-hpo search --study {name}` without the rule continues it)"
+        )
     for line in retry_chains(study):
         console.print(f"retried: {line}")
     if not any(t.state == TrialState.COMPLETE for t in trials):
@@ -72,9 +76,12 @@ def _all_studies(storage: optuna.storages.BaseStorage) -> None:
         trials = own_trials(stores.load_study(storage, study_name))  # copied trials are neither counted nor ranked
         counts = _counts(trials)
         best = max((t.values[0] for t in trials if t.state == TrialState.COMPLETE), default=None)
-        table.add_row(study_name, str(len(trials)), *(str(counts[s]) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
-                                                                                 TrialState.WAITING, TrialState.FAIL)),
-                      f"{100 * best:.2f}%" if best is not None else "-")
+        table.add_row(
+            study_name,
+            str(len(trials)),
+            *(str(counts[s]) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL)),
+            f"{100 * best:.2f}%" if best is not None else "-",
+        )
     console.print(table)
 
 
@@ -105,8 +112,10 @@ def retry_chains(study: optuna.Study) -> list[str]:
 
 def print_trial(trial: FrozenTrial, title: str) -> None:
     attrs = trial.user_attrs
-    console.print(f"{title} {trial.number}: {accuracy('validation', trial.values[0])}, {attrs.get('parameters', 0):,} parameters, "
-                  f"{attrs.get('epochs_run')} epochs")
+    console.print(
+        f"{title} {trial.number}: {accuracy('validation', trial.values[0])}, {attrs.get('parameters', 0):,} parameters, "
+        f"{attrs.get('epochs_run')} epochs"
+    )
     for key, value in trial.params.items():
         console.print(f"  {key} = {value}")
 

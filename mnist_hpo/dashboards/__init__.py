@@ -18,6 +18,12 @@ if TYPE_CHECKING:
     from mnist_hpo.dashboards.report import write_report
     from mnist_hpo.dashboards.server import serve_dashboard
 
-_WHERE = {"ensure_study_note": "publish", "note_study_stop": "publish", "publish_trial": "publish", "write_report": "report", "serve_dashboard": "server"}
+_WHERE = {
+    "ensure_study_note": "publish",
+    "note_study_stop": "publish",
+    "publish_trial": "publish",
+    "write_report": "report",
+    "serve_dashboard": "server",
+}
 __all__ = ["ensure_study_note", "note_study_stop", "publish_trial", "serve_dashboard", "write_report"]
 __getattr__ = lazy_names(__name__, _WHERE)

@@ -22,8 +22,10 @@ def fold_in_only_new_trials() -> list[str]:
 
     version = getattr(optuna_dashboard, "__version__", "?")
     if not any(version == tested or version.startswith(tested + ".") for tested in TESTED):
-        return [f"warning: optuna-dashboard {version} is not the tested {', '.join(TESTED)}: "
-                "its study pages are served without mnist-hpo's speed-up (slower beyond a few thousand trials)"]
+        return [
+            f"warning: optuna-dashboard {version} is not the tested {', '.join(TESTED)}: "
+            "its study pages are served without mnist-hpo's speed-up (slower beyond a few thousand trials)"
+        ]
     try:
         from optuna_dashboard._inmemory_cache import _CachedExtraStudyProperty as cache
     except ImportError:

@@ -56,8 +56,9 @@ def learning_curves_png(curve: Sequence[dict[str, Any]], title: str = "", stoppe
     accuracy_axes.set(title="validation accuracy", xlabel="epoch", ylabel="%")
     if accuracies:
         best = int(np.argmax(accuracies))
-        accuracy_axes.annotate(f"{accuracies[best]:.2f}%", (epochs[best], accuracies[best]), textcoords="offset points",
-                               xytext=(0, 6), ha="center", fontsize=8)
+        accuracy_axes.annotate(
+            f"{accuracies[best]:.2f}%", (epochs[best], accuracies[best]), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8
+        )
     if stopped and epochs:
         for axes in (loss_axes, accuracy_axes):
             axes.axvline(epochs[-1], color="tab:red", linestyle="--", linewidth=1)
@@ -105,8 +106,16 @@ def confusion_matrix_png(labels: np.ndarray, predictions: np.ndarray, title: str
             value = counts[true, predicted]
             if value or true == predicted:
                 dark = true != predicted and value > 0.6 * worst
-                axes.text(predicted, true, str(value), ha="center", va="center", fontsize=7,
-                          color="white" if dark else "black", fontweight="bold" if true == predicted else "normal")
+                axes.text(
+                    predicted,
+                    true,
+                    str(value),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if dark else "black",
+                    fontweight="bold" if true == predicted else "normal",
+                )
     axes.set_xticks(range(CLASSES))
     axes.set_yticks(range(CLASSES))
     axes.set(xlabel="predicted", ylabel="true")
@@ -116,8 +125,9 @@ def confusion_matrix_png(labels: np.ndarray, predictions: np.ndarray, title: str
     return _png(figure)
 
 
-def misclassified_png(images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, title: str = "",
-                      limit: int = MAX_MISCLASSIFIED) -> bytes:
+def misclassified_png(
+    images: np.ndarray, labels: np.ndarray, predictions: np.ndarray, title: str = "", limit: int = MAX_MISCLASSIFIED
+) -> bytes:
     """A grid of up to ``limit`` validation digits the model got wrong, each with "predicted / true".
 
     ``images`` are uint8 N×28×28 (0 = background) aligned with ``labels`` and ``predictions``;
@@ -132,20 +142,29 @@ def misclassified_png(images: np.ndarray, labels: np.ndarray, predictions: np.nd
     mosaic = np.full((rows * cell - gap, columns * cell - gap), np.nan)
     for slot, index in enumerate(shown):
         row, column = divmod(slot, columns)
-        mosaic[row * cell:row * cell + side, column * cell:column * cell + side] = np.asarray(images[index], dtype=float) / 255.0
+        mosaic[row * cell : row * cell + side, column * cell : column * cell + side] = np.asarray(images[index], dtype=float) / 255.0
     figure = _figure(MISCLASSIFIED)
     axes = figure.add_axes((0.02, 0.02, 0.96, 0.86))
     axes.imshow(mosaic, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest", aspect="equal")
     for slot, index in enumerate(shown):
         row, column = divmod(slot, columns)
-        axes.text(column * cell + side / 2, row * cell - 0.5, f"pred {int(predictions[index])} / true {int(labels[index])}",
-                  ha="center", va="bottom", fontsize=7, color="tab:red")
+        axes.text(
+            column * cell + side / 2,
+            row * cell - 0.5,
+            f"pred {int(predictions[index])} / true {int(labels[index])}",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color="tab:red",
+        )
     axes.set_xlim(-0.5, columns * cell - gap - 0.5)
     axes.set_ylim(rows * cell - gap - 0.5, -4.5)
     axes.axis("off")
     if not len(wrong):
         axes.text(0.5, 0.5, "no misclassified validation digits", transform=axes.transAxes, ha="center", va="center")
-    count = f"{len(wrong):,} of {len(labels):,} validation digits misclassified" + (f"; first {len(shown)} shown" if len(wrong) > len(shown) else "")
+    count = f"{len(wrong):,} of {len(labels):,} validation digits misclassified" + (
+        f"; first {len(shown)} shown" if len(wrong) > len(shown) else ""
+    )
     figure.suptitle(f"{title}\n{count}" if title else count, fontsize=9)
     return _png(figure)
 

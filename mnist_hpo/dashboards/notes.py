@@ -149,7 +149,10 @@ def trial_note(
         ("parameters", user_attrs.get("parameters", "-")),
         ("mult-adds per image", _mult_adds(user_attrs.get("mult_adds"))),
         ("device", user_attrs.get("device", "-")),
-        ("training images/s (last epoch)", f"{round(user_attrs['images_per_s']):,}" if isinstance(user_attrs.get("images_per_s"), (int, float)) else "-"),
+        (
+            "training images/s (last epoch)",
+            f"{round(user_attrs['images_per_s']):,}" if isinstance(user_attrs.get("images_per_s"), (int, float)) else "-",
+        ),
         ("seed", user_attrs.get("seed", "-")),
     ]
     if user_attrs.get("seconds") is not None:
@@ -166,7 +169,9 @@ def trial_note(
             parts += ["### Architecture", architecture_table(spec)]
         except Exception as exc:  # a spec this version cannot build: the note still says the rest
             parts += ["### Architecture", f"(cannot build the model spec: {exc})"]
-    pictures = "learning curves, confusion matrix and misclassified validation digits, and the checkpoint" if completed else "learning curves"
+    pictures = (
+        "learning curves, confusion matrix and misclassified validation digits, and the checkpoint" if completed else "learning curves"
+    )
     parts.append(f"This trial's artifacts hold its {pictures}. All accuracies are on the validation split.")
     return "\n\n".join(parts) + "\n"
 
@@ -181,14 +186,22 @@ def study_note(name: str, user_attrs: Mapping[str, Any]) -> str:
     command = settings.get("command")
     if command:
         parts += ["Created by:", f"```\n{command}\n```"]
-    rows = [(key, settings.get(key)) for key in ("profile", "objectives", "epochs", "sampler", "pruner", "seed",
-                                                 "max_params", "n_trials", "train_subset") if settings.get(key) is not None]
+    rows = [
+        (key, settings.get(key))
+        for key in ("profile", "objectives", "epochs", "sampler", "pruner", "seed", "max_params", "n_trials", "train_subset")
+        if settings.get(key) is not None
+    ]
     rows += stop_rule_rows(settings)
     warm = user_attrs.get(WARM_START_ATTR) or {}
     if warm:
         copied = sum((warm.get("copied") or {}).values())
-        rows.append(("warm start", f"{copied} finished trials copied from study {warm.get('study')} (labelled copied_from; "
-                                   "they seed the sampler and count in no budget, best or front)"))
+        rows.append(
+            (
+                "warm start",
+                f"{copied} finished trials copied from study {warm.get('study')} (labelled copied_from; "
+                "they seed the sampler and count in no budget, best or front)",
+            )
+        )
     if user_attrs.get("data_source"):
         rows.append(("data", user_attrs["data_source"]))
     versions = settings.get("versions") or {}
@@ -199,12 +212,13 @@ def study_note(name: str, user_attrs: Mapping[str, Any]) -> str:
     space = settings.get("space") or {}
     if space:
         parts += ["### Search space", _table(("parameter", "searched as"), Space.from_dict(space).describe(), "ll")]
-    parts.append("Trial 0 is the published configuration. Trials are chosen on the validation split; "
-                 "the test set is only reported (`mnist-hpo best --test`), labelled as test.")
+    parts.append(
+        "Trial 0 is the published configuration. Trials are chosen on the validation split; "
+        "the test set is only reported (`mnist-hpo best --test`), labelled as test."
+    )
     stops = [f"- stopped early: {reason}" for reason in user_attrs.get(LIFTED_ATTR) or []]
     if user_attrs.get(STOPPED_ATTR):
         stops.append(f"- stopped early: {user_attrs[STOPPED_ATTR]}")
     if stops:
         parts += [STOPS_HEADING, "\n".join(stops)]
     return "\n\n".join(parts) + "\n"
-

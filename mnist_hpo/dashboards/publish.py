@@ -51,20 +51,28 @@ def publish_trial(
         storage.upload_bytes(trial, artifacts, figures.CURVES, figures.learning_curves_png(curve, title, reason), PNG)
         if completed and predictions is not None and val_labels is not None and val_images is not None:
             storage.upload_bytes(trial, artifacts, figures.CONFUSION, figures.confusion_matrix_png(val_labels, predictions, title), PNG)
-            storage.upload_bytes(trial, artifacts, figures.MISCLASSIFIED,
-                                 figures.misclassified_png(val_images, val_labels, predictions, title), PNG)
+            storage.upload_bytes(
+                trial, artifacts, figures.MISCLASSIFIED, figures.misclassified_png(val_images, val_labels, predictions, title), PNG
+            )
         _save_notes(trial, curve, completed, reason, val_accuracy, epochs)
     except Exception as exc:  # pictures are a convenience: never lose a trained trial over them
         console.print(f"trial {trial.number}: dashboard pictures/notes not saved ({type(exc).__name__}: {exc})")
     return time.perf_counter() - started
 
 
-def _save_notes(trial: optuna.Trial, curve: Sequence[Mapping[str, Any]], completed: bool, reason: str | None,
-                val_accuracy: float | None, epochs: int | None) -> None:
+def _save_notes(
+    trial: optuna.Trial,
+    curve: Sequence[Mapping[str, Any]],
+    completed: bool,
+    reason: str | None,
+    val_accuracy: float | None,
+    epochs: int | None,
+) -> None:
     from optuna_dashboard import save_note
 
-    note = notes.trial_note(trial.number, trial.user_attrs, curve, completed=completed, stopped=reason,
-                            val_accuracy=val_accuracy, epochs=epochs)
+    note = notes.trial_note(
+        trial.number, trial.user_attrs, curve, completed=completed, stopped=reason, val_accuracy=val_accuracy, epochs=epochs
+    )
     save_note(trial, note)
     ensure_study_note(trial.study)
 

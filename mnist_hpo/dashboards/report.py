@@ -98,11 +98,11 @@ def render_report(study: optuna.Study, storage_handle: Any, store: Any = None, a
         _best_pictures(storage_handle, ranked, store, artifacts_folder),
     ]
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>mnist-hpo report: {name}</title>\n"
-        f"<style>{_STYLE}</style>\n<script type=\"text/javascript\">{get_plotlyjs()}</script>\n</head>\n<body>\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>mnist-hpo report: {name}</title>\n'
+        f'<style>{_STYLE}</style>\n<script type="text/javascript">{get_plotlyjs()}</script>\n</head>\n<body>\n'
         + "\n".join(sections)
-        + f"\n<p class=\"note\">Written by mnist-hpo {html.escape(_version())} with Optuna {html.escape(optuna.__version__)} "
+        + f'\n<p class="note">Written by mnist-hpo {html.escape(_version())} with Optuna {html.escape(optuna.__version__)} '
         f"on {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}. Self-contained: no network needed to view it.</p>\n"
         "</body>\n</html>\n"
     )
@@ -136,8 +136,13 @@ def _header(study: optuna.Study, trials: list[FrozenTrial], settings: dict[str, 
     rows: list[tuple[str, Any]] = [("trials", f"{len(trials)} ({count_text or 'none yet'})")]
     if copied:
         source = (study.user_attrs.get(WARM_START_ATTR) or {}).get("study", "?")
-        rows.append(("warm start", f"{copied} finished trials copied from study {source}: they seeded the sampler and are "
-                                   "left out of every count, ranking and figure here"))
+        rows.append(
+            (
+                "warm start",
+                f"{copied} finished trials copied from study {source}: they seeded the sampler and are "
+                "left out of every count, ranking and figure here",
+            )
+        )
     rows += stop_rule_rows(settings)
     for reason in study.user_attrs.get(LIFTED_ATTR) or []:
         rows.append(("stopped early (lifted since)", reason))
@@ -167,25 +172,33 @@ def _honest_numbers(study: optuna.Study, ranked: list[FrozenTrial], multi: bool)
         return "\n".join(parts)
     best = ranked[0]
     tested = study.user_attrs.get("test_accuracy") or {}
-    rows = [(
-        f"best by validation: trial {best.number}",
-        _Raw(f"<span class=\"split\">validation</span> {_percent(best.values[0])}"),
-        _Raw(f"<span class=\"split\">test</span> {_percent(tested[str(best.number)])} (measured once, after selection)")
-        if str(best.number) in tested else "test: not measured (run mnist-hpo best --test)",
-    )]
+    rows = [
+        (
+            f"best by validation: trial {best.number}",
+            _Raw(f'<span class="split">validation</span> {_percent(best.values[0])}'),
+            _Raw(f'<span class="split">test</span> {_percent(tested[str(best.number)])} (measured once, after selection)')
+            if str(best.number) in tested
+            else "test: not measured (run mnist-hpo best --test)",
+        )
+    ]
     for number, value in sorted(tested.items(), key=lambda item: int(item[0])):
         if number != str(best.number):
-            rows.append((f"trial {number}", "", _Raw(f"<span class=\"split\">test</span> {_percent(value)}")))
+            rows.append((f"trial {number}", "", _Raw(f'<span class="split">test</span> {_percent(value)}')))
     parts.append(_table(("", "validation accuracy (selection)", "test accuracy (reported only)"), rows))
     if multi:
         front = sorted(own_pareto_front(study), key=lambda t: t.values[1])
         parts.append("<p>Pareto front (validation accuracy against parameters):</p>")
-        parts.append(_table(
-            ("trial", "validation accuracy", "parameters"),
-            [(t.number, _percent(t.values[0]), f"{int(t.values[1]):,}") for t in front], numeric=(0, 1, 2),
-        ))
-    parts.append("<p class=\"note\">Every accuracy here is on the validation split unless it says test. Trials were chosen "
-                 "on validation; the test set never influenced a choice.</p>")
+        parts.append(
+            _table(
+                ("trial", "validation accuracy", "parameters"),
+                [(t.number, _percent(t.values[0]), f"{int(t.values[1]):,}") for t in front],
+                numeric=(0, 1, 2),
+            )
+        )
+    parts.append(
+        '<p class="note">Every accuracy here is on the validation split unless it says test. Trials were chosen '
+        "on validation; the test set never influenced a choice.</p>"
+    )
     return "\n".join(parts)
 
 
@@ -196,25 +209,44 @@ def _figures_section(study: optuna.Study, complete: list[FrozenTrial], multi: bo
     target_name = "validation accuracy"
     kwargs: dict[str, Any] = {"target": target, "target_name": target_name}
     plots: list[tuple[str, str, Callable[[], Any]]] = [
-        ("Optimisation history", "Validation accuracy of every completed trial and the best so far.",
-         lambda: vis.plot_optimization_history(study, **kwargs)),
+        (
+            "Optimisation history",
+            "Validation accuracy of every completed trial and the best so far.",
+            lambda: vis.plot_optimization_history(study, **kwargs),
+        ),
     ]
     if not multi:
-        plots.append(("Intermediate values", "Validation accuracy after each epoch, for every trial; pruned trials are dotted "
-                      "and stop early.", lambda: _intermediate_values(study)))
+        plots.append(
+            (
+                "Intermediate values",
+                "Validation accuracy after each epoch, for every trial; pruned trials are dotted and stop early.",
+                lambda: _intermediate_values(study),
+            )
+        )
     plots += [
-        ("Parameter importances", "PED-ANOVA importance of each hyperparameter for validation accuracy.",
-         lambda: vis.plot_param_importances(study, **kwargs)),
-        ("Parallel coordinates", "Each line is a completed trial, coloured by validation accuracy.",
-         lambda: vis.plot_parallel_coordinate(study, **kwargs)),
+        (
+            "Parameter importances",
+            "PED-ANOVA importance of each hyperparameter for validation accuracy.",
+            lambda: vis.plot_param_importances(study, **kwargs),
+        ),
+        (
+            "Parallel coordinates",
+            "Each line is a completed trial, coloured by validation accuracy.",
+            lambda: vis.plot_parallel_coordinate(study, **kwargs),
+        ),
         ("Slices", "Validation accuracy against each hyperparameter.", lambda: vis.plot_slice(study, **kwargs)),
     ]
     if multi:
-        plots.append(("Pareto front", "Validation accuracy against parameter count; the front is highlighted.",
-                      lambda: vis.plot_pareto_front(study, target_names=["validation accuracy", "parameters"])))
+        plots.append(
+            (
+                "Pareto front",
+                "Validation accuracy against parameter count; the front is highlighted.",
+                lambda: vis.plot_pareto_front(study, target_names=["validation accuracy", "parameters"]),
+            )
+        )
     parts = ["<h2>The search</h2>"]
     for index, (title, caption, make) in enumerate(plots):
-        parts.append(f"<h3>{html.escape(title)}</h3>\n<p class=\"note\">{html.escape(caption)}</p>")
+        parts.append(f'<h3>{html.escape(title)}</h3>\n<p class="note">{html.escape(caption)}</p>')
         parts.append(_plot_html(make, f"plot-{index}", len(complete)))
     return "\n".join(parts)
 
@@ -239,15 +271,15 @@ def _intermediate_values(study: optuna.Study) -> Any:
 
 def _plot_html(make: Callable[[], Any], div_id: str, completed: int) -> str:
     if completed < 2:
-        return "<p class=\"note\">(needs at least two completed trials)</p>"
+        return '<p class="note">(needs at least two completed trials)</p>'
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ExperimentalWarning, "not enough trials" user warnings
             figure = make()
     except (ValueError, RuntimeError, ZeroDivisionError) as exc:
-        return f"<p class=\"note\">(not available for this study: {html.escape(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)})</p>"
+        return f'<p class="note">(not available for this study: {html.escape(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)})</p>'
     figure.update_layout(height=480, margin={"l": 60, "r": 30, "t": 50, "b": 50})
-    return "<div class=\"figure\">" + figure.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG) + "</div>"
+    return '<div class="figure">' + figure.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG) + "</div>"
 
 
 def _top_trials(ranked: list[FrozenTrial], multi: bool) -> str:
@@ -258,18 +290,26 @@ def _top_trials(ranked: list[FrozenTrial], multi: bool) -> str:
         attrs = trial.user_attrs
         params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
         mult_adds = attrs.get("mult_adds")
-        rows.append((
-            rank, trial.number, _percent(trial.values[0]),
-            f"{attrs['parameters']:,}" if isinstance(attrs.get("parameters"), int) else "-",
-            f"{mult_adds / 1e6:.2f} M" if isinstance(mult_adds, (int, float)) else "-",
-            f"{attrs.get('best_epoch', '-')} / {attrs.get('epochs_run', '-')}",
-            f"{attrs['seconds']:.1f}" if isinstance(attrs.get("seconds"), (int, float)) else "-", params,
-        ))
+        rows.append(
+            (
+                rank,
+                trial.number,
+                _percent(trial.values[0]),
+                f"{attrs['parameters']:,}" if isinstance(attrs.get("parameters"), int) else "-",
+                f"{mult_adds / 1e6:.2f} M" if isinstance(mult_adds, (int, float)) else "-",
+                f"{attrs.get('best_epoch', '-')} / {attrs.get('epochs_run', '-')}",
+                f"{attrs['seconds']:.1f}" if isinstance(attrs.get("seconds"), (int, float)) else "-",
+                params,
+            )
+        )
     note = " (ranked by validation accuracy; the Pareto front is listed above)" if multi else ""
     return (
-        f"<h2>Top {min(TOP_TRIALS, len(ranked))} trials</h2>\n<p class=\"note\">Completed trials by validation accuracy{note}.</p>\n"
-        + _table(("rank", "trial", "validation accuracy", "parameters", "mult-adds", "best epoch / run", "seconds", "hyperparameters"),
-                 rows, numeric=(0, 1, 2, 3, 4, 5, 6))
+        f'<h2>Top {min(TOP_TRIALS, len(ranked))} trials</h2>\n<p class="note">Completed trials by validation accuracy{note}.</p>\n'
+        + _table(
+            ("rank", "trial", "validation accuracy", "parameters", "mult-adds", "best epoch / run", "seconds", "hyperparameters"),
+            rows,
+            numeric=(0, 1, 2, 3, 4, 5, 6),
+        )
     )
 
 
@@ -284,12 +324,14 @@ def _best_pictures(storage_handle: Any, ranked: list[FrozenTrial], store: Any, f
     parts = [f"<h2>Best trial {best.number}: validation pictures</h2>"]
     if store is None:
         where = f"The artifact folder {html.escape(str(folder))} is missing" if folder is not None else "No artifact folder was given"
-        parts.append(f"<p class=\"note\">{where}, so its pictures cannot be shown; pass --artifacts.</p>")
+        parts.append(f'<p class="note">{where}, so its pictures cannot be shown; pass --artifacts.</p>')
         return "\n".join(parts)
     images = []
-    for name, alt in ((figures.CONFUSION, "confusion matrix on the validation split"),
-                      (figures.MISCLASSIFIED, "misclassified validation digits, predicted / true"),
-                      (figures.CURVES, "learning curves")):
+    for name, alt in (
+        (figures.CONFUSION, "confusion matrix on the validation split"),
+        (figures.MISCLASSIFIED, "misclassified validation digits, predicted / true"),
+        (figures.CURVES, "learning curves"),
+    ):
         artifact_id = storage.find_artifact(storage_handle, best, name)
         if artifact_id is None:
             continue
@@ -297,10 +339,14 @@ def _best_pictures(storage_handle: Any, ranked: list[FrozenTrial], store: Any, f
             data = storage.download_bytes(store, artifact_id)
         except UserError:
             continue
-        images.append(f"<img alt=\"{html.escape(alt)}\" title=\"{html.escape(alt)}\" src=\"data:image/png;base64,{base64.b64encode(data).decode()}\">")
+        images.append(
+            f'<img alt="{html.escape(alt)}" title="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+        )
     if not images:
-        parts.append("<p class=\"note\">This trial has no pictures in the artifact folder (a study from before pictures "
-                     "were recorded, or another --artifacts folder).</p>")
+        parts.append(
+            '<p class="note">This trial has no pictures in the artifact folder (a study from before pictures '
+            "were recorded, or another --artifacts folder).</p>"
+        )
     else:
-        parts.append("<div class=\"pictures\">" + "\n".join(images) + "</div>")
+        parts.append('<div class="pictures">' + "\n".join(images) + "</div>")
     return "\n".join(parts)

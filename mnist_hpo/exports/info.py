@@ -64,7 +64,9 @@ def input_convention(fmt: str, input_dtype: str) -> str:
     """What a file of this format must be fed, in one sentence."""
     if fmt in ("onnx", "pt2"):
         return RAW_PIXELS.format(dtype=input_dtype)
-    return f"the stored network takes {NETWORK_INPUT['network_input']} of {NETWORK_INPUT['pixels']}; mnist-hpo's predict applies this scaling"
+    return (
+        f"the stored network takes {NETWORK_INPUT['network_input']} of {NETWORK_INPUT['pixels']}; mnist-hpo's predict applies this scaling"
+    )
 
 
 def split_line(info: ExportInfo, split: str) -> str:

@@ -61,7 +61,9 @@ def load(data: bytes, name: str) -> tuple[Callable[[torch.Tensor], torch.Tensor]
     graph_input = inputs[0] if len(inputs) == 1 else None
     dtype = _NUMPY_DTYPES.get(getattr(graph_input, "type", ""))
     if graph_input is None or dtype is None or graph_input.name != INPUT_NAME:
-        raise CheckpointError(f"{name} is not an ONNX export of mnist-hpo (no uint8/float32 input named {INPUT_NAME!r}); re-export it with `mnist-hpo export --format onnx`")
+        raise CheckpointError(
+            f"{name} is not an ONNX export of mnist-hpo (no uint8/float32 input named {INPUT_NAME!r}); re-export it with `mnist-hpo export --format onnx`"
+        )
 
     def logits(pixels: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run([OUTPUT_NAMES[0]], {INPUT_NAME: pixels.numpy().astype(dtype)})[0])

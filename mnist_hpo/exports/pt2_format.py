@@ -45,7 +45,9 @@ def load(data: bytes, name: str) -> tuple[Callable[[torch.Tensor], torch.Tensor]
     try:
         program = torch.export.load(io.BytesIO(data), extra_files=extra)
     except Exception as exc:  # torch raises many types for a damaged archive
-        raise CheckpointError(f"{name} is a .pt2 archive torch.export cannot load ({str(exc).splitlines()[0][:100]}); re-export it") from None
+        raise CheckpointError(
+            f"{name} is a .pt2 archive torch.export cannot load ({str(exc).splitlines()[0][:100]}); re-export it"
+        ) from None
     try:
         props = json.loads(extra[EXTRA_NAME] or "{}")
     except json.JSONDecodeError:
@@ -64,11 +66,17 @@ def check_plain_tensors(data: bytes, name: str) -> None:
         for config in _CONFIGS:
             if config in members:
                 entries = json.loads(archive.read(f"{root}/{config}")).get("config", {})
-                pickled += [key for key, entry in entries.items() if entry.get("use_pickle") or not str(entry.get("path_name", "")).startswith(("weight_", "tensor_"))]
+                pickled += [
+                    key
+                    for key, entry in entries.items()
+                    if entry.get("use_pickle") or not str(entry.get("path_name", "")).startswith(("weight_", "tensor_"))
+                ]
         for member in (m for m in members if m.startswith("data/sample_inputs/")):
             try:
                 torch.load(io.BytesIO(archive.read(f"{root}/{member}")), weights_only=True)
             except Exception:
                 pickled.append(member)
     if unexpected or pickled:
-        raise CheckpointError(f"{name} holds members torch.export.load would unpickle ({', '.join((unexpected + pickled)[:3])}); mnist-hpo refuses it: re-export it with `mnist-hpo export --format pt2`")
+        raise CheckpointError(
+            f"{name} holds members torch.export.load would unpickle ({', '.join((unexpected + pickled)[:3])}); mnist-hpo refuses it: re-export it with `mnist-hpo export --format pt2`"
+        )

@@ -65,14 +65,18 @@ def open_export(path: Path, device: str | torch.device = "cpu") -> ExportedModel
     path = Path(path)
     if not path.is_file():
         what = "is a folder" if path.is_dir() else "does not exist"
-        raise CheckpointError(f"checkpoint {path} {what}; pass the path of a file written by `mnist-hpo export`, `ensemble` or `train --save`")
+        raise CheckpointError(
+            f"checkpoint {path} {what}; pass the path of a file written by `mnist-hpo export`, `ensemble` or `train --save`"
+        )
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror}); check its permissions") from None
     fmt, name = sniff(data), str(path)
     if fmt is None:
-        raise CheckpointError(f"checkpoint {name} cannot be read: it is none of the formats mnist-hpo writes (pt, pt2, safetensors, onnx); re-export it with `mnist-hpo export`")
+        raise CheckpointError(
+            f"checkpoint {name} cannot be read: it is none of the formats mnist-hpo writes (pt, pt2, safetensors, onnx); re-export it with `mnist-hpo export`"
+        )
     if fmt == "pt":
         model, payload = load_checkpoint(data, name)
         return _network(fmt, {k: v for k, v in payload.items() if k != "state_dict"}, model, device)

@@ -20,11 +20,19 @@ if TYPE_CHECKING:
     from mnist_hpo.models.family import FamilyCNN, build_family
 
 _WHERE = {
-    "MODELS": "_registry", "build_model": "_registry", "count_parameters": "_registry", "model_names": "_registry",
-    "mult_adds": "_registry", "summary_table": "_registry",
-    "IMAGE_SIDE": "config", "PAPER_CONFIGS": "config", "FamilyConfig": "config", "max_conv_layers": "config",
+    "MODELS": "_registry",
+    "build_model": "_registry",
+    "count_parameters": "_registry",
+    "model_names": "_registry",
+    "mult_adds": "_registry",
+    "summary_table": "_registry",
+    "IMAGE_SIDE": "config",
+    "PAPER_CONFIGS": "config",
+    "FamilyConfig": "config",
+    "max_conv_layers": "config",
     "SoftmaxAverage": "ensemble",
-    "FamilyCNN": "family", "build_family": "family",
+    "FamilyCNN": "family",
+    "build_family": "family",
 }
 __all__ = [
     "IMAGE_SIDE",
@@ -42,4 +50,3 @@ __all__ = [
     "summary_table",
 ]
 __getattr__ = lazy_names(__name__, _WHERE)
-

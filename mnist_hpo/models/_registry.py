@@ -81,5 +81,3 @@ def summary_table(model: nn.Module) -> str:
     """
     table = str(_torchinfo_summary(model))
     return re.sub(r"\(Units\.(\w+)\)", lambda unit: f"({_UNIT.get(unit.group(1), unit.group(1).lower())})", table)
-
-

@@ -75,8 +75,15 @@ def queue_budget(study: optuna.Study, settings: StudySettings, count: int, basel
 BudgetRule = Callable[[StudySettings | None, BudgetView | None], int]
 
 
-def ensure_budget_study(storage: BaseStorage, name: str, settings: StudySettings, *, budget: BudgetRule,
-                        data_source: str | None = None, copies: Sequence[FrozenTrial] = ()) -> tuple[optuna.Study, StudySettings, str]:
+def ensure_budget_study(
+    storage: BaseStorage,
+    name: str,
+    settings: StudySettings,
+    *,
+    budget: BudgetRule,
+    data_source: str | None = None,
+    copies: Sequence[FrozenTrial] = (),
+) -> tuple[optuna.Study, StudySettings, str]:
     """Create study ``name`` with its budget queued, or bring an existing one to the budget ``budget()`` says.
 
     ``budget(stored, view)`` gets the stored settings and trial counts (None, None for a new study)
@@ -98,7 +105,11 @@ def ensure_budget_study(storage: BaseStorage, name: str, settings: StudySettings
         if data_source:
             study.set_user_attr("data_source", data_source)
         settings.save(study)  # last: a study with settings has its whole budget queued
-        return study, settings, f"created study {name!r} with a budget of {settings.n_trials} trials (trial 0 is the published {settings.profile} baseline){warm}"
+        return (
+            study,
+            settings,
+            f"created study {name!r} with a budget of {settings.n_trials} trials (trial 0 is the published {settings.profile} baseline){warm}",
+        )
 
     study_id = storage.get_study_id_from_name(name)
     stored = wait_for_settings(study, storage)

@@ -41,8 +41,10 @@ def print_outcome(study: optuna.Study, settings: StudySettings, where: str) -> N
     stopped = study.user_attrs.get(STOPPED_ATTR)
     if stopped:
         waiting = sum(t.state == TrialState.WAITING for t in trials)
-        console.print(f"stopped early: {stopped}; {waiting} queued trials stay queued. Continue with `mnist-hpo search {where}` "
-                      "(no stop rule: on to the budget), or with --n-trials N and a rule to re-arm it")
+        console.print(
+            f"stopped early: {stopped}; {waiting} queued trials stay queued. Continue with `mnist-hpo search {where}` "
+            "(no stop rule: on to the budget), or with --n-trials N and a rule to re-arm it"
+        )
     if not completed:
         console.print("no trial completed yet; run `mnist-hpo search` again to add trials")
         return
@@ -78,5 +80,7 @@ def baseline_comparison(best: FrozenTrial, trials: list[FrozenTrial]) -> str:
         gain = f"the baseline was {baseline.state.name.lower()} ({b.get('stopped') or 'no final value'})"
     ours, theirs = s.get("parameters", 0), b.get("parameters", 0)
     size = f"{theirs / ours:.1f}x fewer" if 0 < ours <= theirs else f"{ours / max(1, theirs):.1f}x more"
-    return (f"against the published baseline (trial {baseline.number}): {gain}; {size} parameters "
-            f"({ours:,} vs {theirs:,}); {s.get('seconds', 0):.0f} s vs {b.get('seconds', 0):.0f} s of training")
+    return (
+        f"against the published baseline (trial {baseline.number}): {gain}; {size} parameters "
+        f"({ours:,} vs {theirs:,}); {s.get('seconds', 0):.0f} s vs {b.get('seconds', 0):.0f} s of training"
+    )

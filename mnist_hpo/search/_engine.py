@@ -59,11 +59,22 @@ class WorkerReport:
 class Worker:
     """Take waiting trials of ``study`` and run ``objective`` on them until the study's budget is met."""
 
-    def __init__(self, study: optuna.Study, storage: BaseStorage, objective: Objective, faults: Faults, *,
-                 label: str | None = None, gpu: dict[str, Any] | None = None, timeout: float | None = None,
-                 on_trial: Callable[[FrozenTrial], None] | None = None, on_poll: Callable[[BudgetView], None] | None = None,
-                 interrupts: Interrupts | None = None, stop_rule: StopRule | None = None,
-                 on_refused: Callable[[optuna.Study, int], str] | None = None) -> None:
+    def __init__(
+        self,
+        study: optuna.Study,
+        storage: BaseStorage,
+        objective: Objective,
+        faults: Faults,
+        *,
+        label: str | None = None,
+        gpu: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        on_trial: Callable[[FrozenTrial], None] | None = None,
+        on_poll: Callable[[BudgetView], None] | None = None,
+        interrupts: Interrupts | None = None,
+        stop_rule: StopRule | None = None,
+        on_refused: Callable[[optuna.Study, int], str] | None = None,
+    ) -> None:
         stores.check_optuna()
         self.study = study
         self.storage = storage

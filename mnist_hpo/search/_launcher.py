@@ -105,8 +105,19 @@ def refuse_shared_sqlite(url: str, workers: int) -> None:
         )
 
 
-def launch_workers(url: str, storage: BaseStorage, study: optuna.Study, slots: list[Slot], faults: Faults, *,
-                   device: str, artifacts: str | Path | None, seed: int | None, timeout: float | None, again: str) -> None:
+def launch_workers(
+    url: str,
+    storage: BaseStorage,
+    study: optuna.Study,
+    slots: list[Slot],
+    faults: Faults,
+    *,
+    device: str,
+    artifacts: str | Path | None,
+    seed: int | None,
+    timeout: float | None,
+    again: str,
+) -> None:
     """Start one `mnist-hpo worker` process per slot and show their combined progress until all exit.
 
     Their logs are local files: in the artifact folder, or ./mnist-hpo-worker-logs with an object store.
@@ -133,13 +144,25 @@ def launch_workers(url: str, storage: BaseStorage, study: optuna.Study, slots: l
         console.print(f"worker {slot.index} exited with status {code}: {last_error(log)} (log: {log})")
     if failed and not view.met:
         slot, code, log = failed[0]
-        raise UserError(f"{len(failed)} of {len(slots)} workers failed before the budget was met ({view.describe()}); "
-                        f"worker {slot.index}: {last_error(log)}; continue with `{again}`")
+        raise UserError(
+            f"{len(failed)} of {len(slots)} workers failed before the budget was met ({view.describe()}); "
+            f"worker {slot.index}: {last_error(log)}; continue with `{again}`"
+        )
     console.print(f"all workers done: {view.describe()}")
 
 
-def _start(url: str, study: str, slot: Slot, faults: Faults, threads: int, device: str, artifacts: str, seed: int | None,
-           timeout: float | None, logs: Path) -> tuple[Slot, subprocess.Popen, Path]:
+def _start(
+    url: str,
+    study: str,
+    slot: Slot,
+    faults: Faults,
+    threads: int,
+    device: str,
+    artifacts: str,
+    seed: int | None,
+    timeout: float | None,
+    logs: Path,
+) -> tuple[Slot, subprocess.Popen, Path]:
     env = dict(os.environ)
     env[stores.STORAGE_ENV] = url
     env[THREADS_ENV] = env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
@@ -175,8 +198,11 @@ def _watch(study: optuna.Study, processes: list[tuple[Slot, subprocess.Popen, Pa
                     console.print(f"{trial_line(trial)}  ({trial.user_attrs.get('worker', '?')})")
             counts = Counter(t.state for t in own_trials(trials))
             alive = sum(1 for _, p, _ in processes if p.poll() is None)
-            bar.update(task, completed=counts[TrialState.COMPLETE] + counts[TrialState.PRUNED],
-                       description=f"{counts[TrialState.RUNNING]} running on {alive} workers")
+            bar.update(
+                task,
+                completed=counts[TrialState.COMPLETE] + counts[TrialState.PRUNED],
+                description=f"{counts[TrialState.RUNNING]} running on {alive} workers",
+            )
 
         try:
             with Interrupts().installed():  # Ctrl-C or SIGTERM to this process stops the workers cleanly

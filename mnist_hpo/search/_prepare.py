@@ -80,10 +80,23 @@ def new_settings(request: SearchRequest, profile: Profile) -> StudySettings:
     if multi and (request.stop_after is not None or request.target is not None or request.terminator):
         raise UserError("--stop-after, --target and --terminator watch one objective; leave them out with --objectives accuracy,params")
     return StudySettings(
-        profile=profile.name, space=space.to_dict(), objectives=objectives, epochs=epochs,
-        data=profile.data, train_subset=profile.train_subset, epoch_images=profile.epoch_images, max_params=request.max_params,
-        seed=request.seed, sampler=sampler, pruner=pruner, stop_after=request.stop_after, target=request.target,
-        terminator=request.terminator, warm_start=request.warm_start, versions=library_versions(), command=request.command,
+        profile=profile.name,
+        space=space.to_dict(),
+        objectives=objectives,
+        epochs=epochs,
+        data=profile.data,
+        train_subset=profile.train_subset,
+        epoch_images=profile.epoch_images,
+        max_params=request.max_params,
+        seed=request.seed,
+        sampler=sampler,
+        pruner=pruner,
+        stop_after=request.stop_after,
+        target=request.target,
+        terminator=request.terminator,
+        warm_start=request.warm_start,
+        versions=library_versions(),
+        command=request.command,
     )
 
 
@@ -116,7 +129,9 @@ def create_budget(request: SearchRequest, profile: Profile, asked: StudySettings
                 raise UserError(f"study {request.study!r} has no trial budget yet (an older mnist-hpo made it); pass --n-trials N")
             return stored.n_trials
         if stored.n_trials is not None and request.n_trials < stored.n_trials:
-            raise UserError(f"study {request.study!r} already has a budget of {stored.n_trials} trials; a budget can be raised, not lowered")
+            raise UserError(
+                f"study {request.study!r} already has a budget of {stored.n_trials} trials; a budget can be raised, not lowered"
+            )
         assert view is not None
         return max(request.n_trials, view.finished)
 
@@ -126,8 +141,12 @@ def create_budget(request: SearchRequest, profile: Profile, asked: StudySettings
 def check_same_study(request: SearchRequest, stored: StudySettings, asked: StudySettings) -> None:
     """`study create` on an existing study: every option given must agree with what it recorded."""
     given = {
-        "profile": request.profile, "epochs": request.epochs, "max_params": request.max_params, "seed": request.seed,
-        "sampler": request.sampler, "pruner": request.pruner,
+        "profile": request.profile,
+        "epochs": request.epochs,
+        "max_params": request.max_params,
+        "seed": request.seed,
+        "sampler": request.sampler,
+        "pruner": request.pruner,
         "space": asked.space if request.space_file is not None else None,
     }
     differ = [key for key, value in given.items() if value is not None and getattr(stored, key) != value]

@@ -55,8 +55,14 @@ class Faults:
         return replace(self, grace_period=grace)
 
     def cli_args(self) -> list[str]:
-        return ["--heartbeat-interval", str(self.heartbeat_interval), "--grace-period", str(self.grace_period),
-                "--max-retries", str(self.max_retries)]
+        return [
+            "--heartbeat-interval",
+            str(self.heartbeat_interval),
+            "--grace-period",
+            str(self.grace_period),
+            "--max-retries",
+            str(self.max_retries),
+        ]
 
 
 def retry_history(trial: FrozenTrial) -> list[int]:
@@ -88,9 +94,14 @@ def requeue(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> str:
         return f"trial {trial.number} ran out of retries ({max_retries}); a fresh trial takes its place"
     inherit = copy.deepcopy(trial)
     # "fixed_params" (how Optuna enqueues): a trial that died before sampling has no params of its own to pass on
-    inherit.system_attrs = {key: trial.system_attrs[key] for key in ("failed_trial", RETRY_KEY, "fixed_params") if key in trial.system_attrs}
-    inherit.user_attrs = {"retry_of": trial.number, "retry_history": history,
-                          **({"published_baseline": True} if trial.user_attrs.get("published_baseline") else {})}
+    inherit.system_attrs = {
+        key: trial.system_attrs[key] for key in ("failed_trial", RETRY_KEY, "fixed_params") if key in trial.system_attrs
+    }
+    inherit.user_attrs = {
+        "retry_of": trial.number,
+        "retry_history": history,
+        **({"published_baseline": True} if trial.user_attrs.get("published_baseline") else {}),
+    }
     RetryHeartbeatStaleTrialCallback(max_retry=max_retries)(study, inherit)
     return f"trial {trial.number} re-queued (retry {len(history)} of {max_retries})"
 
@@ -98,8 +109,9 @@ def requeue(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> str:
 class Heartbeats:
     """Heartbeats of this worker's trial, and the check that fails other workers' silent ones."""
 
-    def __init__(self, study: optuna.Study, storage: BaseStorage, study_id: int, faults: Faults,
-                 on_dead: Callable[[optuna.Study, FrozenTrial], Any]) -> None:
+    def __init__(
+        self, study: optuna.Study, storage: BaseStorage, study_id: int, faults: Faults, on_dead: Callable[[optuna.Study, FrozenTrial], Any]
+    ) -> None:
         self.study = study
         self.storage = storage
         self.study_id = study_id

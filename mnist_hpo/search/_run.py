@@ -24,7 +24,11 @@ from mnist_hpo.search.stopping import stop_rule_for
 from mnist_hpo.signals import Interrupts
 
 if TYPE_CHECKING:
+    import torch
+    from optuna.storages import BaseStorage
+
     from mnist_hpo.data import Splits
+    from mnist_hpo.search.objective import Objective
 
 THREADS_ENV = "MNIST_HPO_THREADS"  # CPU threads per worker process, set by the launcher
 
@@ -37,9 +41,14 @@ def quiet_optuna() -> None:
 
 def open_for_workers(url: str, faults: Faults, must_exist: bool = True) -> optuna.storages.BaseStorage:
     """The storage with heartbeats on, dead workers' trials re-queued by RetryDeadTrial, and one pooled connection."""
-    return stores.open_storage(url, must_exist=must_exist, heartbeat_interval=faults.heartbeat_interval,
-                               grace_period=faults.grace_period, stale_trial_callback=RetryDeadTrial(faults.max_retries),
-                               pool=stores.WORKER_POOL)
+    return stores.open_storage(
+        url,
+        must_exist=must_exist,
+        heartbeat_interval=faults.heartbeat_interval,
+        grace_period=faults.grace_period,
+        stale_trial_callback=RetryDeadTrial(faults.max_retries),
+        pool=stores.WORKER_POOL,
+    )
 
 
 def study_settings(study: optuna.Study, storage: optuna.storages.BaseStorage) -> StudySettings:
@@ -56,10 +65,20 @@ def study_settings(study: optuna.Study, storage: optuna.storages.BaseStorage) ->
     return settings
 
 
-def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", artifacts: str | Path | None = None,
-         seed: int | None = None, timeout: float | None = None, splits: Splits | None = None,
-         on_finish: Callable | None = None, on_stop: Callable[[optuna.Study, str], None] | None = None,
-         again: str | None = None) -> WorkerReport:
+def work(
+    url: str,
+    study_name: str,
+    faults: Faults,
+    *,
+    device: str = "auto",
+    artifacts: str | Path | None = None,
+    seed: int | None = None,
+    timeout: float | None = None,
+    splits: Splits | None = None,
+    on_finish: Callable | None = None,
+    on_stop: Callable[[optuna.Study, str], None] | None = None,
+    again: str | None = None,
+) -> WorkerReport:
     """Run one worker in this process against an existing study until its budget is met or a stop rule stops it.
 
     ``on_stop(study, reason)`` runs when the study stopped early (the dashboard note says why).
@@ -78,9 +97,39 @@ def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", art
     sampler = make_sampler(settings.sampler, seed, settings.multi_objective, constant_liar=True)
     study = stores.load_study(rdb, study_name, sampler=sampler, pruner=make_pruner(settings.pruner, settings.epochs))
     objective = Objective(settings, splits, target, store, seed=settings.seed or 0, on_finish=on_finish)
+    report = _run_engine(study, rdb, objective, faults, settings, splits, target, store, timeout=timeout, again=again)
+    label = worker_label()
+    assert report.view is not None
+    if report.stopped:
+        console.print(f"worker {label}: study {study_name!r} stopped early ({report.stopped}); it takes no more trials")
+        if on_stop:
+            on_stop(study, report.stopped)
+    console.print(
+        f"worker {label} ran {report.ran} trials ({report.finished} finished, {report.failed} failed); study {study_name!r}: {report.view.describe()}"
+    )
+    return report
+
+
+def _run_engine(
+    study: optuna.Study,
+    rdb: BaseStorage,
+    objective: Objective,
+    faults: Faults,
+    settings: StudySettings,
+    splits: Splits,
+    target: torch.device,
+    store: object,  # the artifact store, shown in the worker's first line
+    *,
+    timeout: float | None,
+    again: str | None,
+) -> WorkerReport:
+    """Announce this worker, then run the trial engine with a progress bar until it stops."""
+    study_name = study.study_name
     gpu = gpu_info(target)
     label = worker_label()
-    where = f"on {target}" + (f" ({gpu['name']}, CUDA_VISIBLE_DEVICES={gpu['cuda_visible_devices']})" if gpu else f", {_threads()} CPU threads")
+    where = f"on {target}" + (
+        f" ({gpu['name']}, CUDA_VISIBLE_DEVICES={gpu['cuda_visible_devices']})" if gpu else f", {_threads()} CPU threads"
+    )
     console.print(
         f"worker {label} joined study {study_name!r} in {stores.describe(rdb)} {where}, artifacts in {store}; "
         f"heartbeat every {faults.heartbeat_interval} s, grace {faults.grace_period} s, up to {faults.max_retries} retries"
@@ -93,13 +142,26 @@ def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", art
             bar.update(task, total=view.budget, completed=view.finished)
 
         def on_epoch(trial: optuna.Trial, report) -> None:
-            bar.update(task, description=f"trial {trial.number} epoch {report.epoch}/{settings.epochs} (validation {100 * report.val_accuracy:.2f}%)")
+            bar.update(
+                task,
+                description=f"trial {trial.number} epoch {report.epoch}/{settings.epochs} (validation {100 * report.val_accuracy:.2f}%)",
+            )
 
         objective.on_epoch = on_epoch
-        engine = Worker(study, rdb, objective, faults, label=label, gpu=gpu, timeout=timeout,
-                        on_trial=lambda trial: console.print(trial_line(trial)), on_poll=on_poll, interrupts=interrupts,
-                        stop_rule=stop_rule_for(settings, len(splits.val)),
-                        on_refused=objective.abandon)
+        engine = Worker(
+            study,
+            rdb,
+            objective,
+            faults,
+            label=label,
+            gpu=gpu,
+            timeout=timeout,
+            on_trial=lambda trial: console.print(trial_line(trial)),
+            on_poll=on_poll,
+            interrupts=interrupts,
+            stop_rule=stop_rule_for(settings, len(splits.val)),
+            on_refused=objective.abandon,
+        )
         try:
             report = engine.run()
         except KeyboardInterrupt:
@@ -107,12 +169,6 @@ def work(url: str, study_name: str, faults: Faults, *, device: str = "auto", art
                 "interrupted: the running trial was marked FAIL and re-queued; any worker resumes it "
                 f"(`{again or f'mnist-hpo worker --study {study_name}'}`)"
             ) from None
-    assert report.view is not None
-    if report.stopped:
-        console.print(f"worker {label}: study {study_name!r} stopped early ({report.stopped}); it takes no more trials")
-        if on_stop:
-            on_stop(study, report.stopped)
-    console.print(f"worker {label} ran {report.ran} trials ({report.finished} finished, {report.failed} failed); study {study_name!r}: {report.view.describe()}")
     return report
 
 
@@ -123,7 +179,9 @@ def _study_data(study: optuna.Study, settings: StudySettings, splits: Splits | N
     if splits is None:
         splits = load_splits(settings.data, subset=settings.train_subset, log=console.print)
     if settings.data_digest and splits.digest != settings.data_digest:
-        raise UserError(f"this worker's {settings.data} data (sha256 {splits.digest}) differ from the study's ({settings.data_digest}); fetch the same MNIST")
+        raise UserError(
+            f"this worker's {settings.data} data (sha256 {splits.digest}) differ from the study's ({settings.data_digest}); fetch the same MNIST"
+        )
     if "data_source" not in study.user_attrs:
         study.set_user_attr("data_source", splits.describe())
     return splits

@@ -76,12 +76,16 @@ def copied_counts(user_attrs: dict[str, Any]) -> dict[str, int]:
 def warm_start_source(storage: BaseStorage, name: str, source: str, settings: StudySettings) -> optuna.Study:
     """The study to warm-start the new study ``name`` from; a UserError if it cannot be (the data are checked later)."""
     if name in stores.list_study_names(storage):
-        raise UserError(f"study {name!r} exists; --warm-start seeds a new study only: pick a new --study name, or leave --warm-start out to continue it")
+        raise UserError(
+            f"study {name!r} exists; --warm-start seeds a new study only: pick a new --study name, or leave --warm-start out to continue it"
+        )
     if source == name:
         raise UserError("a study cannot warm-start from itself; name an earlier study with --warm-start")
     other = stores.load_study(storage, source)
     if not other.user_attrs.get(ATTR):
-        raise UserError(f"study {source!r} was not made by mnist-hpo (no settings recorded), so its space cannot be compared; warm-start from an mnist-hpo study")
+        raise UserError(
+            f"study {source!r} was not made by mnist-hpo (no settings recorded), so its space cannot be compared; warm-start from an mnist-hpo study"
+        )
     check_compatible(StudySettings.load(other), settings, source)
     if not own_trials(other, states=COPIED_STATES):
         raise UserError(f"study {source!r} has no finished trial to copy; run it first or warm-start from another study")
@@ -96,8 +100,10 @@ def warm_start_trials(other: optuna.Study, settings: StudySettings) -> list[Froz
         raise UserError(f"{prefix}: it recorded no data digest (none of its workers has loaded data yet), so its data cannot be compared")
     if digest != settings.data_digest:
         theirs = StudySettings.load(other)
-        raise UserError(f"{prefix}: its data differ (data digest {digest} there, {settings.data_digest} here; "
-                        f"{theirs.data} with {theirs.train_subset or 'all'} training images there); use the same --profile and data")
+        raise UserError(
+            f"{prefix}: its data differ (data digest {digest} there, {settings.data_digest} here; "
+            f"{theirs.data} with {theirs.train_subset or 'all'} training images there); use the same --profile and data"
+        )
     return own_trials(other, states=COPIED_STATES)
 
 
@@ -112,13 +118,17 @@ def check_compatible(other: StudySettings, ours: StudySettings, source: str) -> 
     """Same objectives, same space parameter by parameter; else a one-line reason naming the difference."""
     prefix = f"cannot warm-start from {source!r}"
     if other.objectives != ours.objectives:
-        raise UserError(f"{prefix}: it optimises {','.join(other.objectives)}, this study {','.join(ours.objectives)}; pass --objectives {','.join(other.objectives)}")
+        raise UserError(
+            f"{prefix}: it optimises {','.join(other.objectives)}, this study {','.join(ours.objectives)}; pass --objectives {','.join(other.objectives)}"
+        )
     differ = [p for p in sorted(set(other.space) | set(ours.space)) if other.space.get(p) != ours.space.get(p)]
     if differ:
         first = differ[0]
         more = f" (and {len(differ) - 1} more: {', '.join(differ[1:])})" if len(differ) > 1 else ""
-        raise UserError(f"{prefix}: parameter {first} differs ({_describe(ours.space.get(first))} here, {_describe(other.space.get(first))} "
-                        f"there){more}; use the same --profile and --space as that study")
+        raise UserError(
+            f"{prefix}: parameter {first} differs ({_describe(ours.space.get(first))} here, {_describe(other.space.get(first))} "
+            f"there){more}; use the same --profile and --space as that study"
+        )
 
 
 def _describe(fields: dict[str, Any] | None) -> str:
@@ -155,6 +165,10 @@ def _copy(trial: FrozenTrial, source: str) -> FrozenTrial:
     user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in _NOT_COPIED}
     user_attrs[COPIED_ATTR] = {"study": source, "trial": trial.number}
     return create_trial(
-        state=trial.state, values=trial.values if trial.state == TrialState.COMPLETE else None, params=trial.params,
-        distributions=trial.distributions, user_attrs=user_attrs, intermediate_values=trial.intermediate_values,
+        state=trial.state,
+        values=trial.values if trial.state == TrialState.COMPLETE else None,
+        params=trial.params,
+        distributions=trial.distributions,
+        user_attrs=user_attrs,
+        intermediate_values=trial.intermediate_values,
     )

@@ -73,7 +73,9 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         family, sampled = self._space.sample(trial)
         spec = {"name": "family", "config": family.to_dict()}
-        config = replace(TrainConfig(epochs=self.settings.epochs, epoch_images=self.settings.epoch_images, seed=self.seed + trial.number), **sampled)
+        config = replace(
+            TrainConfig(epochs=self.settings.epochs, epoch_images=self.settings.epoch_images, seed=self.seed + trial.number), **sampled
+        )
         torch.manual_seed(config.seed)
         model = build_model(spec)
         parameters = count_parameters(model)
@@ -94,8 +96,16 @@ class Objective:
             stores.write_blob(self.artifacts, resume_key(trial.study.study_name, trial.number), buffer.getvalue())
 
         try:
-            result = train(model, self.splits.train, config, self.device, val=self.splits.val, on_epoch=on_epoch,
-                           on_checkpoint=on_checkpoint, resume=resume)
+            result = train(
+                model,
+                self.splits.train,
+                config,
+                self.device,
+                val=self.splits.val,
+                on_epoch=on_epoch,
+                on_checkpoint=on_checkpoint,
+                resume=resume,
+            )
         except (TrainingDiverged, optuna.TrialPruned) as exc:
             stopped = str(exc) or "pruned"
             self._finish(trial, TrialEnd(curve, None, self.splits.val, stopped, self.settings.epochs, self.artifacts))
@@ -114,7 +124,9 @@ class Objective:
             return result.val_accuracy, float(parameters)
         return result.val_accuracy
 
-    def _epoch_hook(self, trial: optuna.Trial, curve: list[dict[str, float]], parameters: int, epochs: int) -> Callable[[EpochReport], None]:
+    def _epoch_hook(
+        self, trial: optuna.Trial, curve: list[dict[str, float]], parameters: int, epochs: int
+    ) -> Callable[[EpochReport], None]:
         """What happens after every epoch: the curve grows, progress shows, the epoch is recorded and judged."""
 
         def record(report: EpochReport) -> str | None:
@@ -141,8 +153,15 @@ class Objective:
 
     def _describe(self, trial: optuna.Trial, spec: dict, model: torch.nn.Module, parameters: int, config: TrainConfig) -> None:
         device = str(self.device) + (f" ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda" else "")
-        for key, value in {"model_spec": spec, "parameters": parameters, "mult_adds": mult_adds(model), "device": device,
-                           "seed": config.seed, "train_config": config.to_dict(), "versions": library_versions()}.items():
+        for key, value in {
+            "model_spec": spec,
+            "parameters": parameters,
+            "mult_adds": mult_adds(model),
+            "device": device,
+            "seed": config.seed,
+            "train_config": config.to_dict(),
+            "versions": library_versions(),
+        }.items():
             trial.set_user_attr(key, value)
 
     def _keep(self, trial: optuna.Trial, kept_epoch: int, checkpoint: bytes) -> None:

@@ -25,7 +25,12 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         "smoke",
         "tests: bundled 5k-image subset, narrow nets, 2 epochs, seconds per trial",
-        data="fixture", train_subset=2000, epochs=2, epoch_images=None, n_trials=6, timeout=None,
+        data="fixture",
+        train_subset=2000,
+        epochs=2,
+        epoch_images=None,
+        n_trials=6,
+        timeout=None,
         space={
             "first_channels": {"low": 4, "high": 8, "step": 4},
             "growth": {"low": 0, "high": 4, "step": 4},
@@ -41,7 +46,12 @@ PROFILES: dict[str, Profile] = {
         "quick",
         "CPU default: 12k fresh images of the 55k training split per epoch, up to 4 epochs, M3's 3x3 layout at up to "
         "a quarter of its width, dropouts and the learning rate searched, as many trials as fit in 10 min (up to 40)",
-        data="mnist", train_subset=None, epochs=4, epoch_images=12_000, n_trials=40, timeout=600,
+        data="mnist",
+        train_subset=None,
+        epochs=4,
+        epoch_images=12_000,
+        n_trials=40,
+        timeout=600,
         space={
             "kernel_size": {"value": 3},
             "conv_layers_k3": {"low": 5, "high": 10},
@@ -68,7 +78,12 @@ PROFILES: dict[str, Profile] = {
     "paper": Profile(
         "paper",
         "GPU default: the full 55k/5k split, M3-scale widths, up to 30 epochs per trial",
-        data="mnist", train_subset=None, epochs=30, epoch_images=None, n_trials=30, timeout=None,
+        data="mnist",
+        train_subset=None,
+        epochs=30,
+        epoch_images=None,
+        n_trials=30,
+        timeout=None,
     ),
 }
 

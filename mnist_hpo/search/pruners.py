@@ -30,7 +30,9 @@ RUNG_STATES = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, Trial
 def check_pruner(name: str, multi_objective: bool) -> None:
     allowed = MULTI_OBJECTIVE_PRUNERS if multi_objective else PRUNERS
     if name == "mo-asha" and not multi_objective:
-        raise UserError(f"the mo-asha pruner ranks trials on two objectives; use it with --objectives accuracy,params, or one of {', '.join(PRUNERS)}")
+        raise UserError(
+            f"the mo-asha pruner ranks trials on two objectives; use it with --objectives accuracy,params, or one of {', '.join(PRUNERS)}"
+        )
     if name not in allowed:
         kind = "multi-objective studies" if multi_objective else "one objective"
         raise UserError(f"unknown pruner {name!r} for {kind}; choose from {', '.join(allowed)}")
@@ -95,8 +97,10 @@ def _mo_asha(epochs: int):
         verdict = mo_asha.judge(points, trial.number)
         if verdict.promoted:
             return None
-        return (f"MO-ASHA after epoch {report.epoch}: not in the top {verdict.kept} of the {verdict.of} trials at this rung "
-                f"(Pareto front {verdict.front} of validation accuracy {100 * report.val_accuracy:.2f}% and {parameters:,} parameters)")
+        return (
+            f"MO-ASHA after epoch {report.epoch}: not in the top {verdict.kept} of the {verdict.of} trials at this rung "
+            f"(Pareto front {verdict.front} of validation accuracy {100 * report.val_accuracy:.2f}% and {parameters:,} parameters)"
+        )
 
     return judge
 

@@ -17,8 +17,9 @@ def make_sampler(name: str, seed: int | None, multi_objective: bool, constant_li
     if multi_objective and name == "cmaes":
         raise UserError("the cmaes sampler handles one objective only; use tpe or nsga2 with --objectives accuracy,params")
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=TPE_STARTUP_TRIALS,
-                                          constant_liar=constant_liar)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, n_startup_trials=TPE_STARTUP_TRIALS, constant_liar=constant_liar
+        )
     if name == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "gp":

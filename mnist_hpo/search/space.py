@@ -121,7 +121,10 @@ def default_space() -> dict[str, Param]:
 
 # What the model and trainer accept, whatever a space file says: (lowest, highest, why).
 LIMITS: dict[str, tuple[float | None, float | None, str]] = {
-    **{f"conv_layers_k{k}": (1, max_conv_layers(k), f"1 to {max_conv_layers(k)} unpadded {k}x{k} convolutions fit a 28x28 image") for k in (3, 5, 7)},
+    **{
+        f"conv_layers_k{k}": (1, max_conv_layers(k), f"1 to {max_conv_layers(k)} unpadded {k}x{k} convolutions fit a 28x28 image")
+        for k in (3, 5, 7)
+    },
     "first_channels": (1, None, "at least 1 channel"),
     "growth": (0, None, "growth of 0 or more channels per layer"),
     "head_width": (1, None, "at least 1 hidden unit"),
@@ -191,10 +194,23 @@ class Space:
     def published(self) -> dict[str, Any]:
         """The paper's M3 recipe in this space's terms (clipped to its ranges): the first trial."""
         paper = {
-            "kernel_size": 3, "head": False, "ema": True, "optimizer": "adam", "conv_layers_k3": 10,
-            "first_channels": self.params["first_channels"].default, "growth": self.params["growth"].default,
-            "dropout_in": 0.0, "lr": 1e-3, "weight_decay": 1e-6, "batch_size": 120, "ema_decay": 0.999,
-            "schedule": "exponential", "lr_gamma": 0.98, "rotation": 20.0, "translation": 0.2, "label_smoothing": 0.0,
+            "kernel_size": 3,
+            "head": False,
+            "ema": True,
+            "optimizer": "adam",
+            "conv_layers_k3": 10,
+            "first_channels": self.params["first_channels"].default,
+            "growth": self.params["growth"].default,
+            "dropout_in": 0.0,
+            "lr": 1e-3,
+            "weight_decay": 1e-6,
+            "batch_size": 120,
+            "ema_decay": 0.999,
+            "schedule": "exponential",
+            "lr_gamma": 0.98,
+            "rotation": 20.0,
+            "translation": 0.2,
+            "label_smoothing": 0.0,
         }
         kernel, ema = (self.params[n].fixed if self.params[n].fixed is not None else paper[n] for n in ("kernel_size", "ema"))
         inactive = {f"conv_layers_k{k}" for k in (3, 5, 7) if k != kernel} | (set() if ema else {"ema_decay"})
@@ -283,4 +299,3 @@ def load_space_file(path: Path | None, base: Space) -> Space:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpaceError(f"space file {path} is not valid TOML ({str(exc).splitlines()[0]})") from None
     return base.with_overrides(overrides, origin=str(path))
-

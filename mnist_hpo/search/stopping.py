@@ -83,15 +83,19 @@ def terminator_reason(study: optuna.Study, images: int, seed: int | None = 0) ->
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecated in Optuna 4.9 (removal in 6.0; we pin <5.1), and "experimental"
         bound = _Recorded(seed)
-        terminator = Terminator(improvement_evaluator=bound, error_evaluator=StaticErrorEvaluator(noise), min_n_trials=TERMINATOR_MIN_TRIALS)
+        terminator = Terminator(
+            improvement_evaluator=bound, error_evaluator=StaticErrorEvaluator(noise), min_n_trials=TERMINATOR_MIN_TRIALS
+        )
         try:
             stop = terminator.should_terminate(study)
         except ValueError:  # no common parameter among the completed trials: no bound to compare
             return None
     if not stop:
         return None
-    return (f"--terminator: Optuna's regret bound {bound.last:.4f} is below the validation noise {noise:.4f} (binomial standard error "
-            f"of the best trial {best.number}'s {_percent(best.values[0])} on {images:,} validation images) after {len(complete)} completed trials")
+    return (
+        f"--terminator: Optuna's regret bound {bound.last:.4f} is below the validation noise {noise:.4f} (binomial standard error "
+        f"of the best trial {best.number}'s {_percent(best.values[0])} on {images:,} validation images) after {len(complete)} completed trials"
+    )
 
 
 class StopRules:
@@ -143,8 +147,9 @@ def rules_given(stop_after: int | None, target: float | None, terminator: bool) 
     return stop_after is not None or target is not None or terminator
 
 
-def set_stop_rules(study: optuna.Study, settings: StudySettings, stop_after: int | None, target: float | None,
-                   terminator: bool) -> list[str]:
+def set_stop_rules(
+    study: optuna.Study, settings: StudySettings, stop_after: int | None, target: float | None, terminator: bool
+) -> list[str]:
     """Give an existing study these rules (None/False: none) and lift a stop it recorded; lines to print.
 
     After a lift or a change of rules, `--stop-after` counts the trials that finish from now on; the
@@ -169,8 +174,11 @@ def set_stop_rules(study: optuna.Study, settings: StudySettings, stop_after: int
 
 
 def describe_rules(settings: StudySettings) -> str:
-    rules = [f"--stop-after {settings.stop_after}" if settings.stop_after is not None else "",
-             f"--target {settings.target:g}" if settings.target is not None else "", "--terminator" if settings.terminator else ""]
+    rules = [
+        f"--stop-after {settings.stop_after}" if settings.stop_after is not None else "",
+        f"--target {settings.target:g}" if settings.target is not None else "",
+        "--terminator" if settings.terminator else "",
+    ]
     shown = " ".join(r for r in rules if r)
     return f"stop rules: {shown}" if shown else "stop rules: none (the study runs to its budget)"
 

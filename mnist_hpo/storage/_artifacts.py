@@ -104,8 +104,9 @@ def _folder(location: str | Path | None) -> Path:
     return Path(text).expanduser()
 
 
-def upload_bytes(target: optuna.Study | optuna.Trial, store: ArtifactStore, name: str, data: bytes,
-                 mimetype: str = "application/octet-stream") -> str:
+def upload_bytes(
+    target: optuna.Study | optuna.Trial, store: ArtifactStore, name: str, data: bytes, mimetype: str = "application/octet-stream"
+) -> str:
     """Store ``data`` as artifact file ``name`` of a (running) trial or a study; returns the artifact id.
 
     A name is written once per holder: Optuna keeps no upload order, so a second file of the same

@@ -32,7 +32,7 @@ def is_object_store(location: object) -> bool:
 
 def split_s3(location: str) -> tuple[str, str]:
     """(bucket, prefix) of ``s3://BUCKET/PREFIX``; the prefix ends with '/' unless empty."""
-    rest = location.strip()[len(S3_SCHEME):]
+    rest = location.strip()[len(S3_SCHEME) :]
     bucket, _, prefix = rest.partition("/")
     if not _BUCKET.match(bucket):
         raise UserError(f"--artifacts {location}: {bucket!r} is not an S3 bucket name; use s3://BUCKET/PREFIX")
@@ -97,7 +97,9 @@ def _check_bucket(client: Any, bucket: str, location: str) -> None:
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in ("404", "NoSuchBucket") or status == 404:
-            raise UserError(f"bucket {bucket!r} does not exist at {endpoint}; create it (aws s3 mb s3://{bucket}) or pass another --artifacts") from None
+            raise UserError(
+                f"bucket {bucket!r} does not exist at {endpoint}; create it (aws s3 mb s3://{bucket}) or pass another --artifacts"
+            ) from None
         if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId") or status == 403:
             raise UserError(
                 f"{endpoint} refused access to bucket {bucket!r} ({code or status}); check AWS_ACCESS_KEY_ID, "

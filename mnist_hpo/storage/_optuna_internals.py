@@ -45,9 +45,11 @@ def check_optuna() -> None:
         from optuna.storages import _cached_storage
         from optuna.storages._rdb import models
 
-        for table, columns in ((models.TrialModel, ("trial_id", "number", "study_id", "state", "datetime_start")),
-                               (models.TrialHeartbeatModel, ("trial_id", "heartbeat")),
-                               (models.TrialSystemAttributeModel, ("trial_id", "key"))):
+        for table, columns in (
+            (models.TrialModel, ("trial_id", "number", "study_id", "state", "datetime_start")),
+            (models.TrialHeartbeatModel, ("trial_id", "heartbeat")),
+            (models.TrialSystemAttributeModel, ("trial_id", "key")),
+        ):
             for column in columns:
                 table.__table__.c[column]  # a KeyError here means Optuna changed its schema
         _cached_storage._StudyInfo, optuna.storages._CachedStorage._add_trials_to_cache  # noqa: B018 - they must exist
@@ -176,8 +178,17 @@ def trial_handle(study: optuna.Study, trial_id: int, number: int) -> optuna.Tria
         cached = study._storage
         if isinstance(cached, optuna.storages._CachedStorage):
             frozen = optuna.trial.FrozenTrial(
-                number=number, state=TrialState.RUNNING, value=None, datetime_start=None, datetime_complete=None, params={},
-                distributions={}, user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=trial_id,
+                number=number,
+                state=TrialState.RUNNING,
+                value=None,
+                datetime_start=None,
+                datetime_complete=None,
+                params={},
+                distributions={},
+                user_attrs={},
+                system_attrs={},
+                intermediate_values={},
+                trial_id=trial_id,
             )
             study_id = study._study_id
             with cached._lock:
@@ -209,13 +220,22 @@ class _WaitingGrpcStorageProxy(optuna.storages.GrpcStorageProxy):
         from optuna.storages._grpc.auto_generated import api_pb2_grpc
         from optuna.storages._grpc.client import GrpcClientCache
 
-        config = {"methodConfig": [{
-            "name": [{}],
-            "waitForReady": True,
-            "timeout": f"{max(1.0, self._wait_s):.0f}s",
-            "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.5s", "maxBackoff": "5s", "backoffMultiplier": 2,
-                            "retryableStatusCodes": ["UNAVAILABLE"]},
-        }]}
+        config = {
+            "methodConfig": [
+                {
+                    "name": [{}],
+                    "waitForReady": True,
+                    "timeout": f"{max(1.0, self._wait_s):.0f}s",
+                    "retryPolicy": {
+                        "maxAttempts": 5,
+                        "initialBackoff": "0.5s",
+                        "maxBackoff": "5s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", -1),
             ("grpc.enable_retries", 1),

@@ -41,10 +41,12 @@ PG_CONNECT_TIMEOUT_S = 10
 # Any of these given in the URL's query wins.
 PG_TCP_ARGS: dict[str, Any] = {
     "connect_timeout": PG_CONNECT_TIMEOUT_S,
-    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
     "tcp_user_timeout": 20_000,  # ms
-    "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 "
-               "-c tcp_user_timeout=20000",
+    "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3 -c tcp_user_timeout=20000",
 }
 # Pools: a worker keeps ONE connection open; a second is opened only while its heartbeat thread and
 # its trial are in a transaction at the same moment (Optuna's schema check also holds two), and is
@@ -87,8 +89,12 @@ def sql_target(url: str, must_exist: bool, reconnect_s: float | None = None, poo
     raise unsupported(url)
 
 
-def open_rdb(target: SQLTarget, heartbeat_interval: int | None, grace_period: int | None,
-             stale_trial_callback: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None) -> RDBStorage:
+def open_rdb(
+    target: SQLTarget,
+    heartbeat_interval: int | None,
+    grace_period: int | None,
+    stale_trial_callback: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None,
+) -> RDBStorage:
     try:  # Optuna's ExperimentalWarning for heartbeats stays as Optuna's storage gives it; the commands silence it
         return RDBStorage(
             _escape_format(target.url),
@@ -106,8 +112,7 @@ def open_rdb(target: SQLTarget, heartbeat_interval: int | None, grace_period: in
                 "upgrade optuna (pip install -U optuna)"
             ) from None
         raise UserError(
-            f"{target.shown} uses an older Optuna database schema; back it up, then run "
-            "`mnist-hpo storage upgrade` with the same --storage"
+            f"{target.shown} uses an older Optuna database schema; back it up, then run `mnist-hpo storage upgrade` with the same --storage"
         ) from None
     except (sqlalchemy.exc.DBAPIError, sqlalchemy.exc.ArgumentError, sqlite3.Error) as exc:
         raise connect_error(target, exc) from None
@@ -200,8 +205,9 @@ def _sqlite_target(url: str, parsed: URL, must_exist: bool) -> SQLTarget:
     connect_args: dict[str, Any] = {}
     if "timeout" not in parsed.query:
         connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_S
-    target = SQLTarget(url=parsed.render_as_string(hide_password=False), shown=shown,
-                       engine_kwargs={"connect_args": connect_args}, sqlite_path=path)
+    target = SQLTarget(
+        url=parsed.render_as_string(hide_password=False), shown=shown, engine_kwargs={"connect_args": connect_args}, sqlite_path=path
+    )
     _check_sqlite_file(target)
     return target
 

@@ -83,7 +83,9 @@ def train(
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training loss became {train_loss} in epoch {epoch}; lower the learning rate")
 
-        accuracy, predictions = evaluate_with_predictions(run.evaluated, val, device, config.eval_batch_size) if val is not None else (None, None)
+        accuracy, predictions = (
+            evaluate_with_predictions(run.evaluated, val, device, config.eval_batch_size) if val is not None else (None, None)
+        )
         lr = run.optimizer.param_groups[0]["lr"]
         step_scheduler(run.scheduler, accuracy, train_loss)
         report = EpochReport(epoch, train_loss, accuracy, seconds, run.images / seconds, lr)
@@ -112,8 +114,9 @@ class _Run:
         self.ema = make_ema(self.model, config.ema_decay)
         self.evaluated = self.ema.module if self.ema else self.model
         augment = Augment(config.rotation, config.translation) if (config.rotation or config.translation) else None
-        self.loader = DeviceLoader(train_split, config.batch_size, device, shuffle=True, seed=config.seed, augment=augment,
-                                   epoch_size=config.epoch_images)
+        self.loader = DeviceLoader(
+            train_split, config.batch_size, device, shuffle=True, seed=config.seed, augment=augment, epoch_size=config.epoch_images
+        )
         self.optimizer = make_optimizer(self.model, config, device)
         self.scheduler = make_scheduler(self.optimizer, config, judged_on_validation, len(self.loader))
         self.step = torch.compile(self.model) if config.compile and device.type == "cuda" else self.model

@@ -25,27 +25,34 @@ class Recipe:
 
 
 PAPER = Recipe(
-    "paper", "An et al. 2020 (arXiv 2008.10400): Adam 1e-3 decayed x0.98 per epoch, batch 120, ±20° rotation, ±20 % translation, EMA 0.999",
+    "paper",
+    "An et al. 2020 (arXiv 2008.10400): Adam 1e-3 decayed x0.98 per epoch, batch 120, ±20° rotation, ±20 % translation, EMA 0.999",
     TrainConfig(epochs=150),
 )
 SEED_RECIPES: dict[str, Recipe] = {
     "tiny-cnn": Recipe(
-        "seed", "seed 002: SGD lr 1e-2, batch 64, ReduceLROnPlateau, 150 epochs, no augmentation",
+        "seed",
+        "seed 002: SGD lr 1e-2, batch 64, ReduceLROnPlateau, 150 epochs, no augmentation",
         TrainConfig(epochs=150, batch_size=64, optimizer="sgd", lr=1e-2, momentum=0.0, schedule="plateau", **NO_AUGMENTATION),
-        reported="98.04 % test", unstated=("momentum (plain SGD: 0)", "plateau patience (PyTorch's 10)"),
+        reported="98.04 % test",
+        unstated=("momentum (plain SGD: 0)", "plateau patience (PyTorch's 10)"),
     ),
     "wide-cnn": Recipe(
-        "seed", "seed 001: 10 epochs, no augmentation",
+        "seed",
+        "seed 001: 10 epochs, no augmentation",
         TrainConfig(epochs=10, batch_size=64, optimizer="adam", lr=1e-3, **NO_AUGMENTATION),
-        reported="99 % validation, 99 % test", unstated=("optimizer (Adam 1e-3)", "batch size (64)"),
+        reported="99 % validation, 99 % test",
+        unstated=("optimizer (Adam 1e-3)", "batch size (64)"),
     ),
     "kaggle-cnn": Recipe(
-        "seed", "seed 000 (Kaggle Digit Recognizer): no augmentation",
+        "seed",
+        "seed 000 (Kaggle Digit Recognizer): no augmentation",
         TrainConfig(epochs=10, batch_size=64, optimizer="adam", lr=1e-3, **NO_AUGMENTATION),
         unstated=("optimizer (Adam 1e-3)", "batch size (64)", "epochs (10)"),
     ),
     "simple-cnn": Recipe(
-        "seed", "seed 003 (Keras tutorial): Keras' defaults, no augmentation",
+        "seed",
+        "seed 003 (Keras tutorial): Keras' defaults, no augmentation",
         TrainConfig(epochs=10, batch_size=32, optimizer="adam", lr=1e-3, **NO_AUGMENTATION),
         unstated=("optimizer (Keras' Adam 1e-3)", "batch size (Keras' 32)", "epochs (10, the TensorFlow CNN tutorial's)"),
     ),

@@ -76,27 +76,37 @@ def ema_with_warmup(decay: float) -> Callable:
     return update
 
 
-def training_state(model: nn.Module, ema: AveragedModel | None, optimizer: torch.optim.Optimizer, scheduler: Scheduler,
-                   epoch: int, kept_accuracy: float | None, config: TrainConfig) -> dict[str, Any]:
+def training_state(
+    model: nn.Module,
+    ema: AveragedModel | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Scheduler,
+    epoch: int,
+    kept_accuracy: float | None,
+    config: TrainConfig,
+) -> dict[str, Any]:
     """Everything needed to continue after ``epoch``: weights, EMA, optimizer, schedule, RNG.
 
     A deep copy: the live tensors keep changing as training goes on.
     """
-    return copy.deepcopy({
-        "epoch": epoch,
-        "best_val_accuracy": kept_accuracy,
-        "train_config": config.to_dict(),
-        "model": model.state_dict(),
-        "ema": ema.state_dict() if ema else None,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    })
+    return copy.deepcopy(
+        {
+            "epoch": epoch,
+            "best_val_accuracy": kept_accuracy,
+            "train_config": config.to_dict(),
+            "model": model.state_dict(),
+            "ema": ema.state_dict() if ema else None,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+    )
 
 
-def restore(state: dict[str, Any], model: nn.Module, ema: AveragedModel | None, optimizer: torch.optim.Optimizer,
-            scheduler: Scheduler) -> tuple[int, float | None]:
+def restore(
+    state: dict[str, Any], model: nn.Module, ema: AveragedModel | None, optimizer: torch.optim.Optimizer, scheduler: Scheduler
+) -> tuple[int, float | None]:
     """Load a ``training_state``; returns the epoch it was taken after and the accuracy kept then."""
     model.load_state_dict(state["model"])
     if ema and state.get("ema"):

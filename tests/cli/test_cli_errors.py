@@ -43,8 +43,9 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def run(tmp_path: Path, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], cwd=tmp_path, env=cli_env(tmp_path, **env), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*CLI, *args], cwd=tmp_path, env=cli_env(tmp_path, **env), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def error_line(done: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -96,8 +97,15 @@ class _Search:
         self.thread.start()
 
     def _run(self) -> None:
-        self.result = subprocess.run([*CLI, *self.ARGS], cwd=self.folder, env=cli_env(self.folder), capture_output=True,
-                                     text=True, timeout=240, stdin=subprocess.DEVNULL)
+        self.result = subprocess.run(
+            [*CLI, *self.ARGS],
+            cwd=self.folder,
+            env=cli_env(self.folder),
+            capture_output=True,
+            text=True,
+            timeout=240,
+            stdin=subprocess.DEVNULL,
+        )
 
     def wait(self) -> Path:
         self.thread.join(timeout=300)
@@ -120,10 +128,14 @@ def add_pruned_study(db: Path) -> None:
         real = optuna.load_study(study_name="real", storage=storage)
         study = optuna.create_study(study_name="pruned", storage=storage, direction="maximize")
         StudySettings.load(real).save(study)
-        study.add_trial(optuna.trial.create_trial(
-            state=optuna.trial.TrialState.PRUNED, params=real.trials[0].params, distributions=real.trials[0].distributions,
-            user_attrs={"stopped": "over the parameter budget; not trained", "epochs_run": 0},
-        ))
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=optuna.trial.TrialState.PRUNED,
+                params=real.trials[0].params,
+                distributions=real.trials[0].distributions,
+                user_attrs={"stopped": "over the parameter budget; not trained", "epochs_run": 0},
+            )
+        )
     finally:
         storage.engine.dispose()
 
@@ -385,4 +397,3 @@ def test_search_with_other_objectives_leaves_the_existing_study_alone(studies):
     done = run(studies, "search", "--study", "real", "--profile", "smoke", "--n-trials", "1", "--objectives", "accuracy,params")
     error_line(done, "study 'real' optimises accuracy, not accuracy,params", "--objectives accuracy")
     before.check()
-

@@ -36,18 +36,26 @@ CASES = {  # name: (arguments, fragments of the one error line)
     "search --max-params 0": ([*SEARCH, "--max-params", "0"], ["--max-params must be a positive number of parameters, got 0"]),
     "search --timeout 0": ([*SEARCH, "--timeout", "0"], ["--timeout must be positive seconds"]),
     "search --objectives foo": ([*SEARCH, "--objectives", "foo"], ["--objectives must be 'accuracy' or 'accuracy,params'", "'foo'"]),
-    "cmaes with two objectives": ([*SEARCH, "--study", "new", "--sampler", "cmaes", "--objectives", "accuracy,params"],
-                                  ["cmaes", "one objective", "nsga2"]),
+    "cmaes with two objectives": (
+        [*SEARCH, "--study", "new", "--sampler", "cmaes", "--objectives", "accuracy,params"],
+        ["cmaes", "one objective", "nsga2"],
+    ),
     "search --workers 0": ([*SEARCH, "--workers", "0"], ["--workers must be at least 1, got 0"]),
     "search --max-retries -1": ([*SEARCH, "--max-retries", "-1"], ["--max-retries must be 0 or more, got -1"]),
     "search --gpus 9": ([*SEARCH, "--gpus", "9"], ["GPU"]),
     "worker --max-retries -1": (["worker", "--study", "s", "--max-retries", "-1"], ["--max-retries must be 0 or more, got -1"]),
     "predict with no input": (["predict", "--checkpoint", "best.pt"], ["give image files to label", "--kaggle-csv"]),
     "--kaggle-csv without --out": (["predict", "--checkpoint", "best.pt", "--kaggle-csv", "test.csv"], ["--kaggle-csv needs --out"]),
-    "storage-proxy on a journal URL": (["storage-proxy", "--storage", "journal:mnist-hpo.log"], ["serves an SQL storage", "journal:mnist-hpo.log"]),
+    "storage-proxy on a journal URL": (
+        ["storage-proxy", "--storage", "journal:mnist-hpo.log"],
+        ["serves an SQL storage", "journal:mnist-hpo.log"],
+    ),
     "report --out a folder": (["report", "--study", "s", "--out", "mnist-hpo-artifacts"], ["mnist-hpo-artifacts"]),
     "ensemble --top-k 0": (["ensemble", "--study", "s", "--top-k", "0", "--out", "ensemble.pt"], ["--top-k must be at least 1, got 0"]),
-    "export --format nosuch": (["export", "--study", "s", "--out", "x.pt", "--format", "nosuch"], ["unknown export format 'nosuch'", "pt, safetensors, onnx"]),
+    "export --format nosuch": (
+        ["export", "--study", "s", "--out", "x.pt", "--format", "nosuch"],
+        ["unknown export format 'nosuch'", "pt, safetensors, onnx"],
+    ),
 }
 
 
@@ -104,8 +112,11 @@ def test_export_of_a_pruned_trial_names_the_completed_ones(folder):
     pruned = next(t.number for t in trials if t.state == optuna.trial.TrialState.PRUNED)
     completed = ", ".join(str(t.number) for t in trials if t.state == optuna.trial.TrialState.COMPLETE)
     before = Unchanged(folder)
-    error_line(run(folder, "export", "--study", "s", "--trial", str(pruned), "--out", "x.pt"),
-               f"trial {pruned} of 's' did not complete", f"completed trials: {completed}")
+    error_line(
+        run(folder, "export", "--study", "s", "--trial", str(pruned), "--out", "x.pt"),
+        f"trial {pruned} of 's' did not complete",
+        f"completed trials: {completed}",
+    )
     before.check()
 
 
@@ -152,10 +163,14 @@ def with_cell(row: str, column: int, value: str) -> str:
 
 
 REFUSED = {  # text of test.csv from 5 good rows -> fragments of the error line
-    "a negative value": (lambda r: "\n".join([HEADER, *r[:3], with_cell(r[3], 300, "-5"), r[4]]) + "\n",
-                         ["test.csv line 5", "-5", "column 300", "0-255"]),
-    "non-numeric junk": (lambda r: "\n".join([HEADER, r[0], with_cell(r[1], 17, "abc"), *r[2:]]) + "\n",
-                         ["test.csv line 3", "'abc'", "column 17", "not an integer"]),
+    "a negative value": (
+        lambda r: "\n".join([HEADER, *r[:3], with_cell(r[3], 300, "-5"), r[4]]) + "\n",
+        ["test.csv line 5", "-5", "column 300", "0-255"],
+    ),
+    "non-numeric junk": (
+        lambda r: "\n".join([HEADER, r[0], with_cell(r[1], 17, "abc"), *r[2:]]) + "\n",
+        ["test.csv line 3", "'abc'", "column 17", "not an integer"],
+    ),
     "a header only": (lambda r: HEADER + "\n", ["test.csv line 2", "no data rows"]),
     "a header only, CRLF": (lambda r: HEADER + "\r\n", ["test.csv line 2", "no data rows"]),
 }

@@ -81,8 +81,15 @@ def test_status_of_all_studies(studies):
         trials = trials_of(sqlite_url(studies), name)
         count = lambda state, trials=trials: str(sum(1 for t in trials if t.state == state))  # noqa: E731
         best = max(t.values[0] for t in trials if t.state == TrialState.COMPLETE)
-        assert rows[name] == [str(len(trials)), count(TrialState.COMPLETE), count(TrialState.PRUNED),
-                              count(TrialState.RUNNING), count(TrialState.WAITING), count(TrialState.FAIL), percent(best)], (name, done.stdout)
+        assert rows[name] == [
+            str(len(trials)),
+            count(TrialState.COMPLETE),
+            count(TrialState.PRUNED),
+            count(TrialState.RUNNING),
+            count(TrialState.WAITING),
+            count(TrialState.FAIL),
+            percent(best),
+        ], (name, done.stdout)
 
 
 def test_status_of_a_single_process_study(studies):
@@ -95,10 +102,14 @@ def test_status_of_a_single_process_study(studies):
     assert "profile smoke, objectives accuracy, 2 epochs max, data fixture (2,000 train / 1,000 validation" in done.stdout
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     pruned = sum(1 for t in finished if t.state == TrialState.PRUNED)
-    assert (f"budget {len(finished)} trials: {len(finished)} finished ({len(finished) - pruned} complete, {pruned} pruned), "
-            "0 running, 0 waiting, 0 failed (not counted)") in done.stdout, "a plain `search` study has a budget, met"
+    assert (
+        f"budget {len(finished)} trials: {len(finished)} finished ({len(finished) - pruned} complete, {pruned} pruned), "
+        "0 running, 0 waiting, 0 failed (not counted)"
+    ) in done.stdout, "a plain `search` study has a budget, met"
     best = completed_by_validation(trials)[0]
-    assert f"best trial {best.number}: validation accuracy {percent(best.value)}, {best.user_attrs['parameters']:,} parameters" in done.stdout
+    assert (
+        f"best trial {best.number}: validation accuracy {percent(best.value)}, {best.user_attrs['parameters']:,} parameters" in done.stdout
+    )
     for name, value in best.params.items():
         assert f"  {name} = {value}" in done.stdout
     before.check()
@@ -112,7 +123,10 @@ def test_status_of_a_multi_objective_study_shows_its_pareto_front(studies):
     front = sorted(study.best_trials, key=lambda t: t.values[1])
     assert front and [int(n) for n, _, _ in shown] == [t.number for t in front], done.stdout
     for (_, accuracy, parameters), trial in zip(shown, front):
-        assert accuracy == f"{100 * trial.values[0]:.2f}" and int(parameters.replace(",", "")) == trial.values[1] == trial.user_attrs["parameters"]
+        assert (
+            accuracy == f"{100 * trial.values[0]:.2f}"
+            and int(parameters.replace(",", "")) == trial.values[1] == trial.user_attrs["parameters"]
+        )
 
 
 # ------------------------------------------------------------------------------------- best --test, report
@@ -168,7 +182,7 @@ def test_ensemble_predicts_the_mean_of_its_members_softmax(studies):
         member = torch.load(studies / f"member-{number}.pt", weights_only=True)
         assert ensemble["model_spec"]["members"][index] == member["model_spec"]
         prefix = f"members.{index}."
-        own = {k[len(prefix):]: v for k, v in ensemble["state_dict"].items() if k.startswith(prefix)}
+        own = {k[len(prefix) :]: v for k, v in ensemble["state_dict"].items() if k.startswith(prefix)}
         assert own.keys() == member["state_dict"].keys() and all(torch.equal(own[k], member["state_dict"][k]) for k in own)
 
     paths = digit_pngs(studies, 30)
@@ -179,7 +193,12 @@ def test_ensemble_predicts_the_mean_of_its_members_softmax(studies):
     assert len(agreed) >= 10, alone
     for i in agreed:  # both members' top class: the ensemble's probability of it is their mean (printed to 3 decimals)
         assert together[i][0] == alone[0][i][0]
-        assert together[i][1] == pytest.approx((alone[0][i][1] + alone[1][i][1]) / 2, abs=0.0011), (i, together[i], alone[0][i], alone[1][i])
+        assert together[i][1] == pytest.approx((alone[0][i][1] + alone[1][i][1]) / 2, abs=0.0011), (
+            i,
+            together[i],
+            alone[0][i],
+            alone[1][i],
+        )
     assert max(abs(alone[0][i][1] - alone[1][i][1]) for i in agreed) > 0.02, "the members agree too closely to tell a mean from either one"
 
 
@@ -201,14 +220,19 @@ def test_train_from_study_retrains_the_best_on_train_and_validation(retrained):
     best = completed_by_validation(trials_of(url, "s"))[0]
     source = load(url, "s").user_attrs["data_source"]
     train, val = (int(n.replace(",", "")) for n in re.search(r"\(([\d,]+) train / ([\d,]+) validation", source).groups())
-    assert (f"retraining trial {best.number}'s configuration (chosen on validation) on train + validation ({train + val:,} images) "
-            "for 1 epochs") in done.stdout, done.stdout
+    assert (
+        f"retraining trial {best.number}'s configuration (chosen on validation) on train + validation ({train + val:,} images) for 1 epochs"
+    ) in done.stdout, done.stdout
     assert "epoch 1/1  train loss" in done.stdout and "epoch 2/" not in done.stdout
-    final = float(re.search(r"^test accuracy ([\d.]+)% \(1,000 test images\) of the last epoch's weights", done.stdout, re.M).group(1)) / 100
+    final = (
+        float(re.search(r"^test accuracy ([\d.]+)% \(1,000 test images\) of the last epoch's weights", done.stdout, re.M).group(1)) / 100
+    )
 
     saved = torch.load(folder / "retrained.pt", weights_only=True)
     assert saved["model_spec"] == best.user_attrs["model_spec"] and saved["trial"] == best.number and saved["study"] == "s"
-    assert saved["metrics"] == {"test_accuracy": pytest.approx(final, abs=0.00005)}, "no validation split is left to measure after training on it"
+    assert saved["metrics"] == {"test_accuracy": pytest.approx(final, abs=0.00005)}, (
+        "no validation split is left to measure after training on it"
+    )
     before.check("retrained.pt")
     assert abs(scored_accuracy(folder / "retrained.pt", folder) - final) <= 0.0011
 

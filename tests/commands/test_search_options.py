@@ -22,8 +22,23 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def search(folder, *args: str, trials: int, study: str = "x"):
-    done = ok(run(folder, "search", "--profile", "smoke", "--space", str(TINY_SPACE), "--study", study, "--seed", "0",
-                  "--n-trials", str(trials), *args))
+    done = ok(
+        run(
+            folder,
+            "search",
+            "--profile",
+            "smoke",
+            "--space",
+            str(TINY_SPACE),
+            "--study",
+            study,
+            "--seed",
+            "0",
+            "--n-trials",
+            str(trials),
+            *args,
+        )
+    )
     return done, load(sqlite_url(folder), study)
 
 
@@ -37,7 +52,9 @@ def study_system_attrs(folder, study: str) -> dict:
 
 def assert_ran_to_the_end(study: optuna.Study, trials: int) -> None:
     states = [t.state for t in study.get_trials(deepcopy=False)]
-    assert len(states) == trials and all(s in FINISHED for s in states), [(t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in study.trials]
+    assert len(states) == trials and all(s in FINISHED for s in states), [
+        (t.number, t.state.name, t.user_attrs.get("fail_reason")) for t in study.trials
+    ]
     for trial in study.trials:
         if trial.state == TrialState.PRUNED and trial.user_attrs["epochs_run"] > 0:  # stopped by the pruner, and it says when
             epoch = trial.user_attrs["epochs_run"]
@@ -77,8 +94,26 @@ def test_sampler_and_pruner_run_a_study(tmp_path, sampler, pruner, trials, trace
 def test_random_sampler_patient_pruner_and_a_parameter_budget(tmp_path):
     """--max-params between the smoke space's small and large networks: those over it are never trained."""
     budget = 50_000
-    done = ok(run(tmp_path, "search", "--profile", "smoke", "--study", "x", "--seed", "0", "--n-trials", "6",
-                  "--sampler", "random", "--pruner", "patient", "--max-params", str(budget)))
+    done = ok(
+        run(
+            tmp_path,
+            "search",
+            "--profile",
+            "smoke",
+            "--study",
+            "x",
+            "--seed",
+            "0",
+            "--n-trials",
+            "6",
+            "--sampler",
+            "random",
+            "--pruner",
+            "patient",
+            "--max-params",
+            str(budget),
+        )
+    )
     study = load(sqlite_url(tmp_path), "x")
     assert_ran_to_the_end(study, 6)
     assert (settings_of(study)["sampler"], settings_of(study)["pruner"], settings_of(study)["max_params"]) == ("random", "patient", budget)
@@ -102,9 +137,12 @@ def test_gp_sampler_models_the_study_after_its_start_up_trials(tmp_path):
 def test_multi_objective_search_stops_trials_below_the_validation_threshold(tmp_path):
     """`--pruner threshold` (MO-ASHA is the default for two objectives): under 50 % after an epoch, a trial stops there."""
     hopeless = tmp_path / "hopeless.toml"
-    hopeless.write_text(TINY_SPACE.read_text() + '[optimizer]\nvalue = "sgd"\n[lr]\nvalue = 0.0001\n')  # learns next to nothing in one epoch
-    done, study = search(tmp_path, "--sampler", "nsga2", "--objectives", "accuracy,params", "--pruner", "threshold",
-                         "--space", str(hopeless), trials=3)
+    hopeless.write_text(
+        TINY_SPACE.read_text() + '[optimizer]\nvalue = "sgd"\n[lr]\nvalue = 0.0001\n'
+    )  # learns next to nothing in one epoch
+    done, study = search(
+        tmp_path, "--sampler", "nsga2", "--objectives", "accuracy,params", "--pruner", "threshold", "--space", str(hopeless), trials=3
+    )
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert settings_of(study)["min_accuracy"] == 0.5
     for trial in study.trials:

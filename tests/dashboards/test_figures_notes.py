@@ -102,13 +102,21 @@ def test_figures_are_deterministic(val):
     predictions = predictions_with_errors(labels, 60)
     assert figures.learning_curves_png(CURVE, "trial 1") == figures.learning_curves_png(CURVE, "trial 1")
     assert figures.confusion_matrix_png(labels, predictions, "trial 1") == figures.confusion_matrix_png(labels, predictions, "trial 1")
-    assert figures.misclassified_png(images, labels, predictions, "trial 1") == figures.misclassified_png(images, labels, predictions, "trial 1")
+    assert figures.misclassified_png(images, labels, predictions, "trial 1") == figures.misclassified_png(
+        images, labels, predictions, "trial 1"
+    )
 
 
-@pytest.mark.parametrize("spec", [
-    {"name": "m3"},
-    {"name": "family", "config": {"conv_layers": 3, "kernel_size": 5, "first_channels": 8, "growth": 4, "head_width": 32, "dropout_in": 0.2}},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"name": "m3"},
+        {
+            "name": "family",
+            "config": {"conv_layers": 3, "kernel_size": 5, "first_channels": 8, "growth": 4, "head_width": 32, "dropout_in": 0.2},
+        },
+    ],
+)
 def test_architecture_table_adds_up_to_the_model(spec):
     model = build_model(spec)
     rows = notes.architecture_rows(build_model(spec))
@@ -120,17 +128,34 @@ def test_architecture_table_adds_up_to_the_model(spec):
 
 def test_trial_notes_say_outcome_size_device_and_epochs():
     attrs = {
-        "parameters": 87_804, "mult_adds": 4_012_308, "device": "cpu", "images_per_s": 1344.1, "seed": 0,
-        "epochs_run": 3, "best_epoch": 3, "seconds": 3.8, "published_baseline": True,
+        "parameters": 87_804,
+        "mult_adds": 4_012_308,
+        "device": "cpu",
+        "images_per_s": 1344.1,
+        "seed": 0,
+        "epochs_run": 3,
+        "best_epoch": 3,
+        "seconds": 3.8,
+        "published_baseline": True,
         "model_spec": {"name": "family", "config": {"conv_layers": 5, "kernel_size": 3, "first_channels": 8, "growth": 4}},
     }
     done = notes.trial_note(0, attrs, CURVE, completed=True, val_accuracy=0.93, epochs=3)
-    for fragment in ("## Trial 0: completed", "93.00% (epoch 3)", "| epochs run | 3 of 3 |", "| parameters | 87,804 |",
-                     "4.01 M", "| device | cpu |", "| training images/s (last epoch) | 1,344 |", "### Architecture",
-                     "Conv2d 3×3, 1→8 + BN", "confusion matrix"):
+    for fragment in (
+        "## Trial 0: completed",
+        "93.00% (epoch 3)",
+        "| epochs run | 3 of 3 |",
+        "| parameters | 87,804 |",
+        "4.01 M",
+        "| device | cpu |",
+        "| training images/s (last epoch) | 1,344 |",
+        "### Architecture",
+        "Conv2d 3×3, 1→8 + BN",
+        "confusion matrix",
+    ):
         assert fragment in done, fragment
-    pruned = notes.trial_note(4, {**attrs, "epochs_run": 1, "best_epoch": None}, CURVE[:1], completed=False,
-                              stopped="pruned after epoch 1", epochs=3)
+    pruned = notes.trial_note(
+        4, {**attrs, "epochs_run": 1, "best_epoch": None}, CURVE[:1], completed=False, stopped="pruned after epoch 1", epochs=3
+    )
     assert "## Trial 4: stopped: pruned after epoch 1" in pruned
     assert "| epochs run | 1 of 3, stopped after epoch 1 |" in pruned
     assert "71.00% (epoch 1)" in pruned and "confusion matrix" not in pruned
@@ -143,8 +168,18 @@ def test_study_note_keeps_command_line_and_search_space():
 
     assert notes.SETTINGS_ATTR == ATTR
     space = Space().with_overrides(get_profile("smoke", False).space).to_dict()
-    note = notes.study_note("s", {ATTR: {"command": "mnist-hpo search --profile smoke", "profile": "smoke",
-                                         "objectives": ["accuracy"], "epochs": 2, "space": space}})
+    note = notes.study_note(
+        "s",
+        {
+            ATTR: {
+                "command": "mnist-hpo search --profile smoke",
+                "profile": "smoke",
+                "objectives": ["accuracy"],
+                "epochs": 2,
+                "space": space,
+            }
+        },
+    )
     assert "mnist-hpo search --profile smoke" in note
     assert "| first_channels | int in [4, 8], step 4 |" in note
     assert "| optimizer | one of 'adam', 'adamw', 'sgd' |" in note

@@ -22,8 +22,10 @@ CPU = torch.device("cpu")
 def study(tmp_path) -> optuna.Study:
     rdb = storage.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
     study = optuna.create_study(storage=rdb, study_name="publish", direction="maximize")
-    study.set_user_attr("mnist_hpo", {"command": "mnist-hpo search --profile smoke", "profile": "smoke", "epochs": 2,
-                                      "objectives": ["accuracy"], "space": {}})
+    study.set_user_attr(
+        "mnist_hpo",
+        {"command": "mnist-hpo search --profile smoke", "profile": "smoke", "epochs": 2, "objectives": ["accuracy"], "space": {}},
+    )
     return study
 
 
@@ -35,8 +37,14 @@ def trained(fixture_splits):
 
 def started_trial(study: optuna.Study) -> optuna.Trial:
     trial = study.ask()
-    for key, value in {"parameters": 9_956, "mult_adds": 100_000, "device": "cpu", "images_per_s": 5000.0, "seed": 0,
-                       "model_spec": {"name": "tiny-cnn"}}.items():
+    for key, value in {
+        "parameters": 9_956,
+        "mult_adds": 100_000,
+        "device": "cpu",
+        "images_per_s": 5000.0,
+        "seed": 0,
+        "model_spec": {"name": "tiny-cnn"},
+    }.items():
         trial.set_user_attr(key, value)
     return trial
 
@@ -48,8 +56,12 @@ def names(study: optuna.Study, trial: optuna.Trial) -> set[str]:
 
 def completed(trained, val) -> dict:
     """What the search's hook passes for a completed trial: the kept weights' validation predictions."""
-    return {"val_accuracy": trained.val_accuracy, "val_images": val.images.numpy(), "val_labels": val.labels.numpy(),
-            "predictions": trained.val_predictions.numpy()}
+    return {
+        "val_accuracy": trained.val_accuracy,
+        "val_images": val.images.numpy(),
+        "val_labels": val.labels.numpy(),
+        "predictions": trained.val_predictions.numpy(),
+    }
 
 
 def test_pruned_trial_gets_curves_and_a_note(study, tmp_path):

@@ -69,7 +69,9 @@ def test_start_up_load_fills_the_caches_before_the_first_page_load(tmp_path, mon
             db.execute("UPDATE trial_values SET value = 99.0")
         walked: list[int] = []
         original = _CachedExtraStudyProperty._update_search_space
-        monkeypatch.setattr(_CachedExtraStudyProperty, "_update_search_space", lambda self, trial: (walked.append(trial.number), original(self, trial)))
+        monkeypatch.setattr(
+            _CachedExtraStudyProperty, "_update_search_space", lambda self, trial: (walked.append(trial.number), original(self, trial))
+        )
 
         environ = {"PATH_INFO": f"/api/studies/{study._study_id}", "QUERY_STRING": "after=0"}
         setup_testing_defaults(environ)

@@ -24,13 +24,17 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def cli(tmp_path: Path, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
     """Run `mnist-hpo ARGS` to the end in `tmp_path`."""
-    return subprocess.run([*CLI, *args], cwd=tmp_path, env=cli_env(**env), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [*CLI, *args], cwd=tmp_path, env=cli_env(**env), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def start(tmp_path: Path, *args: str, log: str, inside: tuple[str, ...] = (), **env: str) -> subprocess.Popen:
     """Start `mnist-hpo ARGS` in the background, its output going to tmp_path/log (``inside``: a command prefix, e.g. `ip netns exec NS`)."""
     out = open(tmp_path / log, "w")
-    return subprocess.Popen([*inside, *CLI, *args], cwd=tmp_path, env=cli_env(**env), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [*inside, *CLI, *args], cwd=tmp_path, env=cli_env(**env), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
 
 
 def finish(process: subprocess.Popen, timeout: float = 240) -> int:

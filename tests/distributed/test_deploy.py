@@ -181,8 +181,12 @@ def test_every_mnist_hpo_flag_in_the_recipes_and_the_readme_exists():
 def test_environment_variables_in_the_recipes_are_read_by_mnist_hpo():
     source = "".join(p.read_text() for p in (ROOT / "mnist_hpo").rglob("*.py"))
     text = "".join(p.read_text() for p in [*KUBERNETES, *OBJECT_STORE, *SBATCH])
-    for name in set(re.findall(r"MNIST_HPO_[A-Z_]+", text)) - {"MNIST_HPO_STORAGE_FILE", "MNIST_HPO_SHARED", "MNIST_HPO_STUDY",
-                                                                "MNIST_HPO_SLURM_ARTIFACTS"}:
+    for name in set(re.findall(r"MNIST_HPO_[A-Z_]+", text)) - {
+        "MNIST_HPO_STORAGE_FILE",
+        "MNIST_HPO_SHARED",
+        "MNIST_HPO_STUDY",
+        "MNIST_HPO_SLURM_ARTIFACTS",
+    }:
         assert f'"{name}"' in source, f"{name} is set by a recipe but read nowhere"
 
 

@@ -201,8 +201,11 @@ def test_a_lost_resume_state_makes_the_retry_start_over(lost_resume_state):
 
 def test_a_lost_resume_state_is_reported(lost_resume_state):
     _, victim, second = lost_resume_state
-    said = [line.lower() for line in (second.stdout + second.stderr).splitlines()
-            if f"trial {victim.number}" in line and ("resume" in line.lower() or "checkpoint" in line.lower())]
+    said = [
+        line.lower()
+        for line in (second.stdout + second.stderr).splitlines()
+        if f"trial {victim.number}" in line and ("resume" in line.lower() or "checkpoint" in line.lower())
+    ]
     assert any(words in line for line in said for words in ("start over", "starts over", "from epoch 1", "starting over")), second.stdout
 
 
@@ -213,14 +216,32 @@ def test_workers_ride_out_a_grpc_proxy_restart(proxy, pg_url, tmp_path):
     """The proxy is stopped mid-study and started again on the same port; the study still ends at its exact budget."""
     url, port, handle = proxy
     create(tmp_path, url, "restart", budget=3, epochs=3)
-    workers = [start(tmp_path, "worker", "--storage", url, "--study", "restart", "--seed", str(i), "--heartbeat-interval", "1",
-                     "--grace-period", "60", log=f"w{i}.log") for i in range(2)]
+    workers = [
+        start(
+            tmp_path,
+            "worker",
+            "--storage",
+            url,
+            "--study",
+            "restart",
+            "--seed",
+            str(i),
+            "--heartbeat-interval",
+            "1",
+            "--grace-period",
+            "60",
+            log=f"w{i}.log",
+        )
+        for i in range(2)
+    ]
     try:
         wait_for(lambda: running_past_epoch(pg_url, "restart"), "a trial past its first epoch", processes=tuple(workers))
         handle["process"].send_signal(signal.SIGTERM)
         assert handle["process"].wait(60) == 0
         handle["process"] = start(tmp_path, "storage-proxy", "--storage", pg_url, "--port", str(port), log="proxy-again.log")
-        wait_for(lambda: "serving" in (tmp_path / "proxy-again.log").read_text(), "the proxy to listen again", processes=(handle["process"],))
+        wait_for(
+            lambda: "serving" in (tmp_path / "proxy-again.log").read_text(), "the proxy to listen again", processes=(handle["process"],)
+        )
         codes = [finish(w) for w in workers]
     finally:
         stop_all(*workers)
@@ -234,8 +255,25 @@ def test_workers_ride_out_a_postgresql_restart_and_say_so(postgres, pg_url, tmp_
     """The server stops mid-study, stays down until a worker has reported the lost connection, then starts again."""
     create(tmp_path, pg_url, "outage", budget=2, epochs=3)
     env = {"MNIST_HPO_RECONNECT_S": "120"}
-    workers = [start(tmp_path, "worker", "--storage", pg_url, "--study", "outage", "--seed", str(i), "--heartbeat-interval", "1",
-                     "--grace-period", "60", log=f"w{i}.log", **env) for i in range(2)]
+    workers = [
+        start(
+            tmp_path,
+            "worker",
+            "--storage",
+            pg_url,
+            "--study",
+            "outage",
+            "--seed",
+            str(i),
+            "--heartbeat-interval",
+            "1",
+            "--grace-period",
+            "60",
+            log=f"w{i}.log",
+            **env,
+        )
+        for i in range(2)
+    ]
     try:
         wait_for(lambda: running_past_epoch(pg_url, "outage"), "a trial past its first epoch", processes=tuple(workers))
         postgres.pause()
@@ -261,8 +299,25 @@ def test_workers_ride_out_a_postgresql_restart_and_say_so(postgres, pg_url, tmp_
 def test_search_with_workers_survives_a_worker_that_dies(tmp_path):
     """SIGKILL of one `mnist-hpo worker` of `search --workers 2` on a journal file: the other resumes its trial."""
     url = f"journal:{tmp_path / 'study.log'}"
-    search = start(tmp_path, "search", "--workers", "2", "--study", "k", "--storage", url, *TINY, "--n-trials", "3",
-                   "--epochs", "4", "--seed", "0", *FAST, log="search.log")
+    search = start(
+        tmp_path,
+        "search",
+        "--workers",
+        "2",
+        "--study",
+        "k",
+        "--storage",
+        url,
+        *TINY,
+        "--n-trials",
+        "3",
+        "--epochs",
+        "4",
+        "--seed",
+        "0",
+        *FAST,
+        log="search.log",
+    )
     try:
         victim = wait_for(lambda: running_past_epoch(url, "k"), "a trial past its first epoch", processes=(search,))
         kill(worker_pid(victim))
@@ -280,9 +335,27 @@ def test_search_with_workers_survives_a_worker_that_dies(tmp_path):
 
 def test_search_with_workers_whose_workers_all_die_says_how_to_continue(tmp_path):
     url = f"journal:{tmp_path / 'study.log'}"
-    search = start(tmp_path, "search", "--workers", "2", "--study", "k", "--storage", url, *TINY, "--n-trials", "2",
-                   "--epochs", "5", "--seed", "0", *FAST, log="search.log")
+    search = start(
+        tmp_path,
+        "search",
+        "--workers",
+        "2",
+        "--study",
+        "k",
+        "--storage",
+        url,
+        *TINY,
+        "--n-trials",
+        "2",
+        "--epochs",
+        "5",
+        "--seed",
+        "0",
+        *FAST,
+        log="search.log",
+    )
     try:
+
         def two_running():
             try:
                 trials = trials_of(url, "k")
@@ -312,8 +385,10 @@ def test_search_with_workers_whose_workers_all_die_says_how_to_continue(tmp_path
 def mount_small_disk(where: Path) -> Path:
     """A 2 MiB tmpfs mounted by the test (as root): room for one tiny trial's files, not much more."""
     where.mkdir()
-    if shutil.which("mount") is None or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)],
-                                                        capture_output=True).returncode != 0:
+    if (
+        shutil.which("mount") is None
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)], capture_output=True).returncode != 0
+    ):
         pytest.skip("cannot mount a tmpfs here (needs root): the full-disk tests need a small filesystem of their own")
     return where
 
@@ -380,6 +455,8 @@ def test_a_worker_on_a_full_disk_stops_with_the_reason(tmp_path):
     error_line(done, "its last 3 trials failed", "No space left on device")
     trials = trials_of(url, "d")
     failed = [t for t in trials if t.state == TrialState.FAIL]
-    assert len(failed) == 3 and all("No space left on device" in t.user_attrs["fail_reason"] for t in failed), [t.user_attrs for t in trials]
+    assert len(failed) == 3 and all("No space left on device" in t.user_attrs["fail_reason"] for t in failed), [
+        t.user_attrs for t in trials
+    ]
     assert [t.state for t in trials].count(TrialState.WAITING) == 1, "its place in the budget is left for another worker"
     assert leftovers == [], f"half-written files: {leftovers}"

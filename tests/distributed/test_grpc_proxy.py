@@ -23,8 +23,29 @@ def test_workers_share_a_study_through_the_grpc_proxy(pg_url, tmp_path):
         wait_for(lambda: "serving" in (tmp_path / "proxy.log").read_text(), "the proxy to listen", processes=[proxy])
         served = (tmp_path / "proxy.log").read_text()
         assert f"on grpc://127.0.0.1:{port}" in served and "pg-s3cret-Pw" not in served
-        done = ok(cli(tmp_path, "search", "--workers", "2", "--n-trials", "8", "--profile", "smoke", "--epochs", "1",
-                      "--max-params", "20000", "--study", "g", "--storage", f"grpc://127.0.0.1:{port}", "--seed", "0", *FAST))
+        done = ok(
+            cli(
+                tmp_path,
+                "search",
+                "--workers",
+                "2",
+                "--n-trials",
+                "8",
+                "--profile",
+                "smoke",
+                "--epochs",
+                "1",
+                "--max-params",
+                "20000",
+                "--study",
+                "g",
+                "--storage",
+                f"grpc://127.0.0.1:{port}",
+                "--seed",
+                "0",
+                *FAST,
+            )
+        )
         assert "budget 8 trials: 8 finished" in done.stdout
     finally:
         proxy.send_signal(signal.SIGTERM)

@@ -43,8 +43,27 @@ def run_main(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_three_workers_on_a_journal_file_stop_on_sigterm_and_resume_to_the_exact_budget(tmp_path):
     url = f"journal:{tmp_path / 'study.log'}"
-    first = start(tmp_path, "search", "--workers", "3", "--study", "j", "--storage", url, *TINY, "--n-trials", "4", "--epochs", "5",
-                  "--pruner", "none", "--seed", "0", *FAST, log="first.log")
+    first = start(
+        tmp_path,
+        "search",
+        "--workers",
+        "3",
+        "--study",
+        "j",
+        "--storage",
+        url,
+        *TINY,
+        "--n-trials",
+        "4",
+        "--epochs",
+        "5",
+        "--pruner",
+        "none",
+        "--seed",
+        "0",
+        *FAST,
+        log="first.log",
+    )
     try:
         victim = wait_for(lambda: running_trial_past_epoch(url, "j"), "a trial past its first epoch", processes=[first])
         first.send_signal(signal.SIGTERM)  # how Kubernetes and Slurm stop a job

@@ -24,9 +24,42 @@ def test_two_workers_keep_everything_in_a_bucket_and_a_killed_trial_resumes_from
     bucket = s3.bucket("hpo-kill")
     location = f"s3://{bucket}/studies/kill"
     prefix = "studies/kill/"
-    ok(cli(tmp_path, "study", "create", "--storage", pg_url, "--study", "kill", *TINY, "--n-trials", "2", "--epochs", "5", "--pruner", "none"))
-    workers = [start(tmp_path, "worker", "--storage", pg_url, "--study", "kill", "--artifacts", location, "--seed", str(i), *FAST,
-                     log=f"w{i}.log", **s3.env) for i in range(2)]
+    ok(
+        cli(
+            tmp_path,
+            "study",
+            "create",
+            "--storage",
+            pg_url,
+            "--study",
+            "kill",
+            *TINY,
+            "--n-trials",
+            "2",
+            "--epochs",
+            "5",
+            "--pruner",
+            "none",
+        )
+    )
+    workers = [
+        start(
+            tmp_path,
+            "worker",
+            "--storage",
+            pg_url,
+            "--study",
+            "kill",
+            "--artifacts",
+            location,
+            "--seed",
+            str(i),
+            *FAST,
+            log=f"w{i}.log",
+            **s3.env,
+        )
+        for i in range(2)
+    ]
     try:
         victim = wait_for(lambda: running_trial_past_epoch(pg_url, "kill"), "a trial past its first epoch", processes=workers)
         resume_key = f"{prefix}resume-kill-{victim.number}.pt"
@@ -67,8 +100,11 @@ def _dashboard_serves_the_bucket(tmp_path, pg_url, location, s3, bucket, prefix,
     """optuna-dashboard's own API lists the retry's artifacts, and serves each one's bytes out of the bucket."""
     dashboard = start(tmp_path, "dashboard", "--storage", pg_url, "--artifacts", location, "--port", "0", log="dashboard.log", **s3.env)
     try:
-        url = wait_for(lambda: re.search(r"http://127\.0\.0\.1:\d+", (tmp_path / "dashboard.log").read_text()), "the dashboard's URL",
-                       processes=(dashboard,)).group(0)
+        url = wait_for(
+            lambda: re.search(r"http://127\.0\.0\.1:\d+", (tmp_path / "dashboard.log").read_text()),
+            "the dashboard's URL",
+            processes=(dashboard,),
+        ).group(0)
         assert f"artifacts s3://{bucket}/{prefix}" in (tmp_path / "dashboard.log").read_text()
         studies = json.load(_get(f"{url}/api/studies"))["study_summaries"]
         study_id = next(s["study_id"] for s in studies if s["study_name"] == "kill")

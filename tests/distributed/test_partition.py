@@ -21,12 +21,32 @@ CUT_S = 6  # the short cut: several heartbeats lost, well inside its 20 s grace 
 
 def _two_workers(tmp_path, url: str, study: str, heartbeat: list[str], network) -> tuple[subprocess.Popen, subprocess.Popen]:
     """The namespaced worker takes the study's one trial; then the other worker joins, on this host, and watches."""
-    ok(cli(tmp_path, "study", "create", "--storage", url, "--study", study, *TINY, "--n-trials", "1", "--epochs", str(EPOCHS),
-           "--pruner", "none"))
-    cut_off = start(tmp_path, "worker", "--storage", url, "--study", study, "--seed", "0", *heartbeat, log="cut-off.log",
-                    inside=tuple(network.prefix))
-    wait_for(lambda: any(t.state == TrialState.RUNNING and "worker" in t.user_attrs for t in trials_of(url, study)),
-             "the namespaced worker's trial", processes=(cut_off,))
+    ok(
+        cli(
+            tmp_path,
+            "study",
+            "create",
+            "--storage",
+            url,
+            "--study",
+            study,
+            *TINY,
+            "--n-trials",
+            "1",
+            "--epochs",
+            str(EPOCHS),
+            "--pruner",
+            "none",
+        )
+    )
+    cut_off = start(
+        tmp_path, "worker", "--storage", url, "--study", study, "--seed", "0", *heartbeat, log="cut-off.log", inside=tuple(network.prefix)
+    )
+    wait_for(
+        lambda: any(t.state == TrialState.RUNNING and "worker" in t.user_attrs for t in trials_of(url, study)),
+        "the namespaced worker's trial",
+        processes=(cut_off,),
+    )
     other = start(tmp_path, "worker", "--storage", url, "--study", study, "--seed", "1", *heartbeat, log="other.log")
     wait_for(lambda: "joined study" in (tmp_path / "other.log").read_text(), "the other worker", processes=(cut_off, other))
     return cut_off, other
@@ -48,9 +68,18 @@ def test_a_worker_cut_off_past_the_grace_period_is_retried_elsewhere_and_refused
     try:
         victim = wait_for(lambda: running_trial_past_epoch(pg_url, "cut"), "a trial past epoch 1", processes=(cut_off, other))
         worker_network.cut()
-        retry = wait_for(lambda: next((t for t in trials_of(pg_url, "cut") if t.user_attrs.get("retry_of") == victim.number
-                                       and t.state == TrialState.RUNNING and t.intermediate_values), None),
-                         "the other worker's retry, past its first epoch", processes=(other,))
+        retry = wait_for(
+            lambda: next(
+                (
+                    t
+                    for t in trials_of(pg_url, "cut")
+                    if t.user_attrs.get("retry_of") == victim.number and t.state == TrialState.RUNNING and t.intermediate_values
+                ),
+                None,
+            ),
+            "the other worker's retry, past its first epoch",
+            processes=(other,),
+        )
         failed = next(t for t in trials_of(pg_url, "cut") if t.number == victim.number)
         assert failed.state == TrialState.FAIL
         worker_network.restore()  # the cut-off worker comes back while the retry still trains

@@ -21,8 +21,29 @@ pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slo
 
 def test_four_worker_processes_finish_exactly_the_global_budget(pg_url, tmp_path):
     # --max-params prunes most networks before training: many quick trials, so the workers race for them.
-    done = ok(cli(tmp_path, "search", "--workers", "4", "--n-trials", "16", "--profile", "smoke", "--epochs", "1",
-                  "--max-params", "20000", "--study", "four", "--storage", pg_url, "--seed", "0", *FAST))
+    done = ok(
+        cli(
+            tmp_path,
+            "search",
+            "--workers",
+            "4",
+            "--n-trials",
+            "16",
+            "--profile",
+            "smoke",
+            "--epochs",
+            "1",
+            "--max-params",
+            "20000",
+            "--study",
+            "four",
+            "--storage",
+            pg_url,
+            "--seed",
+            "0",
+            *FAST,
+        )
+    )
     assert "started 4 worker processes" in done.stdout and "budget 16 trials: 16 finished" in done.stdout
     trials = trials_of(pg_url, "four")
     assert_exact_budget(trials, 16)
@@ -37,8 +58,27 @@ def test_four_worker_processes_finish_exactly_the_global_budget(pg_url, tmp_path
 
 
 def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint_and_the_budget_still_holds(pg_url, tmp_path):
-    ok(cli(tmp_path, "study", "create", "--storage", pg_url, "--study", "kill", *TINY, "--n-trials", "2", "--epochs", "5", "--pruner", "none"))
-    workers = [start(tmp_path, "worker", "--storage", pg_url, "--study", "kill", "--seed", str(i), *FAST, log=f"w{i}.log") for i in range(2)]
+    ok(
+        cli(
+            tmp_path,
+            "study",
+            "create",
+            "--storage",
+            pg_url,
+            "--study",
+            "kill",
+            *TINY,
+            "--n-trials",
+            "2",
+            "--epochs",
+            "5",
+            "--pruner",
+            "none",
+        )
+    )
+    workers = [
+        start(tmp_path, "worker", "--storage", pg_url, "--study", "kill", "--seed", str(i), *FAST, log=f"w{i}.log") for i in range(2)
+    ]
     try:
         victim = wait_for(lambda: running_trial_past_epoch(pg_url, "kill"), "a trial past its first epoch", processes=workers)
         pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])

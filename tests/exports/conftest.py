@@ -12,8 +12,26 @@ def study(tmp_path_factory) -> Study:
     """Two smoke trials of one epoch, then `mnist-hpo export` in every format, each into folders that do not exist yet."""
     root = tmp_path_factory.mktemp("export-study")
     made = Study(root, {fmt: root / f"new-{fmt}" / "deeper" / f"best.{fmt}" for fmt in FORMATS})
-    done = cli(root, "search", "--profile", "smoke", "--n-trials", "2", "--storage", made.url, "--artifacts", str(made.artifacts),
-               "--epochs", "1", "--seed", "0", "--device", "cpu", "--pruner", "none")
+    done = cli(
+        root,
+        "search",
+        "--profile",
+        "smoke",
+        "--n-trials",
+        "2",
+        "--storage",
+        made.url,
+        "--artifacts",
+        str(made.artifacts),
+        "--epochs",
+        "1",
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+        "--pruner",
+        "none",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     for fmt, out in made.exports.items():
         done = cli(root, "export", *made.args(), "--format", fmt, "--out", str(out))

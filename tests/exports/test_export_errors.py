@@ -49,26 +49,37 @@ def tiny_filesystem(folder: Path, size: str = "256k"):
 
 
 def test_unknown_format(study, tmp_path):
-    error_line(cli(tmp_path, "export", *study.args(), "--format", "tflite", "--out", "out/best.tflite"),
-               "unknown export format 'tflite'; choose from pt, safetensors, onnx, pt2")
+    error_line(
+        cli(tmp_path, "export", *study.args(), "--format", "tflite", "--out", "out/best.tflite"),
+        "unknown export format 'tflite'; choose from pt, safetensors, onnx, pt2",
+    )
     assert tree(tmp_path) == []
 
 
 def test_output_is_a_folder(study, tmp_path):
     (tmp_path / "models").mkdir()
-    error_line(cli(tmp_path, "export", *study.args(), "--format", "onnx", "--out", "models"), "output models is a folder", "models/model.onnx")
+    error_line(
+        cli(tmp_path, "export", *study.args(), "--format", "onnx", "--out", "models"), "output models is a folder", "models/model.onnx"
+    )
     assert tree(tmp_path) == ["models"]
 
 
 def test_output_under_a_file(study, tmp_path):
     (tmp_path / "notes.txt").write_text("keep me\n")
-    error_line(cli(tmp_path, "export", *study.args(), "--format", "pt2", "--out", "notes.txt/sub/best.pt2"), "lies under notes.txt, which is a file")
+    error_line(
+        cli(tmp_path, "export", *study.args(), "--format", "pt2", "--out", "notes.txt/sub/best.pt2"),
+        "lies under notes.txt, which is a file",
+    )
     assert tree(tmp_path) == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "keep me\n"
 
 
 def test_output_in_a_read_only_folder(study, tmp_path):
     with immutable(tmp_path / "locked") as locked:
-        error_line(cli(tmp_path, "export", *study.args(), "--format", "safetensors", "--out", "locked/best.safetensors"), "cannot be written", "choose a writable --out")
+        error_line(
+            cli(tmp_path, "export", *study.args(), "--format", "safetensors", "--out", "locked/best.safetensors"),
+            "cannot be written",
+            "choose a writable --out",
+        )
         assert tree(locked) == []
 
 
@@ -147,7 +158,11 @@ def test_a_newer_format_names_both_versions_and_the_fix(study, fmt, tmp_path):
         open_export(path)
     message = str(caught.value)
     assert "\n" not in message and str(path) in message
-    for fragment in ("model format 99, written by mnist-hpo 9.9.0", "this mnist-hpo 0.1.0 reads formats 1-2", "pip install 'mnist-hpo>=9.9.0'"):
+    for fragment in (
+        "model format 99, written by mnist-hpo 9.9.0",
+        "this mnist-hpo 0.1.0 reads formats 1-2",
+        "pip install 'mnist-hpo>=9.9.0'",
+    ):
         assert fragment in message
 
 
@@ -156,8 +171,11 @@ def test_predict_refuses_a_newer_checkpoint_from_the_cli(study, real_images, tmp
 
     newer_format("pt", study.exports["pt"], tmp_path / "future.pt")
     write_kaggle_csv(tmp_path / "test.csv", real_images[:5])
-    error_line(cli(tmp_path, "predict", "--checkpoint", "future.pt", "--kaggle-csv", "test.csv", "--out", "sub.csv"),
-               "future.pt is model format 99, written by mnist-hpo 9.9.0", "pip install")
+    error_line(
+        cli(tmp_path, "predict", "--checkpoint", "future.pt", "--kaggle-csv", "test.csv", "--out", "sub.csv"),
+        "future.pt is model format 99, written by mnist-hpo 9.9.0",
+        "pip install",
+    )
     assert tree(tmp_path) == ["future.pt", "test.csv"]
 
 
@@ -180,8 +198,11 @@ def test_a_trial_that_did_not_complete(study, tmp_path):
     loaded = optuna.load_study(study_name=STUDY, storage=broken.url)
     failed = loaded.ask()
     loaded.tell(failed, state=optuna.trial.TrialState.FAIL)
-    error_line(cli(tmp_path, "export", *broken.args(), "--trial", str(failed.number), "--format", "onnx", "--out", "out/x.onnx"),
-               f"trial {failed.number} of 'mnist-smoke' did not complete", "completed trials: 0, 1")
+    error_line(
+        cli(tmp_path, "export", *broken.args(), "--trial", str(failed.number), "--format", "onnx", "--out", "out/x.onnx"),
+        f"trial {failed.number} of 'mnist-smoke' did not complete",
+        "completed trials: 0, 1",
+    )
     assert not (tmp_path / "out").exists()
 
 

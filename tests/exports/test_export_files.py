@@ -90,9 +90,14 @@ def test_model_card_beside_every_export(study, best_trial, fmt):
     assert f"| validation (1,000 images) | {100 * best_trial.values[0]:.2f} % |" in card
     assert "| test (1,000 images) |" in card and "(reported only, never used to choose)" in card
     assert "2,000 train / 1,000 validation / 1,000 test images" in card
-    assert f"Parameters: {best_trial.user_attrs['parameters']:,}" in card and f"Mult-adds per image: {best_trial.user_attrs['mult_adds']:,}" in card
+    assert (
+        f"Parameters: {best_trial.user_attrs['parameters']:,}" in card
+        and f"Mult-adds per image: {best_trial.user_attrs['mult_adds']:,}" in card
+    )
     assert '"epochs": 1' in card and '"lr":' in card  # training configuration and search parameters
-    assert {"onnx": "ort.InferenceSession", "pt2": "torch.export.load", "pt": "predict_pixels", "safetensors": "predict_pixels"}[fmt] in card
+    assert {"onnx": "ort.InferenceSession", "pt2": "torch.export.load", "pt": "predict_pixels", "safetensors": "predict_pixels"}[
+        fmt
+    ] in card
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -75,8 +75,15 @@ def images_file(tmp_path_factory, real_images):
 def uint8_programs(study, best_trial, tmp_path_factory):
     """The best trial as uint8-input ONNX and pt2 programs (export_model's input_dtype option)."""
     model, payload = load_checkpoint(study.exports["pt"])
-    info = ExportInfo(payload["model_spec"], best_trial.values[0], payload["metrics"]["test_accuracy"], "mnist-smoke", (best_trial.number,),
-                      best_trial.params, split_sizes=payload["split_sizes"])
+    info = ExportInfo(
+        payload["model_spec"],
+        best_trial.values[0],
+        payload["metrics"]["test_accuracy"],
+        "mnist-smoke",
+        (best_trial.number,),
+        best_trial.params,
+        split_sizes=payload["split_sizes"],
+    )
     folder = tmp_path_factory.mktemp("uint8")
     return {fmt: export_model(model, folder / f"best-uint8.{fmt}", fmt, info, input_dtype="uint8").path for fmt in ("onnx", "pt2")}
 
@@ -146,4 +153,3 @@ def test_ensemble_exports_run_alone_as_one_model(ensembles, real_images, images_
         assert meta["trial"] == "0, 1" or meta["trial"] == "1, 0"
     members = [predict_pixels(p, real_images[:500])[0] for p in ensembles.values()]
     assert all(torch.equal(members[0], labels) for labels in members), "predict gives one answer for the ensemble in every format"
-

@@ -48,7 +48,9 @@ def test_paper_networks_follow_the_authors_layout():
 
 
 def test_family_builder_with_head_and_counts_before_training():
-    config = FamilyConfig(conv_layers=4, kernel_size=5, first_channels=8, growth=4, head_width=32, dropout_in=0.2, dropout_hidden=0.3, activation="silu")
+    config = FamilyConfig(
+        conv_layers=4, kernel_size=5, first_channels=8, growth=4, head_width=32, dropout_in=0.2, dropout_hidden=0.3, activation="silu"
+    )
     model = build_model({"name": "family", "config": config.to_dict()})
     # conv weights + BN, then 20*12*12 -> 32 (with bias) -> 10 (no bias) + BN1d(10)
     convs = 1 * 8 * 25 + 8 * 12 * 25 + 12 * 16 * 25 + 16 * 20 * 25

@@ -25,7 +25,9 @@ def numbers(points) -> list[int]:
     return [p.number for p in points]
 
 
-@pytest.mark.parametrize(("epochs", "expected"), [(1, []), (2, [1]), (3, [1]), (4, [1, 3]), (9, [1, 3]), (10, [1, 3, 9]), (30, [1, 3, 9, 27])])
+@pytest.mark.parametrize(
+    ("epochs", "expected"), [(1, []), (2, [1]), (3, [1]), (4, [1, 3]), (9, [1, 3]), (10, [1, 3, 9]), (30, [1, 3, 9, 27])]
+)
 def test_rungs_sit_at_powers_of_three_and_never_at_the_last_epoch(epochs, expected):
     assert rungs(epochs) == expected
 
@@ -97,9 +99,42 @@ def test_threshold_stays_available_and_schema_1_keeps_it():
 def test_the_multi_objective_default_prunes_at_rungs_by_the_pareto_ranking(tmp_path: Path):
     """A real study from the CLI (default pruner for two objectives); every verdict is replayed from the stored rung values."""
     db = tmp_path / "mo.db"
-    done = subprocess.run([*CLI, "search", "--profile", "smoke", "--objectives", "accuracy,params", "--epochs", "4", "--n-trials", "8",
-                           "--study", "mo", "--storage", f"sqlite:///{db}", "--artifacts", str(tmp_path / "a"), "--seed", "0", "--device", "cpu"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=_env())
+    space = tmp_path / "small.toml"  # two 7x7 convs of 4 to 16 channels: about a second per epoch, and sizes that differ
+    space.write_text(
+        "[kernel_size]\nvalue = 7\n[conv_layers_k7]\nvalue = 2\n[first_channels]\nlow = 4\nhigh = 16\nstep = 4\n"
+        "[growth]\nvalue = 0\n[head]\nvalue = false\n[batch_size]\nvalue = 64\n"
+    )
+    done = subprocess.run(
+        [
+            *CLI,
+            "search",
+            "--profile",
+            "smoke",
+            "--objectives",
+            "accuracy,params",
+            "--epochs",
+            "4",
+            "--n-trials",
+            "8",
+            "--space",
+            str(space),
+            "--study",
+            "mo",
+            "--storage",
+            f"sqlite:///{db}",
+            "--artifacts",
+            str(tmp_path / "a"),
+            "--seed",
+            "0",
+            "--device",
+            "cpu",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+    )
     assert done.returncode == 0, done.stderr
     study = optuna.load_study(study_name="mo", storage=f"sqlite:///{db}")
     assert StudySettings.load(study).pruner == "mo-asha"
@@ -117,7 +152,9 @@ def test_the_multi_objective_default_prunes_at_rungs_by_the_pareto_ranking(tmp_p
             went_on = trial.user_attrs["epochs_run"] > rung
             assert verdict.promoted == went_on, (trial.number, rung, verdict)
             if not went_on:
-                assert trial.user_attrs["stopped"].startswith(f"MO-ASHA after epoch {rung}: not in the top {verdict.kept} of the {verdict.of}")
+                assert trial.user_attrs["stopped"].startswith(
+                    f"MO-ASHA after epoch {rung}: not in the top {verdict.kept} of the {verdict.of}"
+                )
     assert "Pareto front (validation accuracy vs parameters)" in done.stdout
 
 

@@ -30,7 +30,10 @@ def test_settings_of_schema_1_load_and_are_rewritten_by_upgrade():
 
 def test_settings_of_a_newer_mnist_hpo_are_refused_with_both_versions_and_the_fix():
     newer = stored(schema=SCHEMA + 1, versions={"mnist_hpo": "9.0.0"})
-    with pytest.raises(SettingsVersionError, match=rf"written by mnist-hpo 9.0.0 \(settings schema {SCHEMA + 1}\).*reads schema {SCHEMA} and older: install mnist-hpo>=9.0.0") as error:
+    with pytest.raises(
+        SettingsVersionError,
+        match=rf"written by mnist-hpo 9.0.0 \(settings schema {SCHEMA + 1}\).*reads schema {SCHEMA} and older: install mnist-hpo>=9.0.0",
+    ) as error:
         StudySettings.from_dict(newer, "future")
     assert "\n" not in str(error.value)
     with pytest.raises(SettingsVersionError, match="install mnist-hpo>="):

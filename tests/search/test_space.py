@@ -176,8 +176,6 @@ INVALID = {
 }
 
 
-
-
 @pytest.mark.parametrize("text, fragments", list(INVALID.values()), ids=list(INVALID))
 def test_a_bad_space_file_is_one_helpful_line(tmp_path, text, fragments):
     path = space_file(tmp_path, text)
@@ -370,8 +368,14 @@ def test_a_space_the_search_cannot_use_is_rejected_when_loaded(tmp_path, text):
 def test_space_show_prints_the_effective_narrowed_space(tmp_path):
     path = space_file(tmp_path, "[lr]\nlow = 5e-4\nhigh = 2e-3\n\n[rotation]\ndrop = true\n\n[head]\nvalue = false\n")
     env = {k: v for k, v in os.environ.items() if k != "MNIST_HPO_STORAGE"} | {"COLUMNS": "200"}
-    done = subprocess.run([*CLI, "space", "show", "--profile", "quick", "--space", str(path)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*CLI, "space", "show", "--profile", "quick", "--space", str(path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stdout.startswith("profile quick: ")

@@ -127,8 +127,29 @@ def test_a_study_stops_at_its_target_says_why_and_continues_without_the_rule(tmp
 
 def test_with_two_workers_both_stop_and_the_study_records_one_reason(tmp_path: Path):
     url = f"journal:{tmp_path / 'study.log'}"
-    done = cli(tmp_path, "search", *TINY, "--workers", "2", "--study", "j", "--storage", url, "--n-trials", "8", "--target", "0.2",
-               "--pruner", "none", "--seed", "0", "--heartbeat-interval", "1", "--grace-period", "4")
+    done = cli(
+        tmp_path,
+        "search",
+        *TINY,
+        "--workers",
+        "2",
+        "--study",
+        "j",
+        "--storage",
+        url,
+        "--n-trials",
+        "8",
+        "--target",
+        "0.2",
+        "--pruner",
+        "none",
+        "--seed",
+        "0",
+        "--heartbeat-interval",
+        "1",
+        "--grace-period",
+        "4",
+    )
     study = optuna.load_study(study_name="j", storage=storage.open_storage(url))
     reason = study.user_attrs["stopped"]
     assert reason.startswith("--target 0.2: trial")
@@ -146,9 +167,14 @@ BAD = {
     "target above 1": (["--target", "1.5"], ["--target is a validation accuracy in (0, 1], e.g. 0.99, got 1.5"]),
     "target 0": (["--target", "0"], ["--target is a validation accuracy in (0, 1]"]),
     "rule with two objectives": (["--stop-after", "3", "--objectives", "accuracy,params"], ["watch one objective"]),
-    "mo-asha with one objective": (["--pruner", "mo-asha"], ["mo-asha pruner ranks trials on two objectives", "--objectives accuracy,params"]),
-    "one-objective pruner with two": (["--pruner", "hyperband", "--objectives", "accuracy,params"],
-                                      ["unknown pruner 'hyperband' for multi-objective studies", "mo-asha, threshold, none"]),
+    "mo-asha with one objective": (
+        ["--pruner", "mo-asha"],
+        ["mo-asha pruner ranks trials on two objectives", "--objectives accuracy,params"],
+    ),
+    "one-objective pruner with two": (
+        ["--pruner", "hyperband", "--objectives", "accuracy,params"],
+        ["unknown pruner 'hyperband' for multi-objective studies", "mo-asha, threshold, none"],
+    ),
 }
 
 
@@ -188,8 +214,15 @@ def test_study_create_stores_the_rules_and_replaces_them_only_when_given(tmp_pat
 
 
 def test_through_the_console_script_a_bad_target_is_one_line(tmp_path):
-    done = subprocess.run([*CLI, "search", "--profile", "smoke", "--target", "2"], cwd=tmp_path, env=env(), capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [*CLI, "search", "--profile", "smoke", "--target", "2"],
+        cwd=tmp_path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
     assert done.stderr.startswith("error: --target is a validation accuracy in (0, 1]")
     assert list(tmp_path.iterdir()) == []

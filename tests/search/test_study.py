@@ -37,7 +37,9 @@ CLI = [sys.executable, "-m", "mnist_hpo"]
 
 
 def smoke(tmp: Path, study: str = "s", **overrides) -> SearchRequest:
-    request = SearchRequest(study=study, storage=f"sqlite:///{tmp}/study.db", artifacts=tmp / "artifacts", profile="smoke", seed=0, n_trials=6, device="cpu")
+    request = SearchRequest(
+        study=study, storage=f"sqlite:///{tmp}/study.db", artifacts=tmp / "artifacts", profile="smoke", seed=0, n_trials=6, device="cpu"
+    )
     for key, value in overrides.items():
         setattr(request, key, value)
     return request
@@ -50,7 +52,9 @@ def smoke_study(tmp_path_factory) -> tuple[Path, optuna.Study]:
 
 
 def trial_checkpoint(tmp: Path, study: optuna.Study, trial):
-    return trial_model(storage.open_storage(f"sqlite:///{tmp}/study.db"), study, trial, storage.open_artifacts(tmp / "artifacts", create=False))
+    return trial_model(
+        storage.open_storage(f"sqlite:///{tmp}/study.db"), study, trial, storage.open_artifacts(tmp / "artifacts", create=False)
+    )
 
 
 def copy_study(source: Path, target: Path) -> None:
@@ -153,7 +157,9 @@ def test_export_loads_with_weights_only_and_predicts_like_the_trial(smoke_study,
         header = f.metadata()
     rebuilt = build_model(json.loads(header["model_spec"]))
     rebuilt.load_state_dict(load_file(tmp_path / "best.safetensors"))
-    assert torch.equal(predict_logits(rebuilt.eval(), images, torch.device("cpu")), predict_logits(trial_model, images, torch.device("cpu")))
+    assert torch.equal(
+        predict_logits(rebuilt.eval(), images, torch.device("cpu")), predict_logits(trial_model, images, torch.device("cpu"))
+    )
 
 
 def test_kaggle_csv_round_trip_through_the_cli(smoke_study, tmp_path):
@@ -166,8 +172,21 @@ def test_kaggle_csv_round_trip_through_the_cli(smoke_study, tmp_path):
     rows = [",".join(f"pixel{i}" for i in range(784))]
     rows += [",".join(str(int(v)) for v in image.flatten()) for image in images]
     (tmp_path / "test.csv").write_text("\n".join(rows) + "\n")
-    done = subprocess.run([*CLI, "predict", "--checkpoint", str(tmp_path / "best.pt"), "--kaggle-csv", str(tmp_path / "test.csv"), "--out", str(tmp_path / "sub.csv")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            *CLI,
+            "predict",
+            "--checkpoint",
+            str(tmp_path / "best.pt"),
+            "--kaggle-csv",
+            str(tmp_path / "test.csv"),
+            "--out",
+            str(tmp_path / "sub.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     lines = (tmp_path / "sub.csv").read_text().splitlines()
     expected = predict_logits(model, images, torch.device("cpu")).argmax(1).tolist()
@@ -179,18 +198,36 @@ def test_optunas_own_cli_reads_our_storage(smoke_study):
     tmp, study = smoke_study
     url = f"sqlite:///{tmp}/study.db"
     optuna_cli = shutil.which("optuna", path=os.path.dirname(sys.executable))
-    trials = subprocess.run([optuna_cli, "trials", "--study-name", "s", "--storage", url, "-f", "json"], capture_output=True, text=True, timeout=120)
+    trials = subprocess.run(
+        [optuna_cli, "trials", "--study-name", "s", "--storage", url, "-f", "json"], capture_output=True, text=True, timeout=120
+    )
     assert trials.returncode == 0, trials.stderr
     assert len(json.loads(trials.stdout)) == len(study.trials)
-    best = subprocess.run([optuna_cli, "best-trial", "--study-name", "s", "--storage", url, "-f", "json"], capture_output=True, text=True, timeout=120)
+    best = subprocess.run(
+        [optuna_cli, "best-trial", "--study-name", "s", "--storage", url, "-f", "json"], capture_output=True, text=True, timeout=120
+    )
     assert best.returncode == 0, best.stderr
     assert json.loads(best.stdout)["number"] == study.best_trial.number
 
 
 def test_sigint_fails_the_running_trial_re_queues_it_and_the_study_continues_to_its_budget(tmp_path):
     db = tmp_path / "study.db"
-    command = [*CLI, "search", "--profile", "smoke", "--study", "i", "--storage", f"sqlite:///{db}", "--artifacts", str(tmp_path / "a"),
-               "--seed", "0", "--device", "cpu"]
+    command = [
+        *CLI,
+        "search",
+        "--profile",
+        "smoke",
+        "--study",
+        "i",
+        "--storage",
+        f"sqlite:///{db}",
+        "--artifacts",
+        str(tmp_path / "a"),
+        "--seed",
+        "0",
+        "--device",
+        "cpu",
+    ]
     process = subprocess.Popen([*command, "--n-trials", "6"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # wait until a trial is running

@@ -65,15 +65,43 @@ def one_thread():
 def made(tmp_path_factory) -> Made:
     folder = tmp_path_factory.mktemp("warm")
     made = Made(folder)
-    run_search(SearchRequest(study="src", storage=made.url, artifacts=folder / "mnist-hpo-artifacts", profile="smoke",
-                             space_file=TINY_SPACE, n_trials=4, seed=0, pruner="none", device="cpu"))
-    done = cli(folder, "search", *TINY, "--study", "w", "--storage", made.url, "--warm-start", "src", "--n-trials", "2", "--seed", "1", "--device", "cpu")
+    run_search(
+        SearchRequest(
+            study="src",
+            storage=made.url,
+            artifacts=folder / "mnist-hpo-artifacts",
+            profile="smoke",
+            space_file=TINY_SPACE,
+            n_trials=4,
+            seed=0,
+            pruner="none",
+            device="cpu",
+        )
+    )
+    done = cli(
+        folder,
+        "search",
+        *TINY,
+        "--study",
+        "w",
+        "--storage",
+        made.url,
+        "--warm-start",
+        "src",
+        "--n-trials",
+        "2",
+        "--seed",
+        "1",
+        "--device",
+        "cpu",
+    )
     assert done.returncode == 0, done.stderr
     assert "seeded with 4 finished trials copied from 'src'" in done.stdout
     w = made.study("w")
     best_copy = next(t for t in made.study("src").trials if t.state == TrialState.COMPLETE)
-    better = optuna.trial.create_trial(value=0.999, params=best_copy.params, distributions=best_copy.distributions,
-                                       user_attrs={"parameters": 1})
+    better = optuna.trial.create_trial(
+        value=0.999, params=best_copy.params, distributions=best_copy.distributions, user_attrs={"parameters": 1}
+    )
     better.number = 99
     assert copy_trials(w, "src", [better]) == 1  # a copy better than anything: nothing may rank it
     return made
@@ -123,8 +151,18 @@ def test_rankings_leave_copies_out(made, capsys):
 
 def test_the_copies_seed_the_sampler(made):
     """Same sampler seed: the cold study's first free trial is a random start-up draw, the warm one's comes from TPE."""
-    cold = run_search(SearchRequest(study="cold", storage=made.url, artifacts=made.folder / "mnist-hpo-artifacts", profile="smoke",
-                                    space_file=TINY_SPACE, n_trials=2, seed=1, device="cpu"))
+    cold = run_search(
+        SearchRequest(
+            study="cold",
+            storage=made.url,
+            artifacts=made.folder / "mnist-hpo-artifacts",
+            profile="smoke",
+            space_file=TINY_SPACE,
+            n_trials=2,
+            seed=1,
+            device="cpu",
+        )
+    )
     assert cold.trials[0].params == made.study("w").trials[0].params  # the published baseline in both
     assert cold.trials[1].params != made.study("w").trials[1].params
 
@@ -133,11 +171,16 @@ def test_compatibility_names_the_parameter_or_the_objectives():
     smoke = get_profile("smoke", False)
     ours = new_settings(SearchRequest(profile="smoke"), smoke)
     narrower = new_settings(SearchRequest(profile="smoke", space_file=TINY_SPACE), smoke)
-    with pytest.raises(UserError, match=r"parameter batch_size differs \(one of 32, 64 here, fixed at 64 there\) \(and 5 more: "
-                                        r"conv_layers_k7, first_channels, growth, head, kernel_size\)"):
+    with pytest.raises(
+        UserError,
+        match=r"parameter batch_size differs \(one of 32, 64 here, fixed at 64 there\) \(and 5 more: "
+        r"conv_layers_k7, first_channels, growth, head, kernel_size\)",
+    ):
         check_compatible(narrower, ours, "other")
     lr = StudySettings(**{**ours.to_dict(), "space": Space.from_dict(ours.space).with_overrides({"lr": {"low": 1e-4}}).to_dict()})
-    with pytest.raises(UserError, match=re.escape("parameter lr differs (float in [0.001, 0.01], log here, float in [0.0001, 0.01], log there);")):
+    with pytest.raises(
+        UserError, match=re.escape("parameter lr differs (float in [0.001, 0.01], log here, float in [0.0001, 0.01], log there);")
+    ):
         check_compatible(lr, ours, "other")
     two = new_settings(SearchRequest(profile="smoke", objectives="accuracy,params"), smoke)
     with pytest.raises(UserError, match="it optimises accuracy,params, this study accuracy"):
@@ -147,8 +190,12 @@ def test_compatibility_names_the_parameter_or_the_objectives():
 
 def snapshot(url: str) -> dict:
     rdb = storage.open_storage(url)
-    return {name: [(t.number, t.state, t.values, t.params, sorted(t.user_attrs)) for t in optuna.load_study(study_name=name, storage=rdb).trials]
-            for name in storage.list_study_names(rdb)} | {"attrs": [optuna.load_study(study_name=n, storage=rdb).user_attrs for n in storage.list_study_names(rdb)]}
+    return {
+        name: [
+            (t.number, t.state, t.values, t.params, sorted(t.user_attrs)) for t in optuna.load_study(study_name=name, storage=rdb).trials
+        ]
+        for name in storage.list_study_names(rdb)
+    } | {"attrs": [optuna.load_study(study_name=n, storage=rdb).user_attrs for n in storage.list_study_names(rdb)]}
 
 
 def add_study_with_other_data(made: Made) -> None:
@@ -164,9 +211,14 @@ def add_study_with_other_data(made: Made) -> None:
 
 
 REFUSALS = {
-    "another space": (["--profile", "smoke", "--study", "x", "--warm-start", "src"], ["cannot warm-start from 'src': parameter", "differs", "--space"]),
-    "other data": ([*TINY, "--study", "x", "--warm-start", "other-data"], ["cannot warm-start from 'other-data': its data differ",
-                                                                         "data digest 0123456789abcdef there"]),
+    "another space": (
+        ["--profile", "smoke", "--study", "x", "--warm-start", "src"],
+        ["cannot warm-start from 'src': parameter", "differs", "--space"],
+    ),
+    "other data": (
+        [*TINY, "--study", "x", "--warm-start", "other-data"],
+        ["cannot warm-start from 'other-data': its data differ", "data digest 0123456789abcdef there"],
+    ),
     "an existing study": ([*TINY, "--study", "w", "--warm-start", "src"], ["study 'w' exists; --warm-start seeds a new study only"]),
     "no such study": ([*TINY, "--study", "x", "--warm-start", "nope"], ["no study 'nope' in", "existing studies: src, w"]),
     "itself": ([*TINY, "--study", "x", "--warm-start", "x"], ["a study cannot warm-start from itself"]),

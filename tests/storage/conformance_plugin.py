@@ -19,8 +19,12 @@ import psycopg
 
 from mnist_hpo.storage import open_storage
 
-KWARGS = {"heartbeat_interval": "heartbeat_interval", "grace_period": "grace_period",
-          "heartbeat_stale_trial_callback": "stale_trial_callback", "failed_trial_callback": "stale_trial_callback"}
+KWARGS = {
+    "heartbeat_interval": "heartbeat_interval",
+    "grace_period": "grace_period",
+    "heartbeat_stale_trial_callback": "stale_trial_callback",
+    "failed_trial_callback": "stale_trial_callback",
+}
 _original_enter = supplied.StorageSupplier.__enter__
 _numbers = itertools.count()
 

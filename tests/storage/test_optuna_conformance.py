@@ -31,8 +31,24 @@ def optuna_tests() -> Path:
     if (tests / SUITES[0]).is_file():
         return tests
     cache.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([sys.executable, "-m", "pip", "download", f"optuna=={optuna.__version__}", "--no-binary", ":all:",
-                           "--no-deps", "-q", "-d", str(cache)], capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            f"optuna=={optuna.__version__}",
+            "--no-binary",
+            ":all:",
+            "--no-deps",
+            "-q",
+            "-d",
+            str(cache),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     archive = cache / f"optuna-{optuna.__version__}.tar.gz"
     if done.returncode != 0 or not archive.is_file():
         pytest.fail(f"could not download Optuna's sdist from PyPI: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
@@ -43,10 +59,28 @@ def optuna_tests() -> Path:
 
 def run_suite(tests: Path, mode: str, tmp_path: Path, admin_url: str = "") -> tuple[subprocess.Popen, Path]:
     count = tmp_path / f"{mode}-storages.txt"
-    env = {**os.environ, "MNIST_HPO_CONFORMANCE": mode, "MNIST_HPO_CONFORMANCE_PG": admin_url, "MNIST_HPO_CONFORMANCE_COUNT": str(count),
-           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "conformance_plugin", "-p", "no:cacheprovider", "-o", "addopts=",
-               "-k", "sqlite and not cached", *SUITES]
+    env = {
+        **os.environ,
+        "MNIST_HPO_CONFORMANCE": mode,
+        "MNIST_HPO_CONFORMANCE_PG": admin_url,
+        "MNIST_HPO_CONFORMANCE_COUNT": str(count),
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "conformance_plugin",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "-k",
+        "sqlite and not cached",
+        *SUITES,
+    ]
     log = open(tmp_path / f"{mode}.log", "w")
     return subprocess.Popen(command, cwd=tests, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL), count
 

@@ -37,13 +37,16 @@ def test_blobs_and_artifacts_live_under_the_prefix_and_two_prefixes_do_not_meet(
         one.write("../escape", None)
 
 
-@pytest.mark.parametrize(("location", "message"), [
-    ("s3://Bad_Bucket/x", "is not an S3 bucket name"),
-    ("s3://hpo-prefixes/a//b", "has an empty, '.' or '..' part"),
-    ("s3://hpo-prefixes/../b", "has an empty, '.' or '..' part"),
-    ("gs://bucket/x", "unsupported location; use a folder or s3://BUCKET/PREFIX"),
-    ("s3://no-such-bucket-here/x", "bucket 'no-such-bucket-here' does not exist at http://127.0.0.1:"),
-])
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [
+        ("s3://Bad_Bucket/x", "is not an S3 bucket name"),
+        ("s3://hpo-prefixes/a//b", "has an empty, '.' or '..' part"),
+        ("s3://hpo-prefixes/../b", "has an empty, '.' or '..' part"),
+        ("gs://bucket/x", "unsupported location; use a folder or s3://BUCKET/PREFIX"),
+        ("s3://no-such-bucket-here/x", "bucket 'no-such-bucket-here' does not exist at http://127.0.0.1:"),
+    ],
+)
 def test_bad_locations_are_one_line_errors(aws, location, message):
     aws.bucket("hpo-prefixes")
     with pytest.raises(UserError, match=re.escape(message)):
@@ -82,13 +85,19 @@ def test_postgresql_sessions_give_up_on_a_silent_peer_and_workers_keep_one_conne
     faults = Faults(1, 4, 1).validated()
     rdb = open_for_workers(pg_url, faults, must_exist=False)
     with rdb.engine.connect() as connection:
-        shown = {name: connection.execute(sqlalchemy.text(f"SHOW {name}")).scalar() for name in
-                 ("tcp_user_timeout", "tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")}
+        shown = {
+            name: connection.execute(sqlalchemy.text(f"SHOW {name}")).scalar()
+            for name in ("tcp_user_timeout", "tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+        }
         fd = connection.connection.dbapi_connection.pgconn.socket  # this worker's own socket, as the kernel has it
         with socket.socket(fileno=os.dup(fd)) as sock:
-            kernel = (sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT), sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
-                      sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
-                      sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT))
+            kernel = (
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+            )
     assert kernel == (20_000, 1, 10, 5, 3), "a silent peer is given up after 20 s of unacknowledged data; idle ones are probed"
     assert shown == {"tcp_user_timeout": "20000", "tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
     assert rdb.engine.pool.size() == storage.WORKER_POOL[0] == 1, "one connection kept open per worker"

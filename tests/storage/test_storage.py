@@ -47,9 +47,7 @@ def journal_mode(path) -> str:
 
 def run_study(storage, name, n_trials=2, directions=("minimize",)):
     study = optuna.create_study(storage=storage, study_name=name, directions=list(directions))
-    study.optimize(
-        lambda t: tuple(t.suggest_float(f"x{i}", 0, 1) for i in range(len(directions))), n_trials=n_trials
-    )
+    study.optimize(lambda t: tuple(t.suggest_float(f"x{i}", 0, 1) for i in range(len(directions))), n_trials=n_trials)
     return study
 
 
@@ -136,9 +134,7 @@ def test_sqlite_study_round_trip(tmp_path, monkeypatch):
     assert summary["counts"]["COMPLETE"] == 3 and summary["counts"]["FAIL"] == 0
     assert set(summary["counts"]) == {s.name for s in optuna.trial.TrialState}
     assert summary["directions"] == ["minimize"] and summary["best_values"] == [written.best_value]
-    assert summary["best_trials"] == [
-        {"number": written.best_trial.number, "values": [written.best_value], "params": written.best_params}
-    ]
+    assert summary["best_trials"] == [{"number": written.best_trial.number, "values": [written.best_value], "params": written.best_params}]
 
 
 def test_study_summary_of_multi_objective_study_and_of_an_empty_one(tmp_path):
@@ -235,17 +231,39 @@ NO_GRPC = "import sys; sys.modules['grpc'] = None  # as if grpcio were not insta
 def test_grpc_without_grpcio_says_what_to_install(tmp_path):
     """In a fresh process where `import grpc` fails, as on an install without the grpc extra."""
     worker = subprocess.run(
-        [sys.executable, "-c", NO_GRPC + "from mnist_hpo.cli import main; main(sys.argv[1:])",
-         "worker", "--study", "x", "--storage", "grpc://localhost:13000"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            NO_GRPC + "from mnist_hpo.cli import main; main(sys.argv[1:])",
+            "worker",
+            "--study",
+            "x",
+            "--storage",
+            "grpc://localhost:13000",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert worker.returncode == 2, worker.stderr
     assert worker.stderr.startswith("error: grpc:// storages need the grpcio and protobuf packages; run pip install 'mnist-hpo[grpc]'")
     assert len(worker.stderr.splitlines()) == 1 and "Traceback" not in worker.stderr
     proxy = subprocess.run(
-        [sys.executable, "-c", NO_GRPC + "from mnist_hpo.cli import main; main(sys.argv[1:])",
-         "storage-proxy", "--storage", sqlite_url(tmp_path), "--port", "13999"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            NO_GRPC + "from mnist_hpo.cli import main; main(sys.argv[1:])",
+            "storage-proxy",
+            "--storage",
+            sqlite_url(tmp_path),
+            "--port",
+            "13999",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proxy.returncode == 2, proxy.stderr
     assert proxy.stderr.startswith("error: the gRPC proxy needs grpcio and protobuf: pip install 'mnist-hpo[grpc]'"), proxy.stderr

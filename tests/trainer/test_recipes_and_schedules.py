@@ -30,7 +30,14 @@ def test_each_seed_network_gets_its_write_up_s_recipe_and_the_paper_s_networks_t
     tiny = recipe_for("tiny-cnn")
     assert tiny is SEED_RECIPES["tiny-cnn"] and tiny.reported == "98.04 % test"
     config = tiny.config
-    assert (config.optimizer, config.lr, config.momentum, config.batch_size, config.schedule, config.epochs) == ("sgd", 1e-2, 0.0, 64, "plateau", 150)
+    assert (config.optimizer, config.lr, config.momentum, config.batch_size, config.schedule, config.epochs) == (
+        "sgd",
+        1e-2,
+        0.0,
+        64,
+        "plateau",
+        150,
+    )
     assert (config.rotation, config.translation, config.ema_decay) == (0.0, 0.0, 0.0)
     assert recipe_for("m3") is PAPER and recipe_for("tiny-cnn", "paper") is PAPER
     assert PAPER.config.optimizer == "adam" and PAPER.config.rotation == 20.0 and PAPER.config.ema_decay == 0.999
@@ -70,8 +77,19 @@ def test_the_cosine_schedule_ends_near_zero_and_epoch_images_sets_the_work_per_e
 
 def test_the_plateau_schedule_lowers_the_lr_when_validation_stops_improving(fixture_splits):
     reports = []
-    config = TrainConfig(epochs=4, batch_size=100, lr=1e-2, optimizer="sgd", momentum=0.0, schedule="plateau", plateau_patience=0,
-                         epoch_images=200, rotation=0, translation=0, ema_decay=0)
+    config = TrainConfig(
+        epochs=4,
+        batch_size=100,
+        lr=1e-2,
+        optimizer="sgd",
+        momentum=0.0,
+        schedule="plateau",
+        plateau_patience=0,
+        epoch_images=200,
+        rotation=0,
+        translation=0,
+        ema_decay=0,
+    )
     torch.manual_seed(0)
     train(build_model("tiny-cnn"), fixture_splits.train, config, CPU, val=fixture_splits.val.take(slice(0, 50)), on_epoch=reports.append)
     lrs = [r.lr for r in reports]

@@ -74,8 +74,14 @@ def test_callback_exception_stops_training(fixture_splits):
         raise Stop
 
     with pytest.raises(Stop):
-        train(build_model("tiny-cnn"), fixture_splits.train.take(slice(0, 256)), TrainConfig(epochs=3), CPU, val=fixture_splits.val,
-              on_epoch=stop_after_first)
+        train(
+            build_model("tiny-cnn"),
+            fixture_splits.train.take(slice(0, 256)),
+            TrainConfig(epochs=3),
+            CPU,
+            val=fixture_splits.val,
+            on_epoch=stop_after_first,
+        )
 
 
 def test_same_seed_same_result_and_resume_continues_after_the_checkpoint(fixture_splits):
@@ -84,8 +90,15 @@ def test_same_seed_same_result_and_resume_continues_after_the_checkpoint(fixture
 
     def run(resume=None, states=None):
         torch.manual_seed(0)
-        return train(build_model("tiny-cnn"), train_split, config, CPU, val=fixture_splits.val,
-                     on_checkpoint=(states.append if states is not None else None), resume=resume)
+        return train(
+            build_model("tiny-cnn"),
+            train_split,
+            config,
+            CPU,
+            val=fixture_splits.val,
+            on_checkpoint=(states.append if states is not None else None),
+            resume=resume,
+        )
 
     states: list = []
     first, second = run(states=states), run()
