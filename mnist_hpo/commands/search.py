@@ -131,8 +131,11 @@ def search(request: SearchRequest) -> optuna.Study:
     console.print(f"profile {settings.profile}: {get_profile(settings.profile, False).description}")
     where = f"--study {name}" + (f" --storage '{shown}'" if url != stores.DEFAULT_STORAGE else "")
     workers = f" --workers {len(slots)}" if request.gpus is None and request.trials_per_gpu is None else ""
+    timeout = search_timeout(request, settings)
+    if timeout:
+        console.print(f"starting trials for up to {timeout:g} s; what is left of the budget stays queued for the next run")
     try:
-        run_workers(request, url, name, slots, faults, f"mnist-hpo search {where}", splits=splits, workers_flag=workers)
+        run_workers(request, url, name, slots, faults, f"mnist-hpo search {where}", splits=splits, workers_flag=workers, timeout=timeout)
     except SearchInterrupted:
         if not in_process(slots, request.gpus, request.trials_per_gpu):
             raise
@@ -152,7 +155,14 @@ def worker(request: SearchRequest) -> None:
     slots = plan_slots(request.workers, request.gpus, request.trials_per_gpu, request.device)
     url = stores.resolve_url(request.storage)
     refuse_shared_sqlite(url, len(slots))
-    run_workers(request, url, request.study, slots, faults, f"mnist-hpo worker --study {request.study}")
+    run_workers(request, url, request.study, slots, faults, f"mnist-hpo worker --study {request.study}", timeout=request.timeout)
+
+
+def search_timeout(request: SearchRequest, settings: StudySettings) -> float | None:
+    """--timeout, else the profile's (the quick profile: 600 s) unless --n-trials asks for a trial count."""
+    if request.timeout is not None:
+        return request.timeout
+    return get_profile(settings.profile, False).timeout if request.n_trials is None else None
 
 
 def run_workers(
@@ -165,9 +175,10 @@ def run_workers(
     *,
     splits: Splits | None = None,
     workers_flag: str = "",
+    timeout: float | None = None,
 ) -> None:
     """This process as the one worker, or one `mnist-hpo worker` process per slot; `again` says how to continue."""
-    options = {"device": request.device, "artifacts": request.artifacts, "seed": request.seed, "timeout": request.timeout}
+    options = {"device": request.device, "artifacts": request.artifacts, "seed": request.seed, "timeout": timeout}
     if in_process(slots, request.gpus, request.trials_per_gpu):
         work(url, name, faults, splits=splits, on_finish=publisher(), on_stop=stop_noter(), again=again, **options)
         return

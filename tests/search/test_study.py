@@ -16,6 +16,7 @@ import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
+from outside import TINY_SPACE  # ~1 s epochs on one thread
 
 from mnist_hpo import storage
 from mnist_hpo.checkpoints import load_checkpoint
@@ -277,3 +278,26 @@ def test_onnx_export_computes_what_the_trial_computes(smoke_study, tmp_path):
     logits, _ = ReferenceEvaluator(onnx.load(tmp_path / "best.onnx")).run(None, {"pixels": x})
     expected = predict_logits(model, images, torch.device("cpu"))
     assert torch.allclose(torch.from_numpy(logits), expected, atol=1e-4)
+
+
+def test_without_n_trials_the_profiles_timeout_stops_the_search(tmp_path, monkeypatch, capsys):
+    """The quick profile's 10 minutes, shrunk: a profile timeout applies when --n-trials is not given."""
+    from dataclasses import replace
+
+    from mnist_hpo.search.profiles import PROFILES
+
+    monkeypatch.setitem(PROFILES, "smoke", replace(PROFILES["smoke"], n_trials=200, timeout=2))
+    request = SearchRequest(
+        study="t",
+        storage=f"sqlite:///{tmp_path}/study.db",
+        artifacts=tmp_path / "artifacts",
+        profile="smoke",
+        seed=0,
+        device="cpu",
+        space_file=TINY_SPACE,
+    )
+    study = run_search(request)
+    ran = [t for t in study.trials if t.state != TrialState.WAITING]
+    assert 1 <= len(ran) < 200 and all(t.state.is_finished() for t in ran)
+    out = capsys.readouterr().out
+    assert "starting trials for up to 2 s" in out and "--timeout reached, starting no more trials" in out
