@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
-import pytest
+from outside import wait_for  # noqa: F401 - the distributed tests import it from here
 
 CLI = [sys.executable, "-m", "mnist_hpo"]
 
@@ -49,20 +48,6 @@ def finish(process: subprocess.Popen, timeout: float = 240) -> int:
 def ok(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-4000:]}"
     return done
-
-
-def wait_for(condition, what: str, timeout: float = 120, every: float = 0.3, processes: tuple = ()):
-    """Poll `condition()` until it returns something truthy; fail if a process in `processes` exits first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        for process in processes:
-            if process.poll() is not None:
-                pytest.fail(f"a worker exited ({process.returncode}) while waiting for {what}")
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def running_trial_past_epoch(url: str, study: str, epochs: int = 1):
