@@ -112,6 +112,8 @@ class Worker:
         failures: list[str] = []
         stuck, checked, idle = 0, -math.inf, False
         while True:
+            if self.interrupts.fired:  # a library caught the signal's KeyboardInterrupt: the worker still stops
+                raise KeyboardInterrupt(self.interrupts.fired)
             if self.timeout is not None and time.monotonic() - started >= self.timeout:
                 console.print(f"worker {self.label}: --timeout reached, starting no more trials")
                 break
@@ -204,6 +206,9 @@ class Worker:
                 reason = f"lost the storage connection during the trial ({_first_line(exc.__cause__ or exc)}); re-queued to resume"
             except Exception as exc:
                 state, reason = TrialState.FAIL, _failure_reason(exc)
+                if self.interrupts.fired:  # the signal's KeyboardInterrupt came back as another error
+                    resume = interrupted = True
+                    reason = f"interrupted by {self.interrupts.fired} ({reason}); re-queued to resume from its checkpoint"
         if reason and reason.startswith("CUDA out of memory"):
             _free_cuda_memory()  # after the except block: the traceback no longer holds the tensors
         if state == TrialState.COMPLETE:

@@ -15,9 +15,10 @@ from urllib.parse import urlsplit
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from mnist_hpo.errors import UserError
+from mnist_hpo.signals import enter_shield, leave_shield
 from mnist_hpo.storage import _sql
 from mnist_hpo.storage._optuna_internals import grpc_client
 from mnist_hpo.storage._reconnect import reconnect_seconds
@@ -72,6 +73,30 @@ def upgrade_storage(url: str | None = None) -> str:
     return _sql.upgrade_rdb(_sql.sql_target(url, must_exist=True))
 
 
+class ShieldedLock(JournalFileSymlinkLock):
+    """Optuna's journal file lock (its default), with Ctrl-C and SIGTERM held while it is awaited or held.
+
+    A KeyboardInterrupt inside the try of Optuna's ``acquire`` makes it release a lock it does not
+    hold: it removes the lock file of another process's write, or raises "RuntimeError: did not
+    possess lock" in the interrupt's place (a CI run saw a worker go on after SIGTERM). Shielded,
+    the signal waits until the write is done and the lock released.
+    """
+
+    def acquire(self) -> bool:
+        enter_shield()
+        try:
+            return super().acquire()
+        except BaseException:
+            leave_shield()
+            raise
+
+    def release(self) -> None:
+        try:
+            super().release()
+        finally:
+            leave_shield()
+
+
 def _open_journal(url: str, must_exist: bool) -> BaseStorage:
     path = os.path.expanduser(url.removeprefix("journal:"))
     if not path:
@@ -84,7 +109,7 @@ def _open_journal(url: str, must_exist: bool) -> BaseStorage:
     if not os.path.isdir(parent):
         raise UserError(f"directory {parent} does not exist (storage {url}); create it or pass another --storage")
     try:
-        return JournalStorage(JournalFileBackend(path))
+        return JournalStorage(JournalFileBackend(path, lock_obj=ShieldedLock(path)))
     except OSError as exc:
         raise UserError(f"cannot use journal file {path}: {exc.strerror or exc}") from None
     except ValueError as exc:  # a line that is not JSON

@@ -8,7 +8,9 @@ the trial is failed with its reason and the worker carries on).
 
 from __future__ import annotations
 
+import os
 import signal
+import time
 
 import optuna
 import pytest
@@ -28,6 +30,7 @@ from mnist_hpo.search import (
     new_settings,
     quiet_optuna,
 )
+from mnist_hpo.signals import Interrupts
 
 pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
 
@@ -154,6 +157,31 @@ def test_a_trial_interrupted_in_process_is_failed_and_re_queued_with_its_paramet
     assert retry.state == TrialState.WAITING and retry.params == trials[1].params
     assert retry.system_attrs["retry_history"] == [1] and retry.system_attrs["failed_trial"] == 1
     assert TrialState.RUNNING not in [t.state for t in trials.values()]
+
+
+def test_a_signal_that_a_library_turned_into_another_error_still_stops_the_worker(tmp_path):
+    """Optuna's journal lock, interrupted while it waits, raised "RuntimeError: did not possess lock" instead."""
+    study, rdb = budget_study(tmp_path, 3)
+    interrupts = Interrupts()
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0, 1)
+        if trial.number == 1:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)  # a real signal, through the installed handler
+                time.sleep(5)
+            except KeyboardInterrupt:
+                raise RuntimeError("Error: did not possess lock") from None
+        return x
+
+    with interrupts.installed(), pytest.raises(KeyboardInterrupt):
+        Worker(study, rdb, objective, Faults(1, 4, 3).validated(), interrupts=interrupts).run()
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[1].state == TrialState.FAIL, "the worker took no trial after the signal"
+    assert trials[1].user_attrs["fail_reason"].startswith("interrupted by SIGTERM (RuntimeError: Error: did not possess lock)")
+    retry = next(t for t in trials.values() if t.user_attrs.get("retry_of") == 1)
+    assert retry.state == TrialState.WAITING and retry.params == trials[1].params
+    assert [t.state for t in trials.values()].count(TrialState.COMPLETE) == 1
 
 
 def test_a_worker_whose_trials_keep_failing_stops_and_leaves_the_budget_whole(tmp_path):
