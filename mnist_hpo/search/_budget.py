@@ -55,12 +55,26 @@ class BudgetView:
         )
 
 
-def budget_view(storage: BaseStorage, study_id: int, budget: int) -> BudgetView:
-    """The study's own trials per state: trials copied by a warm start are never part of its budget."""
-    counts = stores.count_states(storage, study_id)
-    for state, copied in copied_counts(storage.get_study_user_attrs(study_id)).items():
-        counts[TrialState[state]] -= copied
-    return BudgetView(budget, counts)
+def budget_view(storage: BaseStorage, study_id: int, budget: int, copied: dict[str, int] | None = None) -> BudgetView:
+    """The study's own trials per state: trials copied by a warm start are never part of its budget.
+
+    ``copied``: the study's copied counts (``copied_counts``) if the caller has them; they are
+    written once, when the study is created, so a worker reads them with its budget, not every step.
+    """
+    if copied is None:
+        copied = copied_counts(storage.get_study_user_attrs(study_id))
+    return _own(BudgetView(budget, stores.count_states(storage, study_id)), copied)
+
+
+def view_of_trials(trials: Sequence[FrozenTrial], budget: int, copied: dict[str, int]) -> BudgetView:
+    """``budget_view`` from trials already read (a journal or gRPC worker reads them anyway to take one)."""
+    return _own(BudgetView(budget, Counter(t.state for t in trials)), copied)
+
+
+def _own(view: BudgetView, copied: dict[str, int]) -> BudgetView:
+    for state, count in copied.items():
+        view.counts[TrialState[state]] -= count
+    return view
 
 
 def queue_budget(study: optuna.Study, settings: StudySettings, count: int, baseline: bool) -> None:

@@ -30,8 +30,9 @@ from optuna.trial import FrozenTrial, TrialState
 from mnist_hpo import storage as stores
 from mnist_hpo.console import console
 from mnist_hpo.errors import StorageUnavailable, UserError
-from mnist_hpo.search._budget import BudgetView, budget_view
+from mnist_hpo.search._budget import BudgetView, budget_view, view_of_trials
 from mnist_hpo.search._retries import RETRY_KEY, Faults, Heartbeats, RetryDeadTrial, requeue
+from mnist_hpo.search.copies import copied_counts
 from mnist_hpo.search.settings import StudySettings
 from mnist_hpo.signals import Interrupts
 
@@ -75,7 +76,7 @@ class Worker:
         stop_rule: StopRule | None = None,
         on_refused: Callable[[optuna.Study, int], str] | None = None,
     ) -> None:
-        stores.check_optuna()
+        stores.check_optuna(storage)
         self.study = study
         self.storage = storage
         self.study_id = storage.get_study_id_from_name(study.study_name)
@@ -95,6 +96,8 @@ class Worker:
         self.heartbeats = Heartbeats(study, storage, self.study_id, faults, RetryDeadTrial(faults.max_retries))
         self.report = WorkerReport()
         self._budget: int | None = None
+        self._copied: dict[str, int] = {}  # the warm start's copies per state, read with the budget
+        self._waiting: list[FrozenTrial] = []  # journal and gRPC: the waiting trials the last view read
 
     def budget(self, refresh: bool = False) -> int:
         if self._budget is None or refresh:
@@ -105,6 +108,7 @@ class Worker:
                     f"give it one with `mnist-hpo study create --study {self.study.study_name} --n-trials N`"
                 )
             self._budget = settings.n_trials
+            self._copied = copied_counts(self.study.user_attrs)
         return self._budget
 
     def run(self) -> WorkerReport:
@@ -156,7 +160,12 @@ class Worker:
         return self.report
 
     def _view(self, refresh: bool = False) -> BudgetView:
-        return budget_view(self.storage, self.study_id, self.budget(refresh))
+        budget = self.budget(refresh)
+        if self.sql:
+            return budget_view(self.storage, self.study_id, budget, self._copied)
+        trials = self.storage.get_all_trials(self.study_id, deepcopy=False)  # one read for the view and the next take
+        self._waiting = [t for t in trials if t.state == TrialState.WAITING]
+        return view_of_trials(trials, budget, self._copied)
 
     def _take(self) -> tuple[int, int, bool] | None:
         """(id, number, first heartbeat recorded) of a WAITING trial this worker made RUNNING; None if none is left.
@@ -167,23 +176,26 @@ class Worker:
         if self.sql:
             taken = stores.take_waiting_trial(self.storage, self.study_id, RETRY_KEY)
             return (*taken, bool(self.storage.heartbeat_interval)) if taken else None
-        waiting = self.storage.get_all_trials(self.study_id, deepcopy=False, states=(TrialState.WAITING,))
-        first = [t.number for t in waiting if RETRY_KEY in t.system_attrs or t.user_attrs.get("published_baseline")]
-        rest = [t.number for t in waiting if t.number not in first]
+        waiting = self._waiting  # as the view just before read them; a trial taken meanwhile is refused below
+        first = sorted(
+            (t for t in waiting if RETRY_KEY in t.system_attrs or t.user_attrs.get("published_baseline")), key=lambda t: t.number
+        )
+        early = {t.number for t in first}
+        rest = [t for t in waiting if t.number not in early]
         if rest:
             start = random.randrange(len(rest))
             rest = rest[start:] + rest[:start]
-        for number in sorted(first) + rest:
-            trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        for frozen in first + rest:
+            trial_id = stores.trial_id_of(frozen)
             with contextlib.suppress(UpdateFinishedTrialError):
                 if self.storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                    return trial_id, number, False
+                    return trial_id, frozen.number, False
         return None
 
     def _run(self, trial_id: int, number: int, beat_recorded: bool) -> str | None:
         """Run one taken trial to its end; returns the failure reason, or None."""
         self.report.ran += 1
-        state, values, reason, resume, interrupted = None, None, None, False, False
+        state, values, reason, resume, interrupted, trial = None, None, None, False, False, None
         with contextlib.ExitStack() as stack:
             with self.interrupts.deferred():
                 stack.enter_context(self.heartbeats.beating(trial_id, first_beat=not beat_recorded))
@@ -221,7 +233,7 @@ class Worker:
                 raise KeyboardInterrupt
             return failed
         try:  # skip_if_finished: a repeat after a lost acknowledgement finds its own result there
-            told = stores.ride_out(self.study.tell, number, values, state=state, skip_if_finished=True)
+            told = stores.ride_out(self.study.tell, trial, values, state=state, skip_if_finished=True)
         except UpdateFinishedTrialError:  # failed by another worker between tell's check and its write
             return self._refused(number)
         if told.state != state:

@@ -29,6 +29,7 @@ from mnist_hpo.storage._optuna_internals import (
     running_without_heartbeat,
     take_waiting_trial,
     trial_handle,
+    trial_id_of,
 )
 from mnist_hpo.storage._proxy import run_storage_proxy
 from mnist_hpo.storage._reconnect import RECONNECT_ENV, is_connection_lost, ride_out
@@ -68,6 +69,7 @@ __all__ = [
     "study_summary",
     "take_waiting_trial",
     "trial_handle",
+    "trial_id_of",
     "upgrade_storage",
     "upload_bytes",
     "write_blob",

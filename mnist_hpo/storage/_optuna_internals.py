@@ -8,6 +8,7 @@
 - ``count_states``: a study's trials per state in one GROUP BY instead of loading the whole queue.
 - ``running_without_heartbeat``: RUNNING trials that never beat, which Optuna's stale check skips.
 - ``trial_handle``: an ``optuna.Trial`` for a trial taken that way, known to the study's cache.
+- ``trial_id_of``: a frozen trial's storage id, without a round trip to ask the storage for it.
 - ``grpc_client``: Optuna's gRPC client whose calls wait for a restarted proxy instead of failing.
 
 ``check_optuna()`` fails loudly when the installed Optuna lacks what these rely on, and warns once
@@ -26,7 +27,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 from optuna.storages import BaseStorage, RDBStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from mnist_hpo.errors import UserError
 
@@ -38,20 +39,26 @@ class OptunaInternalsChanged(UserError):
     """The installed Optuna lacks an internal this module relies on."""
 
 
-def check_optuna() -> None:
-    """Raise OptunaInternalsChanged if a needed internal is missing; warn once on an untested version."""
+def check_optuna(storage: BaseStorage | None = None) -> None:
+    """Raise OptunaInternalsChanged if a needed internal is missing; warn once on an untested version.
+
+    Optuna's SQL schema is checked only for a SQL ``storage`` (or none given): importing it loads
+    SQLAlchemy's ORM, 0.1-0.3 s that a journal or gRPC worker never needs.
+    """
     global _warned
     try:
         from optuna.storages import _cached_storage
-        from optuna.storages._rdb import models
 
-        for table, columns in (
-            (models.TrialModel, ("trial_id", "number", "study_id", "state", "datetime_start")),
-            (models.TrialHeartbeatModel, ("trial_id", "heartbeat")),
-            (models.TrialSystemAttributeModel, ("trial_id", "key")),
-        ):
-            for column in columns:
-                table.__table__.c[column]  # a KeyError here means Optuna changed its schema
+        if storage is None or is_sql(storage):
+            from optuna.storages._rdb import models
+
+            for table, columns in (
+                (models.TrialModel, ("trial_id", "number", "study_id", "state", "datetime_start")),
+                (models.TrialHeartbeatModel, ("trial_id", "heartbeat")),
+                (models.TrialSystemAttributeModel, ("trial_id", "key")),
+            ):
+                for column in columns:
+                    table.__table__.c[column]  # a KeyError here means Optuna changed its schema
         _cached_storage._StudyInfo, optuna.storages._CachedStorage._add_trials_to_cache  # noqa: B018 - they must exist
         optuna.storages.GrpcStorageProxy._setup  # noqa: B018
     except (ImportError, AttributeError, KeyError) as exc:
@@ -199,6 +206,14 @@ def trial_handle(study: optuna.Study, trial_id: int, number: int) -> optuna.Tria
     except AttributeError as exc:
         raise _changed(exc) from None
     return optuna.trial.Trial(study, trial_id)
+
+
+def trial_id_of(trial: FrozenTrial) -> int:
+    """A frozen trial's storage id, which Optuna keeps private; asking the storage for it is one more round trip."""
+    try:
+        return trial._trial_id
+    except AttributeError as exc:
+        raise _changed(exc) from None
 
 
 def grpc_client(host: str, port: int, wait_s: float) -> optuna.storages.GrpcStorageProxy:
