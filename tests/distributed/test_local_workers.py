@@ -160,7 +160,7 @@ def test_a_trial_interrupted_in_process_is_failed_and_re_queued_with_its_paramet
 
 
 def test_a_signal_that_a_library_turned_into_another_error_still_stops_the_worker(tmp_path):
-    """Optuna's journal lock, interrupted while it waits, raised "RuntimeError: did not possess lock" instead."""
+    """Optuna's journal lock, interrupted inside its acquire, can raise "RuntimeError: did not possess lock" instead."""
     study, rdb = budget_study(tmp_path, 3)
     interrupts = Interrupts()
 
