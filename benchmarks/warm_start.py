@@ -1,13 +1,15 @@
 """Warm start against cold start: the same timed study, seeded or not with an earlier study's finished trials.
 
     python -m benchmarks.warm_start [--profile quick] [--budget 600] [--source-budget 600] [--seeds 3]
-        [--source-seed 100] [--keep DIR] [--device cpu]
+        [--source-seed 100] [--unseeded] [--keep DIR] [--device cpu]
 
 First a source study (`ws-source`, sampler seed --source-seed, --source-budget seconds) runs, unless
 --keep DIR already holds it finished. Then, for each seed, a cold study (`ws-cold-SEED`) and a study
 warm-started from the source (`ws-warm-SEED`, `search --warm-start ws-source`) run for --budget
 seconds each (`search --timeout`: no trial starts after it; the running one finishes), interleaved so
 that machine drift hits both alike. Both have trial 0 = the published baseline, as every study does.
+--unseeded gives no study a sampler seed, as the README's `mnist-hpo search`: the source and cold studies
+are then runs of the default quick study as a newcomer gets it (a timed study does not repeat even seeded).
 
 Reported: each study's best validation accuracy over time (seconds from the study's first trial
 start to each trial's end, own trials only: the copies are never counted) and the best among the
@@ -63,7 +65,7 @@ def run(name: str, url: str, folder: Path, args: argparse.Namespace, seed: int, 
             artifacts=folder / "artifacts",
             profile=args.profile,
             timeout=budget,
-            seed=seed,
+            seed=None if args.unseeded else seed,
             device=args.device,
             warm_start=SOURCE if warm else None,
         )
@@ -76,7 +78,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=600.0, help="seconds of each cold and warm study")
     parser.add_argument("--source-budget", type=float, default=600.0, help="seconds of the source study")
     parser.add_argument("--source-seed", type=int, default=100)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="how many cold and warm pairs")
+    parser.add_argument("--unseeded", action="store_true", help="no sampler seed for any study (as the README's search)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--keep", type=Path, help="write the studies (warm-start.db) here; finished studies there are read back")
     args = parser.parse_args()
@@ -89,7 +92,7 @@ def main() -> None:
         copied = len(own_trials(source, states=(TrialState.COMPLETE, TrialState.PRUNED)))
         source_best = best_by(best_over_time(source), float("inf"))
         print(
-            f"source study {SOURCE}: seed {args.source_seed}, {args.source_budget:.0f} s, {copied} finished trials, "
+            f"source study {SOURCE}: seed {_seed(args, args.source_seed)}, {args.source_budget:.0f} s, {copied} finished trials, "
             f"best validation {100 * source_best:.2f}%",
             flush=True,
         )
@@ -110,7 +113,7 @@ def report(rows: list, args: argparse.Namespace, copied: int, source_best: float
     print(f"machine: {describe()}")
     print(
         f"profile {args.profile}; each study {args.budget:.0f} s (no trial starts after it); warm = seeded with the {copied} finished "
-        f"trials of {SOURCE} (seed {args.source_seed}, {args.source_budget:.0f} s, best validation {100 * source_best:.2f}%); "
+        f"trials of {SOURCE} (seed {_seed(args, args.source_seed)}, {args.source_budget:.0f} s, best validation {100 * source_best:.2f}%); "
         "accuracies on the validation split, own trials only"
     )
     print(f"{'seed':>4} {'cold best %':>12} {'warm best %':>12} {'cold trials':>12} {'warm trials':>12}   best over time (s: %)")
@@ -126,6 +129,10 @@ def report(rows: list, args: argparse.Namespace, copied: int, source_best: float
         f"median best validation by {args.budget:.0f} s: cold {100 * cold_median:.2f}%, warm {100 * warm_median:.2f}% "
         f"({100 * (warm_median - cold_median):+.2f} pp)"
     )
+
+
+def _seed(args: argparse.Namespace, seed: int) -> str:
+    return "none" if args.unseeded else str(seed)
 
 
 def _curve(curve: list[tuple[float, float]]) -> str:

@@ -44,11 +44,12 @@ PROFILES: dict[str, Profile] = {
     ),
     "quick": Profile(
         "quick",
-        "CPU default: 12k fresh images of the 55k training split per epoch, up to 4 epochs, M3's 3x3 layout at up to "
-        "a quarter of its width, dropouts and the learning rate searched, as many trials as fit in 10 min (up to 40)",
+        "CPU default: 12k fresh images of the 55k training split per epoch, up to 8 epochs at batch 128, M3's 3x3 "
+        "layout at up to a quarter of its width, dropouts and the learning rate searched, as many trials as fit in "
+        "10 min (up to 40)",
         data="mnist",
         train_subset=None,
-        epochs=4,
+        epochs=8,  # 8 x 12k beat 4 x 12k and 4 x 24k for the same networks (BENCHMARKS.md)
         epoch_images=12_000,
         n_trials=40,
         timeout=600,
@@ -65,7 +66,7 @@ PROFILES: dict[str, Profile] = {
             "lr": {"low": 1e-3, "high": 1e-2},
             "optimizer": {"value": "adam"},
             "weight_decay": {"drop": True},
-            "batch_size": {"value": 64},
+            "batch_size": {"value": 128},  # as accurate as 64 at 8 epochs, and 1.13x faster
             "ema": {"value": True},
             "ema_decay": {"value": 0.999},
             "schedule": {"value": "cosine"},

@@ -287,7 +287,8 @@ def test_sampled_networks_always_build(name):
             for key, value in params.items():
                 assert in_range(space, key, value), (key, value)
             assert family.conv_layers <= max_conv_layers(family.kernel_size)
-            assert training["batch_size"] in space.params["batch_size"].choices
+            batch = space.params["batch_size"]
+            assert training["batch_size"] == batch.fixed if batch.fixed is not None else training["batch_size"] in batch.choices
     finally:
         torch.set_num_threads(threads)
 
