@@ -9,15 +9,15 @@ from mnist_hpo.errors import UserError
 
 
 def predict_command(checkpoint: Path, images: list[Path], kaggle_csv: Path | None, out: Path | None, device: str) -> None:
-    from mnist_hpo import predict
-    from mnist_hpo.trainer import resolve_device
-
     if kaggle_csv is None and out is not None:
         raise UserError("--out is where a Kaggle submission goes; give --kaggle-csv test.csv with it")
     if kaggle_csv is not None and out is None:
         raise UserError("--kaggle-csv needs --out submission.csv")
     if kaggle_csv is None and not images:
         raise UserError("give image files to label, or --kaggle-csv test.csv --out submission.csv")
+    from mnist_hpo import predict  # torch: only once the options are known to be right
+    from mnist_hpo.trainer import resolve_device
+
     target = resolve_device(device)
     if kaggle_csv is not None:
         rows = predict.predict_kaggle_csv(checkpoint, kaggle_csv, out, target)

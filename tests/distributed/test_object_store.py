@@ -2,7 +2,8 @@
 in a bucket of a real S3-compatible server (moto's, over HTTP on loopback), nothing on a shared disk.
 
 Two real worker processes, one killed with SIGKILL mid-trial: its retry resumes from the resume
-state read back from the bucket. Then `export`, `report` and the dashboard read the same bucket.
+state read back from the bucket. Then `export`, `best --test`, `ensemble`, `report` and the dashboard
+read the same bucket.
 """
 
 from __future__ import annotations
@@ -89,9 +90,14 @@ def test_two_workers_keep_everything_in_a_bucket_and_a_killed_trial_resumes_from
     assert {f"artifacts:{k.removeprefix(prefix)}" for k in keys} == registered, "every object is a registered artifact, none is missing"
     assert not (tmp_path / "mnist-hpo-artifacts").exists(), "nothing went to a local artifact folder"
 
-    exported = ok(cli(tmp_path, "export", "--study", "kill", "--storage", pg_url, "--artifacts", location, "--out", "best.pt", **s3.env))
+    on_bucket = ["--study", "kill", "--storage", pg_url, "--artifacts", location]
+    exported = ok(cli(tmp_path, "export", *on_bucket, "--out", "best.pt", **s3.env))
     assert (tmp_path / "best.pt").stat().st_size > 0 and "sha256" in exported.stdout
-    ok(cli(tmp_path, "report", "--study", "kill", "--storage", pg_url, "--artifacts", location, "--out", "report.html", **s3.env))
+    best = ok(cli(tmp_path, "best", *on_bucket, "--test", **s3.env))
+    assert re.search(r"test accuracy \d+\.\d\d% \([\d,]+ test images\), reported only", best.stdout), best.stdout
+    ensemble = ok(cli(tmp_path, "ensemble", *on_bucket, "--top-k", "2", "--out", "ensemble.pt", **s3.env))
+    assert "ensemble of 2" in ensemble.stdout and (tmp_path / "ensemble.pt").stat().st_size > 0, ensemble.stdout
+    ok(cli(tmp_path, "report", *on_bucket, "--out", "report.html", **s3.env))
     assert "data:image/png;base64," in (tmp_path / "report.html").read_text(), "the best trial's pictures came from the bucket"
     _dashboard_serves_the_bucket(tmp_path, pg_url, location, s3, bucket, prefix, retry)
 
