@@ -28,16 +28,18 @@ import optuna
 from optuna.trial import TrialState
 
 from benchmarks.machine import describe
+from benchmarks.warm_start import best_by, best_over_time
 from mnist_hpo.search import own_trials
+from mnist_hpo.search.profiles import PROFILES
 
 STUDY = "mnist-quick"
 CLI = [str(Path(sys.executable).with_name("mnist-hpo"))]
-BUDGET_S = 600.0  # the quick profile's
+BUDGET_S = PROFILES["quick"].timeout
+ENV = {k: v for k, v in os.environ.items() if k != "MNIST_HPO_STORAGE"}  # the default storage, as a newcomer has it
 
 
 def run_once(folder: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "MNIST_HPO_STORAGE"}
-    search = subprocess.run([*CLI, "search"], cwd=folder, env=env, capture_output=True, text=True)
+    search = subprocess.run([*CLI, "search"], cwd=folder, env=ENV, capture_output=True, text=True)
     if search.returncode != 0:
         raise SystemExit(f"mnist-hpo search failed ({search.returncode}): {search.stderr[-2000:]}")
     return read_study(f"sqlite:///{folder / 'mnist-hpo.db'}", STUDY, folder / "mnist-hpo-artifacts")
@@ -49,12 +51,10 @@ def read_study(url: str, name: str, artifacts: Path) -> dict:
     ran = [t for t in own_trials(study) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     best = max((t for t in ran if t.state == TrialState.COMPLETE), key=lambda t: t.value)
     began = min(t.datetime_start for t in ran)
-    by_budget = [t.value for t in ran if t.state == TrialState.COMPLETE and (t.datetime_complete - began).total_seconds() <= BUDGET_S]
     baseline = min(ran, key=lambda t: t.number)
-    env = {k: v for k, v in os.environ.items() if k != "MNIST_HPO_STORAGE"}
     shown = subprocess.run(
         [*CLI, "best", "--study", name, "--storage", url, "--artifacts", str(artifacts), "--test"],
-        env=env,
+        env=ENV,
         capture_output=True,
         text=True,
         check=True,
@@ -65,7 +65,7 @@ def read_study(url: str, name: str, artifacts: Path) -> dict:
         "complete": sum(t.state == TrialState.COMPLETE for t in ran),
         "pruned": sum(t.state == TrialState.PRUNED for t in ran),
         "best": best.value,
-        "best_by_budget": max(by_budget, default=0.0),
+        "best_by_budget": best_by(best_over_time(study), BUDGET_S),
         "best_number": best.number,
         "weights": best.user_attrs.get("parameters"),
         "found": (best.datetime_complete - began).total_seconds(),
