@@ -6,6 +6,7 @@ for the same number of epochs, and the time. The epoch kept is the best on valid
 accuracy is that of the kept weights, reported only.
 
     python -m benchmarks.seed_recipes [--models tiny-cnn,wide-cnn,kaggle-cnn,simple-cnn] [--epochs N]
+                                      [--picture docs/seed-recipes.png]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -21,14 +23,17 @@ from mnist_hpo.data import load_splits
 from mnist_hpo.models import build_model
 from mnist_hpo.trainer import PAPER, SEED_RECIPES, evaluate, train
 
+Result = tuple[float, float, int, float, list[float]]  # kept epoch's validation and test accuracy, kept epoch, wall s, curve
 
-def run(model: str, config, splits, device) -> tuple[float, float, int, float, float]:
-    """(validation accuracy of the kept epoch, its test accuracy, the kept epoch, wall s, CPU s)."""
+
+def run(model: str, config, splits, device) -> Result:
+    """The kept epoch's validation accuracy, its test accuracy, the kept epoch, wall s, validation accuracy per epoch."""
     torch.manual_seed(config.seed)
-    started, cpu = time.perf_counter(), time.process_time()
+    started = time.perf_counter()
     result = train(build_model(model), splits.train, config, device, val=splits.val)
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    return result.val_accuracy, evaluate(result.model, splits.test, device), result.kept_epoch, wall, cpu
+    wall = time.perf_counter() - started
+    curve = [report.val_accuracy for report in result.history]
+    return result.val_accuracy, evaluate(result.model, splits.test, device), result.kept_epoch, wall, curve
 
 
 def main() -> None:
@@ -36,6 +41,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(SEED_RECIPES))
     parser.add_argument("--epochs", type=int, default=None, help="Override every recipe's epochs (for a shorter run).")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--picture", type=Path, default=None, help="Draw validation accuracy per epoch, own recipe against the paper's.")
     args = parser.parse_args()
     device = torch.device(args.device)
     splits = load_splits("mnist", log=lambda line: None)
@@ -58,10 +64,37 @@ def main() -> None:
     print("| --- | --- | --- | --- | ---: | --- |")
     for model, recipe, epochs, own, paper in rows:
         reported = recipe.reported or "none reported"
-        print(
-            f"| `{model}` | {reported} | {100 * own[0]:.2f} % validation, {100 * own[1]:.2f} % test | "
-            f"{100 * paper[0]:.2f} % validation, {100 * paper[1]:.2f} % test | {epochs} | {own[3] / 60:.0f} / {paper[3] / 60:.0f} min |"
-        )
+        print(f"| `{model}` | {reported} | {cell(own)} | {cell(paper)} | {epochs} | {own[3] / 60:.1f} / {paper[3] / 60:.1f} min |")
+    if args.picture:
+        picture(rows, args.picture, describe())
+
+
+def cell(result: Result) -> str:
+    """One table cell: the kept epoch's validation accuracy, which epoch that was, and its test accuracy."""
+    val, test, kept_epoch = result[:3]
+    return f"{100 * val:.2f} % validation (epoch {kept_epoch}), {100 * test:.2f} % test"
+
+
+def picture(rows: list, path: Path, machine: str) -> None:
+    """One panel per model: validation error per epoch (log scale) with its own recipe and with the paper's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.6), squeeze=False)
+    for axis, (model, recipe, _, own, paper) in zip(axes[0], rows, strict=True):
+        for label, result in (("its own recipe", own), ("the paper's recipe", paper)):
+            epochs_run = range(1, len(result[4]) + 1)
+            axis.plot(epochs_run, [100 * (1 - a) for a in result[4]], label=f"{label}: {100 * result[0]:.2f} %")
+        axis.set(yscale="log", xlabel="epoch", ylabel="validation error, %", title=f"{model} ({recipe.reported or 'no figure reported'})")
+        axis.grid(alpha=0.3, which="both")
+        axis.legend(title="best validation accuracy", fontsize=8, title_fontsize=8)
+    figure.suptitle(f"Seed networks, 55k train / 5k validation; {machine}", fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 if __name__ == "__main__":
