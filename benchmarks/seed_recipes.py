@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(SEED_RECIPES))
     parser.add_argument("--epochs", type=int, default=None, help="Override every recipe's epochs (for a shorter run).")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--picture", type=Path, default=None, help="Draw validation accuracy per epoch, own recipe against the paper's.")
+    parser.add_argument("--picture", type=Path, default=None, help="Draw validation error per epoch, own recipe against the paper's (PNG).")
     args = parser.parse_args()
     device = torch.device(args.device)
     splits = load_splits("mnist", log=lambda line: None)
