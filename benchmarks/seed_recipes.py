@@ -15,6 +15,7 @@ import argparse
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -23,17 +24,23 @@ from mnist_hpo.data import load_splits
 from mnist_hpo.models import build_model
 from mnist_hpo.trainer import PAPER, SEED_RECIPES, evaluate, train
 
-Result = tuple[float, float, int, float, list[float]]  # kept epoch's validation and test accuracy, kept epoch, wall s, curve
+
+class Result(NamedTuple):
+    val: float  # of the kept epoch
+    test: float  # of the kept weights, reported only
+    kept_epoch: int
+    wall_s: float
+    curve: list[float]  # validation accuracy per epoch
 
 
 def run(model: str, config, splits, device) -> Result:
-    """The kept epoch's validation accuracy, its test accuracy, the kept epoch, wall s, validation accuracy per epoch."""
+    """Train ``model`` with ``config``, keep its best validation epoch and score that on test."""
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     result = train(build_model(model), splits.train, config, device, val=splits.val)
     wall = time.perf_counter() - started
     curve = [report.val_accuracy for report in result.history]
-    return result.val_accuracy, evaluate(result.model, splits.test, device), result.kept_epoch, wall, curve
+    return Result(result.val_accuracy, evaluate(result.model, splits.test, device), result.kept_epoch, wall, curve)
 
 
 def main() -> None:
@@ -50,29 +57,26 @@ def main() -> None:
         recipe = SEED_RECIPES[model]
         epochs = args.epochs or recipe.config.epochs
         own = run(model, replace(recipe.config, epochs=epochs), splits, device)
-        print(f"{model} own recipe: validation {100 * own[0]:.2f}%, test {100 * own[1]:.2f}% (epoch {own[2]}), {own[3]:.0f} s", flush=True)
+        print(f"{model} own recipe: {cell(own)}, {own.wall_s:.0f} s", flush=True)
         paper = run(model, replace(PAPER.config, epochs=epochs), splits, device)
-        print(
-            f"{model} paper recipe: validation {100 * paper[0]:.2f}%, test {100 * paper[1]:.2f}% (epoch {paper[2]}), {paper[3]:.0f} s",
-            flush=True,
-        )
+        print(f"{model} paper recipe: {cell(paper)}, {paper.wall_s:.0f} s", flush=True)
         rows.append((model, recipe, epochs, own, paper))
+    machine = describe()
     print()
-    print(f"Machine: {describe()}; 55,000 train / 5,000 validation / 10,000 test images; the epoch kept is the best on validation.")
+    print(f"Machine: {machine}; 55,000 train / 5,000 validation / 10,000 test images; the epoch kept is the best on validation.")
     print()
     print("| model | the seed's reported figure | ours, its own recipe | ours, the paper's recipe | epochs | time (own / paper) |")
     print("| --- | --- | --- | --- | ---: | --- |")
     for model, recipe, epochs, own, paper in rows:
         reported = recipe.reported or "none reported"
-        print(f"| `{model}` | {reported} | {cell(own)} | {cell(paper)} | {epochs} | {own[3] / 60:.1f} / {paper[3] / 60:.1f} min |")
+        print(f"| `{model}` | {reported} | {cell(own)} | {cell(paper)} | {epochs} | {own.wall_s / 60:.1f} / {paper.wall_s / 60:.1f} min |")
     if args.picture:
-        picture(rows, args.picture, describe())
+        picture(rows, args.picture, machine)
 
 
 def cell(result: Result) -> str:
     """One table cell: the kept epoch's validation accuracy, which epoch that was, and its test accuracy."""
-    val, test, kept_epoch = result[:3]
-    return f"{100 * val:.2f} % validation (epoch {kept_epoch}), {100 * test:.2f} % test"
+    return f"{100 * result.val:.2f} % validation (epoch {result.kept_epoch}), {100 * result.test:.2f} % test"
 
 
 def picture(rows: list, path: Path, machine: str) -> None:
@@ -85,8 +89,8 @@ def picture(rows: list, path: Path, machine: str) -> None:
     figure, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.6), squeeze=False)
     for axis, (model, recipe, _, own, paper) in zip(axes[0], rows, strict=True):
         for label, result in (("its own recipe", own), ("the paper's recipe", paper)):
-            epochs_run = range(1, len(result[4]) + 1)
-            axis.plot(epochs_run, [100 * (1 - a) for a in result[4]], label=f"{label}: {100 * result[0]:.2f} %")
+            epochs_run = range(1, len(result.curve) + 1)
+            axis.plot(epochs_run, [100 * (1 - a) for a in result.curve], label=f"{label}: {100 * result.val:.2f} %")
         axis.set(yscale="log", xlabel="epoch", ylabel="validation error, %", title=f"{model} ({recipe.reported or 'no figure reported'})")
         axis.grid(alpha=0.3, which="both")
         axis.legend(title="best validation accuracy", fontsize=8, title_fontsize=8)
