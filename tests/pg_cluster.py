@@ -137,6 +137,12 @@ class PostgresCluster:
     def url(self, database: str = "hpo", password: str = PASSWORD) -> str:
         return f"postgresql+psycopg://{SUPERUSER}:{password}@127.0.0.1:{self.port}/{database}"
 
+    def dump(self, database: str) -> bytes:
+        """Every byte a database holds, as pg_dump writes it (plain SQL, data included)."""
+        command = [str(self.bin_dir / "pg_dump"), "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "--no-password", database]
+        env = {**os.environ, "PGPASSWORD": PASSWORD}
+        return subprocess.run(command, capture_output=True, check=True, timeout=120, env=env, stdin=subprocess.DEVNULL).stdout
+
     def create_database(self, name: str) -> str:
         import psycopg
 

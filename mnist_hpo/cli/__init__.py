@@ -10,12 +10,15 @@ import sys
 from mnist_hpo.cli import _models, _search, _studies  # noqa: F401  (they register their commands on the app)
 from mnist_hpo.cli._app import app
 from mnist_hpo.errors import SearchInterrupted, UserError
+from mnist_hpo.redact import hide_process_arguments
 
 __all__ = ["app", "main"]
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: known errors become `error: ...` on one line and exit status 2."""
+    if argv is None:  # the real command line, not a caller's list
+        hide_process_arguments(sys.argv[1:])
     try:
         code = app(args=argv, standalone_mode=False)
     except UserError as exc:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import shlex
 import sys
 
 import typer
+
+from mnist_hpo import redact
 
 app = typer.Typer(
     help="Optuna hyperparameter search for the BatchNorm MNIST CNNs of An et al. 2020.",
@@ -38,5 +39,5 @@ SpaceOpt = typer.Option(None, "--space", help="TOML file that fixes, narrows, wi
 
 
 def command_line() -> str:
-    """The command as typed, recorded in the study it creates."""
-    return shlex.join(["mnist-hpo", *sys.argv[1:]])
+    """The command as typed, secrets masked: recorded in the study it creates, shown in its note and report."""
+    return redact.command_line(sys.argv[1:])

@@ -7,15 +7,24 @@ from mnist_hpo.console import console
 
 
 def upgrade(url: str | None) -> None:
-    """Bring the Optuna schema up to date, then every mnist-hpo study's stored settings."""
-    from mnist_hpo.search.settings import upgrade_settings
+    """Bring the Optuna schema up to date, then every study's stored settings; mask the secrets older releases stored."""
+    from mnist_hpo.dashboards.publish import scrub_study_note
+    from mnist_hpo.search.settings import scrub_secrets, upgrade_settings
 
     console.print(stores.upgrade_storage(url))
     storage = stores.open_storage(url, must_exist=True)
+    scrubbed = False
     for name in stores.list_study_names(storage):
-        line = upgrade_settings(stores.load_study(storage, name))
+        study = stores.load_study(storage, name)
+        line = upgrade_settings(study)
         if line:
             console.print(line)
+        masked = scrub_secrets(study) + (["its note"] if scrub_study_note(study) else [])
+        if masked:
+            console.print(f"study {name!r}: masked the secrets stored in {', '.join(masked)}")
+            scrubbed = True
+    if scrubbed:
+        console.print(stores.compact_storage(url))
 
 
 def proxy(url: str | None, host: str, port: int) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mnist_hpo import redact
 from mnist_hpo.models import build_model
 from mnist_hpo.search.copies import WARM_START_ATTR
 from mnist_hpo.search.settings import ATTR as SETTINGS_ATTR
@@ -185,7 +186,7 @@ def study_note(name: str, user_attrs: Mapping[str, Any]) -> str:
     parts = [f"## Study {name}"]
     command = settings.get("command")
     if command:
-        parts += ["Created by:", f"```\n{command}\n```"]
+        parts += ["Created by:", f"```\n{redact.redact(command)}\n```"]
     rows = [
         (key, settings.get(key))
         for key in ("profile", "objectives", "epochs", "sampler", "pruner", "seed", "max_params", "n_trials", "train_subset")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from mnist_hpo import storage
+from mnist_hpo import redact, storage
 from mnist_hpo.console import console
 from mnist_hpo.dashboards import figures, notes
 
@@ -91,6 +91,17 @@ def ensure_study_note(study: optuna.Study) -> bool:
             warnings.simplefilter("ignore")  # set_metric_names is "experimental"
             study.set_metric_names([notes.METRIC_NAMES.get(name, name) for name in objectives])
     return True
+
+
+def scrub_study_note(study: optuna.Study) -> bool:
+    """Mask the secrets an older mnist-hpo wrote into the study's note (its command line); True if changed."""
+    from optuna_dashboard import get_note, save_note
+
+    note = get_note(study)
+    masked = redact.redact(note)
+    if masked != note:
+        save_note(study, masked)  # a new version; optuna-dashboard blanks the old version's chunks
+    return masked != note
 
 
 STOPS_HEADING = notes.STOPS_HEADING

@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from mnist_hpo import storage
+from mnist_hpo import redact, storage
 from mnist_hpo.console import console
 from mnist_hpo.dashboards import figures
 from mnist_hpo.errors import UserError
@@ -149,7 +149,7 @@ def _header(study: optuna.Study, trials: list[FrozenTrial], settings: dict[str, 
     if study.user_attrs.get(STOPPED_ATTR):
         rows.append(("stopped early", study.user_attrs[STOPPED_ATTR]))
     if settings.get("command"):
-        rows.append(("created by", _Raw(f"<code>{html.escape(settings['command'])}</code>")))
+        rows.append(("created by", _Raw(f"<code>{html.escape(redact.redact(settings['command']))}</code>")))
     for key in ("profile", "objectives", "epochs", "sampler", "pruner", "seed", "max_params"):
         if settings.get(key) is not None:
             value = settings[key]

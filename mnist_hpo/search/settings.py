@@ -13,6 +13,7 @@ from typing import Any
 
 import optuna
 
+from mnist_hpo import redact
 from mnist_hpo.errors import UserError
 
 ATTR = "mnist_hpo"  # the study user attribute holding the settings
@@ -62,7 +63,7 @@ class StudySettings:
         return asdict(self)
 
     def save(self, study: optuna.Study) -> None:
-        study.set_user_attr(ATTR, self.to_dict())
+        study.set_user_attr(ATTR, {**self.to_dict(), "command": redact.redact(self.command)})
 
     @classmethod
     def load(cls, study: optuna.Study) -> StudySettings:
@@ -97,6 +98,27 @@ def upgrade_settings(study: optuna.Study) -> str | None:
     settings = StudySettings.from_dict(data, study.study_name)
     settings.save(study)
     return f"study {study.study_name!r}: settings schema {data.get('schema', 1)} -> {SCHEMA}"
+
+
+def scrub_secrets(study: optuna.Study) -> list[str]:
+    """Mask every secret an older mnist-hpo stored in the study's attributes; the names of those it changed."""
+    changed = []
+    for key, value in study.user_attrs.items():
+        masked = _redacted(value)
+        if masked != value:
+            study.set_user_attr(key, masked)
+            changed.append(key)
+    return changed
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact.redact(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item) for item in value]
+    return value
 
 
 def parse_objectives(text: str) -> list[str]:

@@ -20,7 +20,7 @@ from mnist_hpo.storage._artifacts import (
     write_blob,
 )
 from mnist_hpo.storage._object_store import is_object_store
-from mnist_hpo.storage._open import describe, open_storage, upgrade_storage
+from mnist_hpo.storage._open import compact_storage, describe, open_storage, upgrade_storage
 from mnist_hpo.storage._optuna_internals import (
     OptunaInternalsChanged,
     check_optuna,
@@ -47,6 +47,7 @@ __all__ = [
     "OptunaInternalsChanged",
     "check_artifacts",
     "check_optuna",
+    "compact_storage",
     "count_states",
     "describe",
     "download_bytes",

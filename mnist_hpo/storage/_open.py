@@ -73,6 +73,17 @@ def upgrade_storage(url: str | None = None) -> str:
     return _sql.upgrade_rdb(_sql.sql_target(url, must_exist=True))
 
 
+def compact_storage(url: str | None = None) -> str:
+    """After secrets were masked: make the storage's files forget the old values; a one-line summary."""
+    url = resolve_url(url)
+    if not _sql.is_sql_url(url):
+        return (
+            f"warning: {mask_url(url)} keeps every earlier record: the unmasked values are still in the journal "
+            "(or the server behind the proxy); copy the studies to a new storage and delete the old one"
+        )
+    return _sql.compact_rdb(_sql.sql_target(url, must_exist=True))
+
+
 class ShieldedLock(JournalFileSymlinkLock):
     """Optuna's journal file lock (its default), with Ctrl-C and SIGTERM held while it is awaited or held.
 

@@ -144,6 +144,24 @@ def upgrade_rdb(target: SQLTarget) -> str:
         storage.engine.dispose()
 
 
+def compact_rdb(target: SQLTarget) -> str:
+    """Rewrite the database so that values replaced by a scrub are gone from its files too; one line."""
+    engine = sqlalchemy.create_engine(_escape_format(target.url), **target.engine_kwargs)
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            if target.sqlite_path is not None:
+                connection.exec_driver_sql("VACUUM")
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                return f"{target.shown}: rewritten (VACUUM): the replaced values are gone from the file"
+            for table in ("study_user_attributes", "study_system_attributes"):
+                connection.exec_driver_sql(f"VACUUM FULL {table}")
+            return f"{target.shown}: study attribute tables rewritten (VACUUM FULL); backups and replicas still hold the old values"
+    except (sqlalchemy.exc.DBAPIError, sqlite3.Error) as exc:
+        raise connect_error(target, exc) from None
+    finally:
+        engine.dispose()
+
+
 @contextlib.contextmanager
 def _root_logger_handler() -> Iterator[None]:
     # Optuna's alembic env.py calls logging.config.fileConfig() when the root logger has no
@@ -165,6 +183,11 @@ def unsupported(url: str, why: str = "unsupported storage URL") -> UserError:
 
 
 def _pg_target(url: str, parsed: URL, must_exist: bool, reconnect_s: float | None, pool: tuple[int, int]) -> SQLTarget:
+    if url.split("?", 1)[0].count("@") > 1:  # the host would be the password's tail, looked up in the DNS and echoed
+        raise UserError(
+            f"the storage URL {mask_url(url)!r} holds more than one '@': write an '@' inside the password as %40 "
+            "(and ':' '/' '?' '#' as %3A %2F %3F %23), or pass the URL in $MNIST_HPO_STORAGE"
+        )
     parsed = parsed.set(drivername="postgresql+psycopg")  # SQLAlchemy's plain default is psycopg2
     if importlib.util.find_spec("psycopg") is None:
         raise UserError("postgresql:// storages need psycopg 3; run pip install 'psycopg[binary]'")

@@ -14,14 +14,16 @@ import re
 import signal
 import time
 import urllib.request
+from pathlib import Path
 
 from dist_helpers import FAST, TINY, assert_exact_budget, cli, finish, ok, running_trial_past_epoch, start, trials_of, wait_for
 from optuna.trial import TrialState
+from pg_cluster import PASSWORD
 
 from mnist_hpo import storage
 
 
-def test_two_workers_keep_everything_in_a_bucket_and_a_killed_trial_resumes_from_it(pg_url, s3, tmp_path):
+def test_two_workers_keep_everything_in_a_bucket_and_a_killed_trial_resumes_from_it(pg_url, postgres, s3, tmp_path):
     bucket = s3.bucket("hpo-kill")
     location = f"s3://{bucket}/studies/kill"
     prefix = "studies/kill/"
@@ -63,6 +65,7 @@ def test_two_workers_keep_everything_in_a_bucket_and_a_killed_trial_resumes_from
     ]
     try:
         victim = wait_for(lambda: running_trial_past_epoch(pg_url, "kill"), "a trial past its first epoch", processes=workers)
+        titles = {w.pid: Path(f"/proc/{w.pid}/cmdline").read_bytes() for w in workers}  # what `ps` shows
         resume_key = f"{prefix}resume-kill-{victim.number}.pt"
         assert resume_key in s3.keys(bucket, prefix), "the resume state is written to the bucket after every better epoch"
         pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
@@ -100,6 +103,20 @@ def test_two_workers_keep_everything_in_a_bucket_and_a_killed_trial_resumes_from
     ok(cli(tmp_path, "report", *on_bucket, "--out", "report.html", **s3.env))
     assert "data:image/png;base64," in (tmp_path / "report.html").read_text(), "the best trial's pictures came from the bucket"
     _dashboard_serves_the_bucket(tmp_path, pg_url, location, s3, bucket, prefix, retry)
+    _no_secret_stored_anywhere(tmp_path, pg_url, postgres, s3, bucket, titles)
+
+
+def _no_secret_stored_anywhere(tmp_path, pg_url, postgres, s3, bucket, titles) -> None:
+    """The password was on every command line and the S3 secret in every environment: neither is in any byte kept."""
+    secrets = {"the database password": PASSWORD.encode(), "the S3 secret key": s3.env["AWS_SECRET_ACCESS_KEY"].encode()}
+    dump = postgres.dump(pg_url.rsplit("/", 1)[1])
+    assert b"kill" in dump and b"Created by:" in dump, "the dump holds the study, its settings and its note"
+    kept = {"pg_dump": dump, **{f"s3://{bucket}/{key}": s3.read(bucket, key) for key in s3.keys(bucket)}}
+    kept |= {str(path.relative_to(tmp_path)): path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}  # logs, exports, report
+    kept |= {f"/proc/{pid}/cmdline": title for pid, title in titles.items()}
+    leaks = [(what, where) for where, data in kept.items() for what, secret in secrets.items() if secret in data]
+    assert not leaks, leaks
+    assert all(t.startswith(b"mnist-hpo worker --storage 'postgresql+psycopg://postgres:***@") for t in titles.values()), titles
 
 
 def _dashboard_serves_the_bucket(tmp_path, pg_url, location, s3, bucket, prefix, retry) -> None:
