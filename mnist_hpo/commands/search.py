@@ -19,9 +19,11 @@ if TYPE_CHECKING:
     from mnist_hpo.data import Splits
 from mnist_hpo.search import (
     STOPPED_ATTR,
+    STUDY_DEFINING,
     Faults,
     SearchRequest,
     StudySettings,
+    check_same_study,
     create_budget,
     ensure_budget_study,
     get_profile,
@@ -116,6 +118,7 @@ def search(request: SearchRequest) -> optuna.Study:
     if existed:  # the study's own data, profile and space, not the command line's
         stored = StudySettings.load(stores.load_study(storage, name))
         check_objectives(name, stored, settings)
+        check_same_study(request, stored, settings, STUDY_DEFINING)
         settings = stored
     splits = load_splits(settings.data, subset=settings.train_subset, log=console.print)  # once, before any worker
     if not settings.data_digest:

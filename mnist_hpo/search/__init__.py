@@ -15,7 +15,15 @@ if TYPE_CHECKING:
     from mnist_hpo.search._display import baseline_comparison, print_outcome, trial_line
     from mnist_hpo.search._engine import Worker, WorkerReport
     from mnist_hpo.search._launcher import in_process, launch_workers, plan_slots, refuse_shared_sqlite
-    from mnist_hpo.search._prepare import SearchRequest, create_budget, new_settings, resolve_profile, search_budget
+    from mnist_hpo.search._prepare import (
+        STUDY_DEFINING,
+        SearchRequest,
+        check_same_study,
+        create_budget,
+        new_settings,
+        resolve_profile,
+        search_budget,
+    )
     from mnist_hpo.search._retries import Faults, RetryDeadTrial, retry_history
     from mnist_hpo.search._run import open_for_workers, quiet_optuna, study_settings, work
     from mnist_hpo.search.copies import (
@@ -46,7 +54,9 @@ _WHERE = {
     "launch_workers": "_launcher",
     "plan_slots": "_launcher",
     "refuse_shared_sqlite": "_launcher",
+    "STUDY_DEFINING": "_prepare",
     "SearchRequest": "_prepare",
+    "check_same_study": "_prepare",
     "create_budget": "_prepare",
     "new_settings": "_prepare",
     "resolve_profile": "_prepare",
@@ -84,6 +94,7 @@ __all__ = [
     "MODEL_ARTIFACT",
     "PROFILES",
     "STOPPED_ATTR",
+    "STUDY_DEFINING",
     "BudgetView",
     "Faults",
     "Objective",
@@ -96,6 +107,7 @@ __all__ = [
     "WorkerReport",
     "baseline_comparison",
     "budget_view",
+    "check_same_study",
     "create_budget",
     "ensure_budget_study",
     "get_profile",

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 from mnist_hpo import storage as stores
 from mnist_hpo.errors import UserError
 from mnist_hpo.search.copies import copied_counts, copy_trials, recount_copies
-from mnist_hpo.search.settings import ATTR, StudySettings
+from mnist_hpo.search.settings import ATTR, StudySettings, check_study_name
 from mnist_hpo.search.space import Space
 
 CREATING_ATTR = "mnist_hpo:creating"  # study system attribute while its budget is being queued
@@ -106,6 +106,10 @@ def ensure_budget_study(
     ``settings.warm_start`` (added after the budget, so trial 0 is still the published baseline).
     Returns the study, its settings and a one-line account.
     """
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        check_study_name(name)  # a new study only: one made by an older release keeps its name
     try:
         study = optuna.create_study(study_name=name, storage=storage, directions=settings.directions)
     except DuplicatedStudyError:

@@ -138,8 +138,12 @@ def create_budget(request: SearchRequest, profile: Profile, asked: StudySettings
     return budget
 
 
-def check_same_study(request: SearchRequest, stored: StudySettings, asked: StudySettings) -> None:
-    """`study create` on an existing study: every option given must agree with what it recorded."""
+#: What `search` on an existing study would otherwise ignore: the study keeps its own.
+STUDY_DEFINING = ("profile", "epochs", "max_params", "space")
+
+
+def check_same_study(request: SearchRequest, stored: StudySettings, asked: StudySettings, keys: tuple[str, ...] | None = None) -> None:
+    """An existing study: every option given (of ``keys``, default all) must agree with what it recorded, never be ignored."""
     given = {
         "profile": request.profile,
         "epochs": request.epochs,
@@ -149,7 +153,7 @@ def check_same_study(request: SearchRequest, stored: StudySettings, asked: Study
         "pruner": request.pruner,
         "space": asked.space if request.space_file is not None else None,
     }
-    differ = [key for key, value in given.items() if value is not None and getattr(stored, key) != value]
+    differ = [key for key, value in given.items() if value is not None and getattr(stored, key) != value and key in (keys or given)]
     if differ:
         shown = ", ".join(f"{key} {getattr(stored, key)!r}" if key != "space" else "another space" for key in differ)
         raise UserError(f"study {request.study!r} exists with {shown}; leave those options out to keep it, or use another --study name")

@@ -7,6 +7,7 @@ newer schema are refused with a one-line error naming both versions and what to 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -119,6 +120,20 @@ def _redacted(value: Any) -> Any:
     if isinstance(value, list):
         return [_redacted(item) for item in value]
     return value
+
+
+#: What a new study may be called: safe in every storage, in artifact names and on a command line.
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_study_name(name: str) -> None:
+    """A one-line UserError for a name a new study cannot have (studies made elsewhere keep theirs)."""
+    if not STUDY_NAME.fullmatch(name):
+        shown = name if len(name) <= 40 else f"{name[:40]}... ({len(name)} characters)"
+        raise UserError(
+            f"study name {shown!r} cannot be used: a new study's name is 1-100 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit; e.g. --study mnist-quick-2"
+        )
 
 
 def parse_objectives(text: str) -> list[str]:

@@ -61,6 +61,10 @@ class Param:
                 raise SpaceError(f"{where} is on a log scale, so low must be > 0 (got {self.low})")
             if self.log and (self.step or 1) > 1:
                 raise SpaceError(f"{where} cannot be on a log scale with step {self.step}; drop one of them")
+        allowed, meaning = CHOICES.get(name, (None, ""))
+        for value in values if allowed is not None else ():
+            if value not in allowed:
+                raise SpaceError(f"{where}: {value!r} is not {meaning}; choose from {', '.join(map(str, allowed))}")
         lowest, highest, meaning = LIMITS.get(name, (None, None, ""))
         for value in values:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -138,6 +142,14 @@ LIMITS: dict[str, tuple[float | None, float | None, str]] = {
     "translation": (0.0, 1.0, "a translation of 0 to 1 image side"),
     "label_smoothing": (0.0, 0.99, "label smoothing in [0, 1)"),
     "batch_size": (1, None, "a batch of at least 1 image"),
+}
+
+#: The categorical values the network builder and the trainer accept (trainer.OPTIMIZERS, trainer.SCHEDULES:
+#: tests/search/test_space.py checks they agree; importing the trainer here would load torch).
+CHOICES: dict[str, tuple[tuple, str]] = {
+    "kernel_size": ((3, 5, 7), "a kernel size the network has (each has its own depth parameter)"),
+    "optimizer": (("adam", "adamw", "sgd"), "an optimizer the trainer has"),
+    "schedule": (("exponential", "cosine", "plateau"), "a learning-rate schedule the trainer has"),
 }
 
 

@@ -40,6 +40,16 @@ CASES = {  # name: (arguments, fragments of the one error line)
         [*SEARCH, "--study", "new", "--sampler", "cmaes", "--objectives", "accuracy,params"],
         ["cmaes", "one objective", "nsga2"],
     ),
+    "a study name with a slash": (["study", "create", "--study", "a/b", "--n-trials", "2"], ["study name 'a/b' cannot be used"]),
+    "a study name of 500 characters": ([*SEARCH, "--study", "n" * 500], ["(500 characters)' cannot be used", "1-100 letters"]),
+    "kernel size 4 in a space file": (
+        [*SEARCH, "--study", "new", "--space", "k4.toml"],
+        ["k4.toml: [kernel_size]: 4 is not a kernel size the network has", "choose from 3, 5, 7"],
+    ),
+    "an optimizer the trainer lacks": ([*SEARCH, "--study", "new", "--space", "lion.toml"], ["'lion' is not an optimizer"]),
+    "a schedule the trainer lacks": (["study", "create", "--study", "new", "--space", "step.toml"], ["'step' is not a learning-rate"]),
+    "--space on an existing study": ([*SEARCH, "--space", "narrow.toml", "--n-trials", "1"], ["study 's' exists with another space"]),
+    "--profile on an existing study": (["search", "--study", "s", "--profile", "quick"], ["study 's' exists with profile 'smoke'"]),
     "search --workers 0": ([*SEARCH, "--workers", "0"], ["--workers must be at least 1, got 0"]),
     "search --max-retries -1": ([*SEARCH, "--max-retries", "-1"], ["--max-retries must be 0 or more, got -1"]),
     "search --gpus 9": ([*SEARCH, "--gpus", "9"], ["GPU"]),
@@ -72,7 +82,17 @@ def folder(studies, checkpoint) -> Path:
     (studies / "best.pt").write_bytes(checkpoint.read_bytes())
     images, _ = fixture_test_split()
     write_kaggle_test_csv(studies / "test.csv", images[:20])
+    for name, table in SPACE_FILES.items():
+        (studies / name).write_text(table)
     return studies
+
+
+SPACE_FILES = {  # valid TOML and types, values no network builder or trainer accepts; and one that is fine
+    "k4.toml": "[kernel_size]\nchoices = [3, 4]\n",
+    "lion.toml": '[optimizer]\nchoices = ["adam", "lion"]\n',
+    "step.toml": '[schedule]\nvalue = "step"\n',
+    "narrow.toml": "[lr]\nlow = 1e-3\nhigh = 2e-3\n",
+}
 
 
 @pytest.mark.parametrize("args, fragments", list(CASES.values()), ids=list(CASES))

@@ -21,7 +21,8 @@ from outside import CLI  # the console script next to this Python (python -m mni
 from mnist_hpo.errors import UserError
 from mnist_hpo.models import build_model, max_conv_layers
 from mnist_hpo.search.profiles import PROFILES
-from mnist_hpo.search.space import Space, SpaceError, default_space, load_space_file
+from mnist_hpo.search.space import CHOICES, Space, SpaceError, default_space, load_space_file
+from mnist_hpo.trainer import OPTIMIZERS, SCHEDULES
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -397,3 +398,9 @@ def test_space_show_prints_the_effective_narrowed_space(tmp_path):
             assert quick.params[name] == expected.params[name]  # the profile's narrowing is kept
     assert rows["conv_layers_k3"][0] == quick.params["conv_layers_k3"].describe() != Space().params["conv_layers_k3"].describe()
     assert not (tmp_path / "mnist-hpo.db").exists()  # showing the space touches no storage
+
+
+def test_the_space_accepts_exactly_the_trainers_optimizers_and_schedules_and_the_networks_kernels():
+    assert set(CHOICES["optimizer"][0]) == set(OPTIMIZERS) and set(CHOICES["schedule"][0]) == set(SCHEDULES)
+    assert all(max_conv_layers(k) >= 1 for k in CHOICES["kernel_size"][0])
+    assert {f"conv_layers_k{k}" for k in CHOICES["kernel_size"][0]} <= set(default_space())
