@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
+        from mnist_hpo.storage import storage_fault
+
+        fault = storage_fault(exc)
+        if fault is not None:  # a full disk, a damaged database...: what broke and what to do
+            _fail(str(fault))
         if getattr(exc, "exit_code", None) != 2:  # typer's usage errors (bad option, bad value)
             raise
         if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command group: its help is the answer

@@ -19,6 +19,7 @@ from mnist_hpo.storage._artifacts import (
     upload_bytes,
     write_blob,
 )
+from mnist_hpo.storage._faults import storage_fault
 from mnist_hpo.storage._object_store import is_object_store
 from mnist_hpo.storage._open import compact_storage, describe, open_storage, upgrade_storage
 from mnist_hpo.storage._optuna_internals import (
@@ -67,6 +68,7 @@ __all__ = [
     "ride_out",
     "run_storage_proxy",
     "running_without_heartbeat",
+    "storage_fault",
     "study_summary",
     "take_waiting_trial",
     "trial_handle",

@@ -214,3 +214,28 @@ def test_kaggle_train_csv_with_bom_and_crlf_trains(tmp_path):
     (tmp_path / "train.csv").write_bytes(("\ufeff" + "\r\n".join([header, *body]) + "\r\n").encode())
     done = ok(run(tmp_path, "train", "--data", "train.csv", "--model", "tiny-cnn", "--epochs", "1"))
     assert "270 train / 30 validation images" in done.stdout.replace(",", ""), done.stdout
+
+
+# ---------------------------------------------------------------------------------------------- storage faults
+
+
+def damage(database: Path) -> bytes:
+    """Overwrite 300 bytes in every other page past the schema: what a failing disk or a careless copy leaves."""
+    data = bytearray(database.read_bytes())
+    for offset in range(4096 * 3, len(data), 4096 * 2):
+        data[offset + 100 : offset + 400] = b"\xff" * 300
+    database.write_bytes(bytes(data))
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["status"], ["status", "--study", "s"], [*SEARCH, "--n-trials", "1"], ["best", "--study", "s"]],
+    ids=["status", "status --study", "search", "best"],
+)
+def test_a_damaged_database_is_one_line_that_says_how_to_salvage_it(folder, args):
+    for wal in folder.glob("mnist-hpo.db-*"):
+        wal.unlink()  # the session's copy is checkpointed: only the main file holds the study
+    damaged = damage(folder / "mnist-hpo.db")
+    error_line(run(folder, *args), "the study database is damaged (database disk image is malformed)", ".recover")
+    assert (folder / "mnist-hpo.db").read_bytes() == damaged, "nothing was written into the damaged file"
