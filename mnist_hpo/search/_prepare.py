@@ -19,6 +19,9 @@ from mnist_hpo.search.settings import StudySettings, parse_objectives
 from mnist_hpo.search.space import Space, load_space_file
 from mnist_hpo.versions import library_versions
 
+#: The most trials one command may queue: a budget is queued as WAITING trials, ~200 a second on SQLite.
+MAX_TRIALS = 10_000
+
 
 @dataclass
 class SearchRequest:
@@ -53,6 +56,11 @@ class SearchRequest:
     def check_counts(self) -> None:
         if self.n_trials is not None and self.n_trials < 1:
             raise UserError(f"--n-trials must be at least 1, got {self.n_trials}")
+        if self.n_trials is not None and self.n_trials > MAX_TRIALS:
+            raise UserError(
+                f"--n-trials {self.n_trials:,} is more than one command queues (at most {MAX_TRIALS:,}, about a minute "
+                "of queueing); give a smaller budget and raise it later, or use --timeout to bound the run"
+            )
         if self.timeout is not None and not self.timeout > 0:
             raise UserError(f"--timeout must be positive seconds, got {self.timeout:g}")
         if self.stop_after is not None and self.stop_after < 1:

@@ -50,6 +50,7 @@ CASES = {  # name: (arguments, fragments of the one error line)
     "a schedule the trainer lacks": (["study", "create", "--study", "new", "--space", "step.toml"], ["'step' is not a learning-rate"]),
     "--space on an existing study": ([*SEARCH, "--space", "narrow.toml", "--n-trials", "1"], ["study 's' exists with another space"]),
     "--profile on an existing study": (["search", "--study", "s", "--profile", "quick"], ["study 's' exists with profile 'smoke'"]),
+    "a budget no command could queue": ([*SEARCH, "--n-trials", "1000000000000"], ["--n-trials 1,000,000,000,000 is more than"]),
     "search --workers 0": ([*SEARCH, "--workers", "0"], ["--workers must be at least 1, got 0"]),
     "search --max-retries -1": ([*SEARCH, "--max-retries", "-1"], ["--max-retries must be 0 or more, got -1"]),
     "search --gpus 9": ([*SEARCH, "--gpus", "9"], ["GPU"]),
