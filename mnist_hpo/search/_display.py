@@ -68,7 +68,8 @@ def print_outcome(study: optuna.Study, settings: StudySettings, where: str) -> N
 
 def baseline_comparison(best: FrozenTrial, trials: list[FrozenTrial]) -> str:
     """The best trial against trial 0, the published configuration: validation accuracy, parameters, time (own trials only)."""
-    baseline = next((t for t in own_trials(trials) if t.user_attrs.get("published_baseline") and t.state.is_finished()), None)
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)  # a failed baseline was replaced by a retry that carries its label
+    baseline = next((t for t in own_trials(trials) if t.user_attrs.get("published_baseline") and t.state in finished), None)
     if baseline is None:
         return "the published baseline (trial 0) has not finished yet"
     if baseline.number == best.number:

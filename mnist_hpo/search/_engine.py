@@ -31,7 +31,7 @@ from mnist_hpo import storage as stores
 from mnist_hpo.console import console
 from mnist_hpo.errors import StorageUnavailable, UserError
 from mnist_hpo.search._budget import BudgetView, budget_view, view_of_trials
-from mnist_hpo.search._retries import RETRY_KEY, Faults, Heartbeats, RetryDeadTrial, requeue
+from mnist_hpo.search._retries import RETRY_KEY, Faults, Heartbeats, RetryDeadTrial, queue_replacement, requeue
 from mnist_hpo.search.copies import copied_counts
 from mnist_hpo.search.settings import StudySettings
 from mnist_hpo.signals import Interrupts
@@ -258,7 +258,7 @@ class Worker:
         if resume:
             stores.ride_out(requeue, self.study, told, self.faults.max_retries)
         else:
-            stores.ride_out(self.study.enqueue_trial, {}, user_attrs={"replaces": number})
+            stores.ride_out(queue_replacement, self.study, told)
         self.on_trial(told)
         return reason
 

@@ -80,6 +80,15 @@ class RetryDeadTrial:
         requeue(study, trial, self.max_retries)
 
 
+def queue_replacement(study: optuna.Study, trial: FrozenTrial) -> None:
+    """A fresh trial in a failed one's place; the published baseline's place goes to the published configuration again."""
+    if trial.user_attrs.get("published_baseline"):
+        published = trial.system_attrs.get("fixed_params") or trial.params
+        study.enqueue_trial(dict(published), user_attrs={"replaces": trial.number, "published_baseline": True})
+    else:
+        study.enqueue_trial({}, user_attrs={"replaces": trial.number})
+
+
 def requeue(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> str:
     """Queue the retry of failed ``trial`` (a fresh trial once it ran out of retries); says which.
 
@@ -90,7 +99,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> str:
     """
     history = [*retry_history(trial), trial.number]
     if len(history) > max_retries:
-        study.enqueue_trial({}, user_attrs={"replaces": trial.number})
+        queue_replacement(study, trial)
         return f"trial {trial.number} ran out of retries ({max_retries}); a fresh trial takes its place"
     inherit = copy.deepcopy(trial)
     # "fixed_params" (how Optuna enqueues): a trial that died before sampling has no params of its own to pass on
