@@ -28,6 +28,7 @@ from mnist_hpo.search import (
     ensure_budget_study,
     get_profile,
     in_process,
+    is_half_made,
     launch_workers,
     new_settings,
     open_for_workers,
@@ -114,6 +115,7 @@ def search(request: SearchRequest) -> optuna.Study:
     stores.check_artifacts(request.artifacts)  # a wrong folder, bucket or credentials fails before the study is written
     storage = open_for_workers(url, faults, must_exist=request.warm_start is not None)
     existed = name in stores.list_study_names(storage)
+    existed = existed and not is_half_made(storage, storage.get_study_id_from_name(name))  # an interrupted creation: finish it
     source = warm_start_source(storage, name, request.warm_start, settings) if request.warm_start else None
     if existed:  # the study's own data, profile and space, not the command line's
         stored = StudySettings.load(stores.load_study(storage, name))

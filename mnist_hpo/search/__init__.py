@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from mnist_hpo._lazy import lazy_names
 
 if TYPE_CHECKING:
-    from mnist_hpo.search._budget import BudgetView, budget_view, ensure_budget_study
+    from mnist_hpo.search._budget import BudgetView, budget_view, ensure_budget_study, is_half_made
     from mnist_hpo.search._display import baseline_comparison, print_outcome, trial_line
     from mnist_hpo.search._engine import Worker, WorkerReport
     from mnist_hpo.search._launcher import in_process, launch_workers, plan_slots, refuse_shared_sqlite
@@ -45,6 +45,7 @@ _WHERE = {
     "BudgetView": "_budget",
     "budget_view": "_budget",
     "ensure_budget_study": "_budget",
+    "is_half_made": "_budget",
     "baseline_comparison": "_display",
     "print_outcome": "_display",
     "trial_line": "_display",
@@ -113,6 +114,7 @@ __all__ = [
     "get_profile",
     "in_process",
     "is_copied",
+    "is_half_made",
     "launch_workers",
     "load_space_file",
     "new_settings",

@@ -8,10 +8,14 @@ finished trials (COMPLETE + PRUNED) add up to exactly N. Raising the budget queu
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.exceptions import DuplicatedStudyError
@@ -19,7 +23,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_hpo import storage as stores
-from mnist_hpo.errors import UserError
+from mnist_hpo.errors import SearchInterrupted, UserError
 from mnist_hpo.search.copies import copied_counts, copy_trials, recount_copies
 from mnist_hpo.search.settings import ATTR, StudySettings, check_study_name
 from mnist_hpo.search.space import Space
@@ -110,13 +114,31 @@ def ensure_budget_study(
         storage.get_study_id_from_name(name)
     except KeyError:
         check_study_name(name)  # a new study only: one made by an older release keeps its name
+    with _continuable(name):
+        return _ensure(storage, name, settings, budget, data_source, copies)
+
+
+@contextlib.contextmanager
+def _continuable(name: str) -> Iterator[None]:
+    """Ctrl-C while a budget is queued: say that the same command finishes the job (exit 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise SearchInterrupted(
+            f"interrupted while queueing the budget of study {name!r}; run the same command again to finish it"
+        ) from None
+
+
+def _ensure(
+    storage: BaseStorage, name: str, settings: StudySettings, budget: BudgetRule, data_source: str | None, copies: Sequence[FrozenTrial]
+) -> tuple[optuna.Study, StudySettings, str]:
     try:
         study = optuna.create_study(study_name=name, storage=storage, directions=settings.directions)
     except DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage)
     else:
         study_id = storage.get_study_id_from_name(name)
-        storage.set_study_system_attr(study_id, CREATING_ATTR, True)
+        storage.set_study_system_attr(study_id, CREATING_ATTR, creator())
         settings.n_trials = budget(None, None)
         queue_budget(study, settings, settings.n_trials, baseline=True)
         warm = _warm_start(study, settings, copies)
@@ -173,6 +195,29 @@ def _top_up(study: optuna.Study, storage: BaseStorage, study_id: int, settings: 
     return max(0, missing)
 
 
+def creator() -> dict[str, Any]:
+    """Who is creating a study: a later command on the same machine sees at once whether it died."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _creator_died(record: Any) -> bool:
+    """True if the recorded creator ran on this machine and is gone (Ctrl-C, a kill); unknown elsewhere."""
+    if not isinstance(record, dict) or record.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(record["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, TypeError, ValueError):
+        return False
+    return False
+
+
+def is_half_made(storage: BaseStorage, study_id: int) -> bool:
+    """A study whose creator has not (yet) written its settings."""
+    return not storage.get_study_user_attrs(study_id).get(ATTR) and CREATING_ATTR in storage.get_study_system_attrs(study_id)
+
+
 def wait_for_settings(study: optuna.Study, storage: BaseStorage, seconds: float = SETTINGS_WAIT_S) -> StudySettings | None:
     """The study's settings; None if a crashed creator left it half made. Waits for a concurrent creator."""
     study_id = storage.get_study_id_from_name(study.study_name)
@@ -181,8 +226,9 @@ def wait_for_settings(study: optuna.Study, storage: BaseStorage, seconds: float 
         attrs = storage.get_study_user_attrs(study_id)
         if attrs.get(ATTR):
             return StudySettings.from_dict(attrs[ATTR], study.study_name)
-        if CREATING_ATTR not in storage.get_study_system_attrs(study_id):
+        system = storage.get_study_system_attrs(study_id)
+        if CREATING_ATTR not in system:
             return StudySettings.load(study)  # raises: a study that mnist-hpo did not make
-        if time.monotonic() > deadline:
+        if _creator_died(system[CREATING_ATTR]) or time.monotonic() > deadline:
             return None
         time.sleep(0.5)
