@@ -30,6 +30,7 @@ from mnist_hpo.search.space import Space
 
 CREATING_ATTR = "mnist_hpo:creating"  # study system attribute while its budget is being queued
 SETTINGS_WAIT_S = 60  # how long a worker waits for a study that another process is still creating
+MARK_WAIT_S = 5  # how long an empty study without settings or creator may be one whose creator has not marked it yet
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -222,13 +223,14 @@ def wait_for_settings(study: optuna.Study, storage: BaseStorage, seconds: float 
     """The study's settings; None if a crashed creator left it half made. Waits for a concurrent creator."""
     study_id = storage.get_study_id_from_name(study.study_name)
     deadline = time.monotonic() + seconds
+    marked_by = time.monotonic() + MARK_WAIT_S  # a creator marks its empty study right after creating it
     while True:
         attrs = storage.get_study_user_attrs(study_id)
         if attrs.get(ATTR):
             return StudySettings.from_dict(attrs[ATTR], study.study_name)
         system = storage.get_study_system_attrs(study_id)
-        if CREATING_ATTR not in system:
+        if CREATING_ATTR not in system and (time.monotonic() > marked_by or storage.get_n_trials(study_id) > 0):
             return StudySettings.load(study)  # raises: a study that mnist-hpo did not make
-        if _creator_died(system[CREATING_ATTR]) or time.monotonic() > deadline:
+        if CREATING_ATTR in system and (_creator_died(system[CREATING_ATTR]) or time.monotonic() > deadline):
             return None
-        time.sleep(0.5)
+        time.sleep(0.1 if CREATING_ATTR not in system else 0.5)

@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 import sqlalchemy
 import sqlalchemy.exc
+import tenacity
 from optuna.storages import RDBStorage
 from sqlalchemy.engine import URL, make_url
 
@@ -96,7 +97,14 @@ def open_rdb(
     stale_trial_callback: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None,
 ) -> RDBStorage:
     try:  # Optuna's ExperimentalWarning for heartbeats stays as Optuna's storage gives it; the commands silence it
-        return RDBStorage(
+        opening = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_lost_schema_race),
+            stop=tenacity.stop_after_attempt(5),
+            wait=tenacity.wait_random(0.05, 0.5),
+            reraise=True,
+        )
+        return opening(
+            RDBStorage,
             _escape_format(target.url),
             engine_kwargs=target.engine_kwargs,
             heartbeat_interval=heartbeat_interval,
@@ -116,6 +124,12 @@ def open_rdb(
         ) from None
     except (sqlalchemy.exc.DBAPIError, sqlalchemy.exc.ArgumentError, sqlite3.Error) as exc:
         raise connect_error(target, exc) from None
+
+
+def _lost_schema_race(exc: BaseException) -> bool:
+    """Several processes opened an empty PostgreSQL database at once and another created a table first: open again."""
+    text = str(getattr(exc, "orig", None) or exc)
+    return isinstance(exc, sqlalchemy.exc.DBAPIError) and ("duplicate key value" in text or "already exists" in text)
 
 
 def upgrade_rdb(target: SQLTarget) -> str:
