@@ -69,6 +69,7 @@ SHARED_STUDIES = {
 SHARED_IN_MODULE = {
     "tests/search/test_study.py": ("",),
     "tests/cli/test_cli_errors.py": ("",),
+    "tests/dashboards/test_security.py": ("",),  # three dashboard processes and a browser, started once
     "tests/distributed/test_faults.py": ("test_a_lost_resume_state", "test_a_full_disk"),
 }
 

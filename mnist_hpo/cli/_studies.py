@@ -78,14 +78,44 @@ def ensemble(
 def dashboard(
     storage: Optional[str] = StorageOpt,
     artifacts: Optional[str] = ArtifactsOpt,
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (loopback unless --allow-remote)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; beyond loopback a token is required."),
     port: int = typer.Option(8080, help="Port to listen on; 0 picks a free one."),
-    allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a non-loopback --host: optuna-dashboard has no authentication."),
+    allowed_host: Optional[list[str]] = typer.Option(
+        None,
+        "--allowed-host",
+        metavar="NAME[:PORT]",
+        help="Also answer requests for this Host (an ingress or proxy name); repeatable. Loopback names and --host always are.",
+    ),
+    read_only: Optional[bool] = typer.Option(
+        None,
+        "--read-only/--read-write",
+        help="Refuse every change (notes, renames, deletions, uploads, tells). Default: read-only beyond loopback, read-write on it.",
+    ),
+    token_file: Optional[Path] = typer.Option(
+        None,
+        "--token-file",
+        metavar="PATH",
+        help="File holding the access token (16+ characters), or set $MNIST_HPO_DASHBOARD_TOKEN. Required beyond loopback.",
+    ),
+    allow_remote: bool = typer.Option(False, "--allow-remote", hidden=True),  # gone: a one-line error says what replaced it
+    token: Optional[str] = typer.Option(None, "--token", hidden=True),  # never on the command line: a one-line error
 ) -> None:
     """Serve optuna-dashboard on the study storage and artifacts; prints its URL."""
+    from mnist_hpo.errors import UserError
+
+    if token is not None:
+        raise UserError(
+            "the dashboard token is never given on the command line (other users see it in the process list): "
+            "set $MNIST_HPO_DASHBOARD_TOKEN or pass --token-file PATH"
+        )
+    if allow_remote:
+        raise UserError(
+            "--allow-remote is gone: beyond loopback the dashboard now requires a token ($MNIST_HPO_DASHBOARD_TOKEN or "
+            "--token-file PATH) and is read-only unless --read-write; drop --allow-remote"
+        )
     from mnist_hpo.dashboards import serve_dashboard
 
-    serve_dashboard(storage, artifacts, host, port, allow_remote)
+    serve_dashboard(storage, artifacts, host, port, read_only=read_only, token_file=token_file, allowed_hosts=allowed_host or ())
 
 
 @app.command("report")

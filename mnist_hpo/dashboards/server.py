@@ -1,10 +1,13 @@
 """`mnist-hpo dashboard`: optuna-dashboard on the study storage and the artifact folder the search uses.
 
-optuna-dashboard has no authentication and has write endpoints (notes, renames, deletions), so
-it listens on loopback unless told otherwise, loudly. The storage is opened the way the search
-opens it (SQLite in WAL mode with a busy timeout), so a dashboard reading a study never makes a
-trial that is writing to it fail with "database is locked". A missing database is an error, never
-a new empty file; a port in use is found before anything starts.
+optuna-dashboard has no login of its own and has write endpoints (notes, renames, deletions,
+uploads), so `_guard.Guard` stands in front of it: only requests naming this server in ``Host``
+(DNS rebinding), no cross-site writes, a token for every request where one is set (always, beyond
+loopback), and read-only unless asked otherwise beyond loopback. It is served by waitress (a pool
+of threads). The storage is opened the way the search opens it (SQLite in WAL mode with a busy
+timeout), so a dashboard reading a study never makes a trial that is writing to it fail with
+"database is locked". A missing database is an error, never a new empty file; a port in use is
+found before anything starts.
 """
 
 from __future__ import annotations
@@ -12,41 +15,70 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import logging
+import os
 import socket
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from wsgiref.util import setup_testing_defaults
 
 import optuna
 
 from mnist_hpo import storage
 from mnist_hpo.console import console
+from mnist_hpo.dashboards._guard import TOKEN_ENV, Guard, read_token, served_hosts, show_hosts
 from mnist_hpo.dashboards._speedup import fold_in_only_new_trials
 from mnist_hpo.errors import UserError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
-REMOTE_WARNING = (
-    "warning: optuna-dashboard has no authentication and can rename, edit and delete studies; anyone who can reach {where} can do so"
-)
+THREADS = 8  # requests served at once; optuna-dashboard polls every open study page every 10 s
 
 
-class _ThreadedServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True  # what optuna-dashboard's own CLI serves with: one thread per request
+class DashboardServer:
+    """A bound, not yet serving, waitress server: ``serve_forever``, ``shutdown`` and ``server_close`` as socketserver's."""
+
     warm_up: threading.Thread | None = None  # the start-up load of every study's page, if asked for
 
+    def __init__(self, waitress_server: Any, sockets: dict[int, Any], app: Guard) -> None:
+        self._server = waitress_server
+        self._sockets = sockets  # waitress's socket map: the listening socket, its wake-up pipe, the connections
+        self._app = app
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self.server_address = (waitress_server.effective_host, int(waitress_server.effective_port))
+        self.server_port = self.server_address[1]
 
-class _IPv6Server(_ThreadedServer):
-    address_family = socket.AF_INET6
+    def get_app(self) -> Guard:
+        return self._app
 
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        from waitress import wasyncore
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # one line per request would drown the URL
-        pass
+        self._stopped.clear()
+        try:
+            while not self._stop.is_set():
+                wasyncore.loop(timeout=poll_interval, map=self._sockets, use_poll=True, count=1)
+        finally:
+            self._stop.clear()
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop ``serve_forever`` (running in another thread) and wait until it has returned."""
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            self._server.pull_trigger()
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        from waitress import wasyncore
+
+        self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+        wasyncore.close_all(self._sockets)
 
 
 def is_loopback(host: str) -> bool:
@@ -99,22 +131,33 @@ def make_dashboard_server(
     artifacts: str | Path | None = None,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
-    allow_remote: bool = False,
+    *,
     warm_up: bool = False,
-) -> tuple[_ThreadedServer, list[str]]:
-    """A bound, not yet serving, optuna-dashboard server and the lines to print about it.
+    read_only: bool | None = None,
+    token: str | None = None,
+    allowed_hosts: Iterable[str] = (),
+    threads: int = THREADS,
+) -> tuple[DashboardServer, list[str]]:
+    """A bound, not yet serving, optuna-dashboard server behind the guard, and the lines to print about it.
 
-    ``port`` 0 picks a free port (``server.server_port`` says which). ``warm_up`` starts loading
-    every study's page once in the background (``server.warm_up``), filling the caches.
+    ``port`` 0 picks a free port (``server.server_port`` says which). ``read_only`` None means
+    read-only beyond loopback, read-write on loopback. ``token`` (checked already, see
+    ``_guard.read_token``) is required beyond loopback. ``allowed_hosts`` are more NAME[:PORT]
+    the Host header may carry. ``warm_up`` starts loading every study's page once in the
+    background (``server.warm_up``), filling the caches.
     """
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be between 1 and 65535, got {port}")
+    allowed_hosts = list(allowed_hosts)
+    served_hosts(host, port, allowed_hosts)  # a malformed --allowed-host is refused before anything opens
     remote = not is_loopback(host)
-    if remote and not allow_remote:
+    if remote and token is None:
         raise UserError(
-            f"--host {host} is not a loopback address and optuna-dashboard has no authentication; "
-            "pass --allow-remote to expose it anyway (better: an SSH tunnel to 127.0.0.1)"
+            f"--host {host} is beyond loopback and optuna-dashboard has no login: set ${TOKEN_ENV} or pass --token-file PATH "
+            "(16+ characters) to require a token, or keep --host 127.0.0.1 and use an SSH tunnel"
         )
+    if read_only is None:
+        read_only = remote
     url = storage.resolve_url(storage_url)
     rdb = storage.open_storage(url, must_exist=True)  # a missing file is an error, never created here
     lines: list[str] = []
@@ -125,6 +168,7 @@ def make_dashboard_server(
         )
     check_port_free(host, port)
 
+    import waitress
     from optuna_dashboard import wsgi
 
     lines += fold_in_only_new_trials()
@@ -132,18 +176,40 @@ def make_dashboard_server(
     # re-reads a study's trials every 10 s, and without it that is every trial, every time.
     cached = optuna.storages.get_storage(rdb)
     app = wsgi(cached, artifact_store=store)
-    server_class = _IPv6Server if _family(host) == socket.AF_INET6 else _ThreadedServer
-    try:
-        server = make_server(host.strip("[]"), port, app, server_class=server_class, handler_class=_QuietHandler)
-    except OSError as exc:  # lost a race for the port since the check
-        raise _bind_error(host, port, exc) from None
-    if remote:
-        lines.append(REMOTE_WARNING.format(where=f"{host}:{server.server_port}"))
+    listening = _bind(host, port)
+    bound_port = listening.getsockname()[1]
+    guard = Guard(app, served_hosts(host, bound_port, allowed_hosts), bound_port, read_only=read_only, token=token)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is N": all threads busy for a moment
+    sockets: dict[int, Any] = {}
+    served = waitress.create_server(
+        guard,
+        map=sockets,
+        sockets=[listening],
+        threads=threads,
+        ident="mnist-hpo",
+        clear_untrusted_proxy_headers=False,  # the guard reads X-Forwarded-Proto (the cookie's Secure flag), trusts no other
+    )
+    server = DashboardServer(served, sockets, guard)
     if warm_up:
         server.warm_up = warm_up_in_background(app, cached)
+    mode = "read-only" if read_only else "read-write"
+    login = "token required (Authorization: Bearer, or sign in at /login)" if token else "no token (loopback only)"
+    lines.append(f"{mode}, {login}; serves Host {show_hosts(guard.hosts)}")
     where = f"artifacts {shown}" if store is not None else "no artifacts"
     lines.append(f"optuna-dashboard for {storage.mask_url(url)} ({where}) at {url_for(host, server.server_port)}")
     return server, lines
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (not listening yet), with the same SO_REUSEADDR rule as ``check_port_free``."""
+    listening = socket.socket(_family(host), socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host.strip("[]"), port))
+    except OSError as exc:  # lost a race for the port since the check
+        listening.close()
+        raise _bind_error(host, port, exc) from None
+    return listening
 
 
 def warm_up_in_background(app: Any, cached: optuna.storages.BaseStorage) -> threading.Thread:
@@ -177,18 +243,27 @@ def serve_dashboard(
     artifacts: str | Path | None = None,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
-    allow_remote: bool = False,
+    *,
+    read_only: bool | None = None,
+    token_file: str | Path | None = None,
+    allowed_hosts: Iterable[str] = (),
 ) -> None:
-    """Start optuna-dashboard, print its URL and serve until Ctrl-C."""
-    server, lines = make_dashboard_server(storage_url, artifacts, host, port, allow_remote, warm_up=True)
+    """Start optuna-dashboard, print its URL and serve until Ctrl-C.
+
+    The token comes from ``token_file`` or ``$MNIST_HPO_DASHBOARD_TOKEN``, never from the command line.
+    """
+    token = read_token(token_file, dict(os.environ))
+    server, lines = make_dashboard_server(
+        storage_url, artifacts, host, port, warm_up=True, read_only=read_only, token=token, allowed_hosts=allowed_hosts
+    )
     for line in lines:
         if line.startswith("warning:"):
             print(line, file=sys.stderr, flush=True)
         else:
             console.print(line)
-    console.print("press Ctrl-C to stop")
-    sys.stdout.flush()
-    try:
+    try:  # from here on, Ctrl-C at any moment stops it the same way
+        console.print("press Ctrl-C to stop")
+        sys.stdout.flush()
         server.serve_forever()
     except KeyboardInterrupt:
         console.print("dashboard stopped")

@@ -47,7 +47,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
 def start_dashboard(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> tuple[subprocess.Popen, str, Path]:
     """`python -m mnist_hpo dashboard ARGS` in a subprocess; returns it, its base URL and its stderr file."""
     stderr_path = Path(tempfile.mkstemp(prefix="dashboard-", suffix=".log")[1])
-    run_env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "400", **(env or {})}
+    inherited = {k: v for k, v in os.environ.items() if k != "MNIST_HPO_DASHBOARD_TOKEN"}  # a token only where a test sets one
+    run_env = {**inherited, "PYTHONUNBUFFERED": "1", "COLUMNS": "400", **(env or {})}
     process = subprocess.Popen(
         [sys.executable, "-m", "mnist_hpo", "dashboard", *args],
         stdout=subprocess.PIPE,

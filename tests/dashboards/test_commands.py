@@ -1,13 +1,16 @@
 """`mnist-hpo dashboard` and `mnist-hpo report` through the CLI entry point: refusals are one line, exit 2.
 
-Refusals run `mnist_hpo.cli.main` in this process (they stop before serving); the one case that must
-serve (`--allow-remote`) runs the real command in a subprocess. Reports are also rendered for studies
+Refusals run `mnist_hpo.cli.main` in this process (they stop before serving); the cases that must
+serve (beyond loopback with a token, a missing artifact folder) run the real command in a subprocess.
+The dashboard's security (Host, Origin, token, read-only) is tested in test_security.py. Reports are also rendered for studies
 made with Optuna directly: an empty one, one with a single result, and a multi-objective one.
 """
 
 from __future__ import annotations
 
+import json
 import socket
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -18,7 +21,7 @@ from optuna.trial import TrialState, create_trial
 from mnist_hpo import cli, storage
 from mnist_hpo.dashboards.report import render_report
 
-from .conftest import get_json, start_dashboard, stop
+from .conftest import get, get_json, start_dashboard, stop
 
 pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
 
@@ -55,9 +58,10 @@ def test_port_in_use_is_one_line(capsys, live):
     one_error_line(code, err, f"port {port}", "already in use", "--port")
 
 
-def test_non_loopback_host_needs_the_flag(capsys, live):
+def test_non_loopback_host_needs_a_token(capsys, live, monkeypatch):
+    monkeypatch.delenv("MNIST_HPO_DASHBOARD_TOKEN", raising=False)
     code, _, err = run_cli(capsys, "dashboard", "--storage", live.url, "--host", "0.0.0.0", "--port", "0")
-    one_error_line(code, err, "0.0.0.0", "no authentication", "--allow-remote")
+    one_error_line(code, err, "0.0.0.0", "beyond loopback", "MNIST_HPO_DASHBOARD_TOKEN", "--token-file")
     for host in ("localhost", "127.0.0.1", "::1", "127.0.0.2"):
         from mnist_hpo.dashboards.server import is_loopback
 
@@ -65,14 +69,17 @@ def test_non_loopback_host_needs_the_flag(capsys, live):
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10") and not is_loopback("example.org")
 
 
-def test_allow_remote_serves_with_a_warning(live):
-    process, base, log = start_dashboard(
-        "--storage", live.url, "--artifacts", str(live.artifacts), "--host", "0.0.0.0", "--allow-remote", "--port", "0"
-    )
+def test_a_token_serves_beyond_loopback_read_only(live):
+    token = "live-test-token-0123456789"
+    process, base, _ = start_dashboard(
+        "--storage", live.url, "--artifacts", str(live.artifacts), "--host", "0.0.0.0", "--port", "0",
+        env={"MNIST_HPO_DASHBOARD_TOKEN": token},
+    )  # fmt: skip
     try:
-        assert [s["study_name"] for s in get_json(base + "/api/studies")["study_summaries"]] == [live.study]
-        warning = log.read_text()
-        assert warning.startswith("warning: optuna-dashboard has no authentication"), warning
+        assert get(base + "/api/studies")[0] == 401
+        request = urllib.request.Request(base + "/api/studies", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert [s["study_name"] for s in json.loads(response.read())["study_summaries"]] == [live.study]
     finally:
         stop(process)
 

@@ -1,6 +1,8 @@
-"""The dashboard's speed-up of optuna-dashboard's search-space cache (dashboards/_speedup.py)."""
+"""The dashboard's speed-up of optuna-dashboard's search-space cache (dashboards/_speedup.py), and its server as callers use it."""
 
 from __future__ import annotations
+
+import json
 
 import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
@@ -73,7 +75,11 @@ def test_start_up_load_fills_the_caches_before_the_first_page_load(tmp_path, mon
             _CachedExtraStudyProperty, "_update_search_space", lambda self, trial: (walked.append(trial.number), original(self, trial))
         )
 
-        environ = {"PATH_INFO": f"/api/studies/{study._study_id}", "QUERY_STRING": "after=0"}
+        environ = {
+            "PATH_INFO": f"/api/studies/{study._study_id}",
+            "QUERY_STRING": "after=0",
+            "HTTP_HOST": f"127.0.0.1:{server.server_port}",
+        }
         setup_testing_defaults(environ)
         page = json.loads(b"".join(server.get_app()(environ, lambda status, headers, exc_info=None: None)))
     finally:
@@ -82,3 +88,28 @@ def test_start_up_load_fills_the_caches_before_the_first_page_load(tmp_path, mon
     assert walked == []  # the search spaces were folded in at start-up too
     fresh = optuna.storages.get_storage(storage.open_storage(url, must_exist=True))
     assert [t.value for t in fresh.get_all_trials(study._study_id, deepcopy=False)] == [99.0] * 3
+
+
+def test_the_server_serves_in_a_thread_until_shut_down(tmp_path):
+    """What callers of make_dashboard_server (the benchmark, tests) rely on: a bound server, served where they like."""
+    import threading
+    import urllib.request
+
+    from mnist_hpo import storage
+    from mnist_hpo.dashboards.server import make_dashboard_server
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    optuna.create_study(study_name="served", storage=storage.open_storage(url))
+    server, lines = make_dashboard_server(url, artifacts=tmp_path, port=0)
+    assert server.server_port > 0 and lines[-1].endswith(f"at http://127.0.0.1:{server.server_port}/dashboard")
+    assert lines[-2].startswith("read-write, no token (loopback only)")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_port}/api/studies", timeout=30) as response:
+            assert json.loads(response.read())["study_summaries"][0]["study_name"] == "served"
+    finally:
+        server.shutdown()
+        server.server_close()
+    thread.join(10)
+    assert not thread.is_alive()

@@ -141,8 +141,8 @@ def test_every_kubernetes_manifest_parses_and_names_itself():
 def test_the_kubernetes_recipe_has_its_parts():
     database = by_kind("StatefulSet", "mnist-hpo-postgres")
     assert pod_spec(database)["containers"][0]["image"].startswith("postgres:")
-    secrets = [doc for _, doc in documents() if doc["kind"] == "Secret"]
-    assert secrets and all("MNIST_HPO_STORAGE" in s["stringData"] for s in secrets), "the in-cluster and the external database"
+    secrets = [doc for _, doc in documents() if doc["kind"] == "Secret" and doc["metadata"]["name"] == "mnist-hpo-db"]
+    assert len(secrets) == 2 and all("MNIST_HPO_STORAGE" in s["stringData"] for s in secrets), "the in-cluster and the external database"
 
     create = by_kind("Job", "mnist-hpo-study-create")
     assert pod_spec(create)["containers"][0]["command"][:3] == ["mnist-hpo", "study", "create"]
@@ -156,7 +156,14 @@ def test_the_kubernetes_recipe_has_its_parts():
 
     service = by_kind("Service", "mnist-hpo-dashboard")
     assert service["spec"].get("type", "ClusterIP") == "ClusterIP", "the dashboard stays inside the cluster"
-    assert by_kind("Deployment", "mnist-hpo-dashboard")
+    dashboard = pod_spec(by_kind("Deployment", "mnist-hpo-dashboard"))["containers"][0]
+    assert "--read-write" not in dashboard["command"] and "--token-file" not in dashboard["command"], "read-only, token from a Secret"
+    token = next(e for e in dashboard["env"] if e["name"] == "MNIST_HPO_DASHBOARD_TOKEN")["valueFrom"]["secretKeyRef"]
+    assert token["key"] in by_kind("Secret", token["name"])["stringData"]
+    ingress = by_kind("Ingress", "mnist-hpo-dashboard")
+    host = ingress["spec"]["rules"][0]["host"]
+    assert dashboard["command"][dashboard["command"].index(host) - 1] == "--allowed-host", "the Ingress's host is an --allowed-host"
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == service["metadata"]["name"]
 
     # Every pod that mounts the shared volume names the same claim, and the claim can be shared.
     claim = by_kind("PersistentVolumeClaim", "mnist-hpo-shared")
