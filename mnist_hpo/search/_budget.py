@@ -115,7 +115,7 @@ def ensure_budget_study(
         storage.get_study_id_from_name(name)
     except KeyError:
         check_study_name(name)  # a new study only: one made by an older release keeps its name
-    with _continuable(name):
+    with _continuable(name), stores.study_lock(storage, name):  # one budget change at a time (storage/_locks.py)
         return _ensure(storage, name, settings, budget, data_source, copies)
 
 

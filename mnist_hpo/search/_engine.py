@@ -251,14 +251,15 @@ class Worker:
 
     def _fail(self, trial_id: int, number: int, reason: str, resume: bool) -> str | None:
         """Mark the trial FAIL with its reason and queue its replacement: a retry when ``resume``, else a fresh trial."""
-        if not stores.ride_out(self._mark_failed, trial_id, reason):
-            return self._refused(number)
-        told = self.storage.get_trial(trial_id)
+        with stores.study_lock(self.storage, self.study.study_name, required=False):  # budget changes see FAIL + its replacement as one
+            if not stores.ride_out(self._mark_failed, trial_id, reason):
+                return self._refused(number)
+            told = self.storage.get_trial(trial_id)
+            if resume:
+                stores.ride_out(requeue, self.study, told, self.faults.max_retries)
+            else:
+                stores.ride_out(queue_replacement, self.study, told)
         self.report.failed += 1
-        if resume:
-            stores.ride_out(requeue, self.study, told, self.faults.max_retries)
-        else:
-            stores.ride_out(queue_replacement, self.study, told)
         self.on_trial(told)
         return reason
 

@@ -20,6 +20,7 @@ from mnist_hpo.storage._artifacts import (
     write_blob,
 )
 from mnist_hpo.storage._faults import storage_fault
+from mnist_hpo.storage._locks import study_lock
 from mnist_hpo.storage._object_store import is_object_store
 from mnist_hpo.storage._open import compact_storage, describe, open_storage, upgrade_storage
 from mnist_hpo.storage._optuna_internals import (
@@ -69,6 +70,7 @@ __all__ = [
     "run_storage_proxy",
     "running_without_heartbeat",
     "storage_fault",
+    "study_lock",
     "study_summary",
     "take_waiting_trial",
     "trial_handle",
