@@ -63,7 +63,7 @@ def snippets(fmt: str, file_name: str, input_dtype: str) -> list[str]:
     if fmt in lines:
         return lines[fmt] + [
             "",
-            "Labels: `probabilities.argmax(1)`; class i is digit i. Load `.pt2` files only from sources you trust (torch.export.load can unpickle)."
+            "Labels: `probabilities.argmax(1)`; class i is digit i. torch.export.load runs code from the file (guards, shape expressions, unpickled members): load `.pt2` files this way only from sources you trust; `mnist-hpo predict` reads one as data."
             if fmt == "pt2"
             else "Labels: `probabilities.argmax(1)`; class i is digit i.",
         ]

@@ -4,13 +4,17 @@ The extension is ignored: a zip with ``data.pkl`` is a checkpoint, a zip with ``
 a torch.export program, an 8-byte length followed by JSON a safetensors file, a protobuf that
 starts with its IR version an ONNX graph. Whatever the format, ``ExportedModel.logits`` takes
 uint8 N×28×28 images and returns float32 N×10 logits on the CPU.
+
+Model files are data, never code: nothing from a file is unpickled except by
+``torch.load(weights_only=True)``, a ``.pt2`` program is never deserialized (its weights run in
+the network its spec names), and every file is bounded (size, zip members, header, the network its
+spec describes) before anything it describes is allocated. A file that is not one of ours is a
+one-line ``CheckpointError``.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +22,9 @@ from typing import Any
 
 import torch
 
-from mnist_hpo.checkpoints import CheckpointError, check_format_version, load_checkpoint
+from mnist_hpo.checkpoints import CheckpointError, check_format_version, load_checkpoint, read_model_file, zip_entries
 from mnist_hpo.exports import onnx_format, pt2_format, safetensors_format
-from mnist_hpo.exports.info import EXPORT_FORMAT
+from mnist_hpo.exports.info import EXPORT_FORMAT, INPUT_DTYPES
 from mnist_hpo.trainer import predict_logits, resolve_device
 
 BATCH_SIZE = 2048
@@ -44,11 +48,11 @@ def sniff(data: bytes) -> str | None:
     """The format of a model file's bytes, or None for anything mnist-hpo does not write."""
     if data[:4] == b"PK\x03\x04":
         try:
-            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-        except zipfile.BadZipFile:
-            return "pt"  # a truncated zip: torch.load names the damage
+            names = list(zip_entries(data, checksums=False))
+        except ValueError:  # a damaged or crafted zip: its reader names what is wrong
+            return "pt2" if any(mark in data for mark in (b"/archive_format", b"/data/weights/", b"/models/model.json")) else "pt"
         return "pt2" if pt2_format.is_pt2(names) else "pt"
-    if data[:2] == b"\x80\x02":  # torch.save's legacy (pre-zip) pickle format
+    if data[:2] == b"\x80\x02":  # torch.save's legacy (pre-zip) pickle format: refused by the checkpoint reader
         return "pt"
     if safetensors_format.looks_like_safetensors(data[:9], len(data)):
         return "safetensors"
@@ -62,16 +66,7 @@ def open_export(path: Path, device: str | torch.device = "cpu") -> ExportedModel
 
     ``device`` places the networks of pt and safetensors files; ONNX graphs and pt2 programs run on the CPU.
     """
-    path = Path(path)
-    if not path.is_file():
-        what = "is a folder" if path.is_dir() else "does not exist"
-        raise CheckpointError(
-            f"checkpoint {path} {what}; pass the path of a file written by `mnist-hpo export`, `ensemble` or `train --save`"
-        )
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror}); check its permissions") from None
+    data = read_model_file(Path(path), str(path))
     fmt, name = sniff(data), str(path)
     if fmt is None:
         raise CheckpointError(
@@ -81,13 +76,18 @@ def open_export(path: Path, device: str | torch.device = "cpu") -> ExportedModel
         model, payload = load_checkpoint(data, name)
         return _network(fmt, {k: v for k, v in payload.items() if k != "state_dict"}, model, device)
     if fmt == "safetensors":
-        props = _checked(safetensors_format.header_metadata(data, name), name, fmt)
-        return _network(fmt, props, safetensors_format.load(data, name, props), device)
+        layout, metadata = safetensors_format.read_header(data, name)
+        props = _checked(metadata, name, fmt)
+        return _network(fmt, props, safetensors_format.load(data, name, props, layout), device)
     if fmt == "pt2":
-        run, props = pt2_format.load(data, name)
-        return ExportedModel(fmt, _checked(props, name, fmt), _raw_pixels(run, props.get("input_dtype", "float32")))
-    run, props, dtype = onnx_format.load(data, name)
-    return ExportedModel(fmt, _checked(props, name, fmt), _raw_pixels(run, dtype))
+        files, metadata = pt2_format.read_archive(data, name)
+        props = _checked(metadata, name, fmt)
+        run = pt2_format.load(files, name, props)
+        return ExportedModel(fmt, props, _raw_pixels(run, _input_dtype(props, name)))
+    graph, metadata = onnx_format.parse(data, name)
+    props = _checked(metadata, name, fmt)
+    run, dtype = onnx_format.load(data, graph, name)
+    return ExportedModel(fmt, props, _raw_pixels(run, dtype))
 
 
 def _network(fmt: str, props: dict[str, Any], model: torch.nn.Module, device: str | torch.device) -> ExportedModel:
@@ -98,6 +98,13 @@ def _network(fmt: str, props: dict[str, Any], model: torch.nn.Module, device: st
 def _raw_pixels(run: Callable[[torch.Tensor], torch.Tensor], dtype: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The programs take N×1×28×28 raw pixels of their own dtype; mnist-hpo's images are uint8 N×28×28."""
     return lambda images: run(images.unsqueeze(1).to(getattr(torch, dtype)))
+
+
+def _input_dtype(props: dict[str, Any], name: str) -> str:
+    dtype = props.get("input_dtype", "float32")
+    if dtype not in INPUT_DTYPES:
+        raise CheckpointError(f"{name} names input dtype {str(dtype)[:20]!r}, none of {', '.join(INPUT_DTYPES)}; re-export it")
+    return dtype
 
 
 def _checked(props: dict[str, Any], name: str, fmt: str) -> dict[str, Any]:
