@@ -18,7 +18,7 @@ import optuna
 import torch
 
 from mnist_hpo import storage as stores
-from mnist_hpo.checkpoints import checkpoint_bytes
+from mnist_hpo.checkpoints import checkpoint_bytes, zip_entries
 from mnist_hpo.console import console
 from mnist_hpo.data import Split, Splits
 from mnist_hpo.errors import TrainingDiverged
@@ -195,6 +195,7 @@ class Objective:
         data = stores.read_blob(self.artifacts, resume_key(trial.study.study_name, previous))
         if data is not None:
             try:
+                zip_entries(data)  # the zip checked as any model file is, before torch reads it (checkpoints.py)
                 state = torch.load(io.BytesIO(data), map_location=self.device, weights_only=True)
                 epoch = int(state["epoch"])
             except Exception as exc:  # truncated, corrupt, or not a training state

@@ -9,7 +9,8 @@ the counts the others read) holds this lock meanwhile:
   holder's connection goes, so a killed process never leaves it held.
 - SQLite and journal files: ``flock`` on the database or journal file itself; the kernel drops it
   when the holder dies. (SQLite's own locks are POSIX record locks, which ``flock`` does not touch
-  on a local filesystem; like SQLite itself, this is not meant for network filesystems.)
+  on a local filesystem, as long as no descriptor of the file is ever closed: see ``_descriptor``.
+  Like SQLite itself, this is not meant for network filesystems.)
 - A gRPC proxy offers no lock: concurrent budget changes through one are not serialised (use the
   SQL storage behind it for `study create` and `search`; workers only take trials).
 """
@@ -20,6 +21,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 
 import sqlalchemy.exc
@@ -49,12 +51,29 @@ def study_lock(storage: BaseStorage, study_name: str, required: bool = True) -> 
     if path is None:
         yield
         return
-    with open(path, "rb") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
+    descriptor = _descriptor(path)
+    with _in_process[descriptor]:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(held, fcntl.LOCK_UN)
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+
+
+#: One descriptor per file for the life of the process, never closed: closing any descriptor of a file
+#: drops every POSIX lock this process holds on it, SQLite's own included (a database could be corrupted).
+_descriptors: dict[str, int] = {}
+_in_process: dict[int, threading.Lock] = {}
+_opening = threading.Lock()
+
+
+def _descriptor(path: str) -> int:
+    key = os.path.realpath(path)
+    with _opening:
+        if key not in _descriptors or os.fstat(_descriptors[key]).st_ino != os.stat(key).st_ino:  # new, or replaced
+            _descriptors[key] = os.open(key, os.O_RDONLY | os.O_CLOEXEC)
+            _in_process[_descriptors[key]] = threading.Lock()  # flock does not exclude threads sharing a descriptor
+        return _descriptors[key]
 
 
 @contextlib.contextmanager
