@@ -17,8 +17,9 @@ from outside import CLI, cli_env, ok, run, sqlite_url, trials_of, wait_for
 
 pytestmark = pytest.mark.slow  # real processes: `-m 'not slow'` leaves it out
 
-BUDGET = 1500  # queued at ~200 trials a second: long enough to interrupt half way
-SEARCH = ["search", "--study", "i", "--profile", "smoke", "--n-trials", str(BUDGET), "--epochs", "1", "--device", "cpu"]
+BUDGET = 800  # queued at ~200 trials a second: long enough to interrupt half way
+# --max-params 1: every trial is over the parameter budget and ends before training (this test is about the queue)
+SEARCH = ["search", "--study", "i", "--profile", "smoke", "--n-trials", str(BUDGET), "--max-params", "1", "--device", "cpu"]
 
 
 def queued(database) -> int:
@@ -34,7 +35,7 @@ def test_an_interrupted_creation_is_finished_by_the_same_command(tmp_path):
         [*CLI, *SEARCH], cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
     )
     try:
-        wait_for(lambda: queued(tmp_path / "mnist-hpo.db") >= 100, "the budget being queued", processes=(first,))
+        wait_for(lambda: queued(tmp_path / "mnist-hpo.db") >= 50, "the budget being queued", processes=(first,))
         first.send_signal(signal.SIGINT)
         out, err = first.communicate(timeout=120)
     finally:
