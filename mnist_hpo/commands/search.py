@@ -114,8 +114,8 @@ def search(request: SearchRequest) -> optuna.Study:
     name = request.study or f"mnist-{profile.name}"
     stores.check_artifacts(request.artifacts)  # a wrong folder, bucket or credentials fails before the study is written
     storage = open_for_workers(url, faults, must_exist=request.warm_start is not None)
-    existed = name in stores.list_study_names(storage)
-    existed = existed and not is_half_made(storage, storage.get_study_id_from_name(name))  # an interrupted creation: finish it
+    # a half-made study (its creator was interrupted) is created again, to its end
+    existed = name in stores.list_study_names(storage) and not is_half_made(storage, storage.get_study_id_from_name(name))
     source = warm_start_source(storage, name, request.warm_start, settings) if request.warm_start else None
     if existed:  # the study's own data, profile and space, not the command line's
         stored = StudySettings.load(stores.load_study(storage, name))

@@ -117,7 +117,7 @@ def note_study_stop(study: optuna.Study, line: str) -> bool:
 
         ensure_study_note(study)
         note = get_note(study)
-        entry = f"- {line}"
+        entry = f"- {redact.redact(line)}"  # it may quote a command line
         if entry in note.splitlines():
             return False
         if STOPS_HEADING not in note:

@@ -103,17 +103,6 @@ def _family(host: str) -> socket.AddressFamily:
     return infos[0][0]
 
 
-def check_port_free(host: str, port: int) -> None:
-    """UserError unless ``host:port`` can be bound now (the same SO_REUSEADDR rule the server uses)."""
-    family = _family(host)
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host.strip("[]"), port))
-        except OSError as exc:
-            raise _bind_error(host, port, exc) from None
-
-
 def _bind_error(host: str, port: int, exc: OSError) -> UserError:
     if exc.errno == errno.EADDRINUSE:
         return UserError(
@@ -166,7 +155,7 @@ def make_dashboard_server(
         lines.append(
             f"warning: no artifact folder {shown}: pictures and checkpoints will not show; pass --artifacts DIR or s3://BUCKET/PREFIX"
         )
-    check_port_free(host, port)
+    listening = _bind(host, port)  # a port in use is found before optuna-dashboard loads (closed with it on a failure below)
 
     import waitress
     from optuna_dashboard import wsgi
@@ -176,7 +165,6 @@ def make_dashboard_server(
     # re-reads a study's trials every 10 s, and without it that is every trial, every time.
     cached = optuna.storages.get_storage(rdb)
     app = wsgi(cached, artifact_store=store)
-    listening = _bind(host, port)
     bound_port = listening.getsockname()[1]
     guard = Guard(app, served_hosts(host, bound_port, allowed_hosts), bound_port, read_only=read_only, token=token)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is N": all threads busy for a moment
@@ -201,12 +189,12 @@ def make_dashboard_server(
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` (not listening yet), with the same SO_REUSEADDR rule as ``check_port_free``."""
+    """A socket bound to ``host:port`` (not listening yet; waitress listens on it), or the one-line reason it cannot be."""
     listening = socket.socket(_family(host), socket.SOCK_STREAM)
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listening.bind((host.strip("[]"), port))
-    except OSError as exc:  # lost a race for the port since the check
+    except OSError as exc:
         listening.close()
         raise _bind_error(host, port, exc) from None
     return listening

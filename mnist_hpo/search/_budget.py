@@ -139,7 +139,7 @@ def _ensure(
         study = optuna.load_study(study_name=name, storage=storage)
     else:
         study_id = storage.get_study_id_from_name(name)
-        storage.set_study_system_attr(study_id, CREATING_ATTR, creator())
+        storage.set_study_system_attr(study_id, CREATING_ATTR, _creator())
         settings.n_trials = budget(None, None)
         queue_budget(study, settings, settings.n_trials, baseline=True)
         warm = _warm_start(study, settings, copies)
@@ -196,7 +196,7 @@ def _top_up(study: optuna.Study, storage: BaseStorage, study_id: int, settings: 
     return max(0, missing)
 
 
-def creator() -> dict[str, Any]:
+def _creator() -> dict[str, Any]:
     """Who is creating a study: a later command on the same machine sees at once whether it died."""
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
@@ -206,11 +206,11 @@ def _creator_died(record: Any) -> bool:
     if not isinstance(record, dict) or record.get("host") != socket.gethostname():
         return False
     try:
-        os.kill(int(record["pid"]), 0)
+        os.kill(int(record["pid"]), 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return True
-    except (PermissionError, KeyError, TypeError, ValueError):
-        return False
+    except (PermissionError, KeyError, TypeError, ValueError):  # alive under another user, or a record not ours
+        pass
     return False
 
 
