@@ -34,6 +34,17 @@ GraceOpt = typer.Option(None, "--grace-period", help="Seconds without a heartbea
 MaxRetriesOpt = typer.Option(
     3, "--max-retries", help="Times a dead worker's trial is re-queued with its parameters, resuming from its checkpoint."
 )
+ThreadsOpt = typer.Option(
+    None,
+    "--threads",
+    help="CPU threads (default: $OMP_NUM_THREADS if set, else the cores this process may use: its CPU affinity and cgroup CPU quota).",
+)
+WorkerThreadsOpt = typer.Option(
+    None,
+    "--threads",
+    help="CPU threads per worker (default: $OMP_NUM_THREADS if set, else the cores this process may use, by CPU affinity "
+    "and cgroup CPU quota, shared among the --workers).",
+)
 ProfileOpt = typer.Option(None, "--profile", help="smoke, quick (CPU default) or paper (GPU default).")
 SpaceOpt = typer.Option(None, "--space", help="TOML file that fixes, narrows, widens or drops parameters.")
 

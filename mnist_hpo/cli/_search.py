@@ -19,6 +19,7 @@ from mnist_hpo.cli._app import (
     StorageOpt,
     TrialsPerGpuOpt,
     WorkersOpt,
+    WorkerThreadsOpt,
     app,
     command_line,
 )
@@ -71,6 +72,7 @@ def search(
     heartbeat_interval: int = HeartbeatOpt,
     grace_period: Optional[int] = GraceOpt,
     max_retries: int = MaxRetriesOpt,
+    threads: Optional[int] = WorkerThreadsOpt,
 ) -> None:
     """Create or continue a study and run its trials (no arguments: the quick profile into ./mnist-hpo.db)."""
     from mnist_hpo.commands.search import search as run
@@ -102,6 +104,7 @@ def search(
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
             max_retries=max_retries,
+            threads=threads,
             command=command_line(),
         )
     )
@@ -121,6 +124,7 @@ def worker(
     heartbeat_interval: int = HeartbeatOpt,
     grace_period: Optional[int] = GraceOpt,
     max_retries: int = MaxRetriesOpt,
+    threads: Optional[int] = WorkerThreadsOpt,
 ) -> None:
     """Join an existing study and run its trials until its global budget of finished trials is met."""
     from mnist_hpo.commands.search import worker as run
@@ -140,6 +144,7 @@ def worker(
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
             max_retries=max_retries,
+            threads=threads,
         )
     )
 

@@ -21,15 +21,15 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from mnist_hpo import storage as stores
-from mnist_hpo.console import console, progress
+from mnist_hpo.console import console, plural, progress
 from mnist_hpo.errors import SearchInterrupted, UserError
 from mnist_hpo.search._budget import FINISHED, budget_view
 from mnist_hpo.search._display import trial_line
 from mnist_hpo.search._retries import Faults
-from mnist_hpo.search._run import THREADS_ENV
 from mnist_hpo.search.copies import own_trials
 from mnist_hpo.search.settings import StudySettings
 from mnist_hpo.signals import Interrupts
+from mnist_hpo.trainer import default_threads
 
 STOP_GRACE_S = 60  # how long stopped workers get to fail and re-queue their trials before they are killed
 
@@ -117,13 +117,14 @@ def launch_workers(
     seed: int | None,
     timeout: float | None,
     again: str,
+    threads: int | None = None,
 ) -> None:
     """Start one `mnist-hpo worker` process per slot and show their combined progress until all exit.
 
     Their logs are local files: in the artifact folder, or ./mnist-hpo-worker-logs with an object store.
+    Each trains on ``threads`` CPU threads, by default its share of the cores this process may use.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, cores // len(slots))
+    threads = threads if threads is not None else default_threads(share=len(slots))
     location = str(artifacts if artifacts is not None else stores.DEFAULT_ARTIFACTS)
     stores.open_artifacts(location)
     if stores.is_object_store(location):
@@ -133,7 +134,7 @@ def launch_workers(
         logs = Path(location) / "worker-logs"
     logs.mkdir(exist_ok=True)
     processes = [_start(url, study.study_name, slot, faults, threads, device, location, seed, timeout, logs) for slot in slots]
-    placement = ", ".join(f"GPU {s.gpu}" for s in slots) if slots[0].gpu is not None else f"the CPU, {threads} threads each"
+    placement = ", ".join(f"GPU {s.gpu}" for s in slots) if slots[0].gpu is not None else f"the CPU, {plural(threads, 'thread')} each"
     console.print(f"started {len(slots)} worker processes on {placement}; their logs: {logs}/")
     interrupted = _watch(study, processes, timeout)
     if interrupted:
@@ -165,8 +166,9 @@ def _start(
 ) -> tuple[Slot, subprocess.Popen, Path]:
     env = dict(os.environ)
     env[stores.STORAGE_ENV] = url
-    env[THREADS_ENV] = env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    command = [sys.executable, "-m", "mnist_hpo", "worker", "--study", study, "--artifacts", artifacts, *faults.cli_args()]
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    command = [sys.executable, "-m", "mnist_hpo", "worker", "--study", study, "--artifacts", artifacts, "--threads", str(threads)]
+    command += faults.cli_args()
     if slot.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = slot.gpu
         command += ["--device", "cuda"]

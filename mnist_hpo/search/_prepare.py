@@ -17,6 +17,7 @@ from mnist_hpo.search.pruners import check_pruner
 from mnist_hpo.search.samplers import make_sampler
 from mnist_hpo.search.settings import StudySettings, parse_objectives
 from mnist_hpo.search.space import Space, load_space_file
+from mnist_hpo.trainer import check_threads
 from mnist_hpo.versions import library_versions
 
 #: The most trials one command may queue: a budget is queued as WAITING trials, ~200 a second on SQLite.
@@ -51,6 +52,7 @@ class SearchRequest:
     heartbeat_interval: int = 10
     grace_period: int | None = None
     max_retries: int = 3
+    threads: int | None = None  # CPU threads per worker (default: this process's cores shared among its workers)
     command: str = ""  # the command line that made the study, recorded in it
 
     def check_counts(self) -> None:
@@ -67,6 +69,7 @@ class SearchRequest:
             raise UserError(f"--stop-after must be at least 1 trial, got {self.stop_after}")
         if self.target is not None and not 0 < self.target <= 1:
             raise UserError(f"--target is a validation accuracy in (0, 1], e.g. 0.99, got {self.target:g}")
+        check_threads(self.threads)
 
 
 def new_settings(request: SearchRequest, profile: Profile) -> StudySettings:

@@ -8,15 +8,49 @@ first steps, see ``ema_with_warmup``).
 
 ``train`` reports through ``on_epoch`` after every epoch; whatever that callback raises (for
 example ``optuna.TrialPruned``) stops training. Only a validation split can choose an epoch.
+Names are imported on first use: the CLI sets how OpenMP threads wait (``wait_passively``)
+before anything loads torch.
 """
 
-from mnist_hpo.trainer._config import OPTIMIZERS, SCHEDULES, TrainConfig
-from mnist_hpo.trainer._device import resolve_device
-from mnist_hpo.trainer._eval import evaluate, evaluate_with_predictions, predict_logits
-from mnist_hpo.trainer._loop import EpochReport, TrainResult, train
-from mnist_hpo.trainer._recipes import PAPER, RECIPE_NAMES, SEED_RECIPES, Recipe, recipe_for, with_overrides
-from mnist_hpo.trainer._state import ema_with_warmup
+from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from mnist_hpo._lazy import lazy_names
+
+if TYPE_CHECKING:
+    from mnist_hpo.trainer._config import OPTIMIZERS, SCHEDULES, TrainConfig
+    from mnist_hpo.trainer._device import resolve_device
+    from mnist_hpo.trainer._eval import evaluate, evaluate_with_predictions, predict_logits
+    from mnist_hpo.trainer._loop import EpochReport, TrainResult, train
+    from mnist_hpo.trainer._recipes import PAPER, RECIPE_NAMES, SEED_RECIPES, Recipe, recipe_for, with_overrides
+    from mnist_hpo.trainer._state import ema_with_warmup
+    from mnist_hpo.trainer._threads import check_threads, default_threads, usable_cores, use_threads, wait_passively
+
+_WHERE = {
+    "OPTIMIZERS": "_config",
+    "SCHEDULES": "_config",
+    "TrainConfig": "_config",
+    "resolve_device": "_device",
+    "evaluate": "_eval",
+    "evaluate_with_predictions": "_eval",
+    "predict_logits": "_eval",
+    "EpochReport": "_loop",
+    "TrainResult": "_loop",
+    "train": "_loop",
+    "PAPER": "_recipes",
+    "RECIPE_NAMES": "_recipes",
+    "SEED_RECIPES": "_recipes",
+    "Recipe": "_recipes",
+    "recipe_for": "_recipes",
+    "with_overrides": "_recipes",
+    "ema_with_warmup": "_state",
+    "check_threads": "_threads",
+    "default_threads": "_threads",
+    "usable_cores": "_threads",
+    "use_threads": "_threads",
+    "wait_passively": "_threads",
+}
 __all__ = [
     "OPTIMIZERS",
     "PAPER",
@@ -27,6 +61,8 @@ __all__ = [
     "Recipe",
     "TrainConfig",
     "TrainResult",
+    "check_threads",
+    "default_threads",
     "ema_with_warmup",
     "evaluate",
     "evaluate_with_predictions",
@@ -34,5 +70,9 @@ __all__ = [
     "recipe_for",
     "resolve_device",
     "train",
+    "usable_cores",
+    "use_threads",
+    "wait_passively",
     "with_overrides",
 ]
+__getattr__ = lazy_names(__name__, _WHERE)
