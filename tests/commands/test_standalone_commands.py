@@ -1,4 +1,4 @@
-"""Commands that need no study, through the real CLI: models, summary, train --save, data fetch, storage upgrade."""
+"""Commands that need no study, through the real CLI: models, summary, train --save, data fetch, data samples, storage upgrade."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 import torch
 import torchvision
 from outside import REPO, error_line, fixture_test_split, ok, read_submission, run, write_kaggle_test_csv
+from PIL import Image
 
 pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
 
@@ -70,7 +71,25 @@ def test_summary_names_the_unit_of_its_mult_adds(m3_summary):
 
 
 def test_train_save_writes_a_checkpoint_that_predicts_what_it_reported(tmp_path):
-    done = ok(run(tmp_path, "train", "--model", "tiny-cnn", "--epochs", "1", "--data", "fixture", "--save", "tiny.pt"))
+    done = ok(
+        run(
+            tmp_path,
+            "train",
+            "--model",
+            "tiny-cnn",
+            "--epochs",
+            "1",
+            "--data",
+            "fixture",
+            "--save",
+            "tiny.pt",
+            MNIST_HPO_PROGRESS_SECONDS="0",
+        )
+    )
+    # piped, as into a log file: progress inside the epoch comes as plain lines (every 30 s by default; here every batch)
+    batches = re.findall(r"^epoch 1/1 · (\d+)/(\d+) batches \(\d+ %\)", done.stdout, re.MULTILINE)
+    assert batches and {int(total) for _, total in batches} == {63} and int(batches[-1][0]) == 62, done.stdout[:2000]
+    assert "for 1 epoch:" in done.stdout, "counts read as English"
     validation = float(re.search(r"^epoch 1/1 .* validation accuracy ([\d.]+)%", done.stdout, re.MULTILINE).group(1)) / 100
     test = (
         float(
@@ -114,6 +133,73 @@ def test_data_fetch_puts_verified_mnist_where_torchvision_reads_it(tmp_path):
     assert "(source: local)" in again.stdout
 
 
+def small_checkpoint(path) -> None:
+    """tiny-cnn after 2 quick epochs on the fixture's training images (a few seconds on one thread)."""
+    from mnist_hpo.checkpoints import save_checkpoint
+    from mnist_hpo.data import load_fixture
+    from mnist_hpo.models import build_model
+    from mnist_hpo.trainer import TrainConfig, train
+
+    fit, _ = load_fixture()
+    torch.manual_seed(0)
+    config = TrainConfig(epochs=2, batch_size=50, lr=3e-3, seed=0, rotation=0, translation=0, ema_decay=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train(build_model("tiny-cnn"), fit.take(slice(0, 4000)), config, torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    save_checkpoint(path, result.model, {"name": "tiny-cnn"}, {})
+
+
+def test_data_samples_writes_test_digits_that_predict_reads(tmp_path):
+    """The README's tour: `data samples`, then `predict` on its PNG files and on its test.csv."""
+    done = ok(run(tmp_path, "data", "samples", "--data", "fixture", "--count", "12", "--out", "samples"))
+    assert "the first 12 digits of the bundled subset's test split" in done.stdout, done.stdout
+    images, labels = fixture_test_split()
+    pngs = [f"test-{i:05d}-label-{label}.png" for i, label in enumerate(labels[:12])]
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == sorted([*pngs, "test.csv", "labels.csv"])
+    for name, image in zip(pngs, images):
+        with Image.open(tmp_path / "samples" / name) as png:
+            assert png.mode == "L" and np.array_equal(np.asarray(png), image), name
+    assert read_submission(tmp_path / "samples" / "labels.csv") == labels[:12].tolist()
+
+    small_checkpoint(tmp_path / "tiny.pt")
+    ok(run(tmp_path, "predict", "--checkpoint", "tiny.pt", "--kaggle-csv", "samples/test.csv", "--out", "submission.csv"))
+    submitted = read_submission(tmp_path / "submission.csv")
+    assert len(submitted) == 12 and sum(a == b for a, b in zip(submitted, labels)) >= 10, (submitted, labels[:12])
+    answers = ok(run(tmp_path, "predict", "--checkpoint", "tiny.pt", *(f"samples/{name}" for name in pngs))).stdout.splitlines()
+    assert [line.split(": ")[0] for line in answers] == [f"samples/{name}" for name in pngs], answers
+    read = [int(line.split(": ")[1].split()[0]) for line in answers]
+    assert sum(a == b for a, b in zip(read, labels)) >= 10, answers
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--count", "0"], ["--count 0 must be at least 1"]),
+        (["--count", "1001"], ["--count 1001 is more than the 1,000 images"]),
+        (["--data", "train.csv"], ["--data 'train.csv' is not a source of test digits"]),
+        (["--out", "taken"], ["--out taken is a file"]),
+        (["--out", "taken/samples"], ["cannot write the samples to taken/samples", "choose a writable --out"]),
+    ],
+)
+def test_data_samples_refuses_bad_input_in_one_line(tmp_path, args, fragments):
+    (tmp_path / "taken").write_text("a file\n")
+    error_line(run(tmp_path, "data", "samples", "--data", "fixture", *args), *fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+@pytest.mark.network
+def test_data_samples_from_mnist_are_the_first_official_test_digits(tmp_path, mnist_root):
+    done = ok(run(tmp_path, "data", "samples", "--count", "3", "--out", "here", MNIST_HPO_DATA=str(mnist_root)))
+    assert "the first 3 digits of the MNIST test split" in done.stdout, done.stdout
+    images, labels = fixture_test_split()  # the bundled subset is the first official test digits
+    for i in range(3):
+        with Image.open(tmp_path / "here" / f"test-{i:05d}-label-{labels[i]}.png") as png:
+            assert np.array_equal(np.asarray(png), images[i])
+
+
 def test_storage_upgrade_brings_an_old_database_up_to_date(tmp_path):
     """A study written under Optuna 3.0's schema: refused with the advice to upgrade, upgraded, then readable."""
     db = tmp_path / "old.db"
@@ -128,3 +214,17 @@ def test_storage_upgrade_brings_an_old_database_up_to_date(tmp_path):
     done = ok(run(tmp_path, "storage", "upgrade", "--storage", url))
     assert re.fullmatch(rf"{re.escape(url)}: schema upgraded from v3\.0\.0\.d to v\S+\n", done.stdout), done.stdout
     assert [t.value for t in optuna.load_study(study_name="old", storage=url).trials] == [t.value for t in study.trials]
+
+
+def test_help_lists_every_command_with_its_whole_first_sentence(tmp_path):
+    """At 80 columns, `mnist-hpo --help` wraps each command's description instead of cutting it with "..."."""
+    import typer
+
+    from mnist_hpo.cli import app
+
+    done = ok(run(tmp_path, "--help", COLUMNS="80"))
+    listing = " ".join(done.stdout.split("Commands:", 1)[1].split())
+    assert "..." not in listing, done.stdout
+    for name, command in typer.main.get_command(app).commands.items():
+        first = " ".join(command.help.split("\n\n")[0].split())
+        assert f"{name} {first}" in listing, (name, first, done.stdout)

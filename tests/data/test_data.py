@@ -269,6 +269,16 @@ def test_kaggle_submission(tmp_path: Path) -> None:
     assert (tmp_path / "submission.csv").read_text() == "ImageId,Label\n1,9\n"
 
 
+def test_kaggle_test_csv_is_what_a_test_csv_reader_reads(tmp_path: Path, fixture_splits: data.Splits) -> None:
+    """Byte for byte the format Kaggle ships (a header, one image per row, no label), read back pixel for pixel."""
+    images = fixture_splits.test.images[:20]
+    data.write_kaggle_test_csv(tmp_path / "test.csv", images)
+    assert (tmp_path / "test.csv").read_bytes() == write_csv(tmp_path / "expected.csv", images, None).read_bytes()
+    assert torch.equal(data.read_kaggle_csv(tmp_path / "test.csv", labelled=False).images, images)
+    with pytest.raises(ValueError, match="uint8 N×28×28"):
+        data.write_kaggle_test_csv(tmp_path / "test.csv", images.float())
+
+
 # -------------------------------------------------------------------------------------- DeviceLoader
 
 
