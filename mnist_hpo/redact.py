@@ -35,6 +35,22 @@ def mask_url(url: str) -> str:
     return _SECRET_QUERY.sub(rf"\1{MASK}", pattern.sub(rf"\g<head>{MASK}@\g<tail>", url))
 
 
+def without_secrets(url: str) -> str:
+    """``url`` with its password and secret query parameters left out: what a printed command may hold.
+
+    libpq reads a missing password from $PGPASSWORD or ~/.pgpass, so the command still runs where
+    the user has supplied the secret that way; a masked ``***`` would be sent as the password.
+    """
+    if url.startswith("journal:"):
+        return url
+    match = (_WITH_SCHEME if "://" in url else _WITHOUT_SCHEME).match(url)
+    if match:
+        url = f"{match['head'][:-1]}@{match['tail']}"
+    base, _, query = url.partition("?")
+    kept = [part for part in query.split("&") if part and not _SECRET_QUERY.match(f"?{part}")]
+    return base + (f"?{'&'.join(kept)}" if kept else "")
+
+
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     """The values of the secret environment variables, longest first (so none is half-masked)."""
     environ = os.environ if environ is None else environ

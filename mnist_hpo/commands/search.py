@@ -7,6 +7,7 @@ pictures and notes are wired in here, as the objective's "trial finished" hook.
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING
 
 import optuna
@@ -129,26 +130,25 @@ def search(request: SearchRequest) -> optuna.Study:
     study, settings, account = ensure_budget_study(
         storage, name, settings, budget=search_budget(request, profile), data_source=splits.describe(), copies=copies
     )
-    shown = stores.mask_url(url)
-    console.print(f"{account} in {shown}")
+    console.print(f"{account} in {stores.mask_url(url)}")
     if existed:  # `search` gives the study the stop rules of its command line
         apply_stop_rules(study, settings, request)
     console.print(f"profile {settings.profile}: {get_profile(settings.profile, False).description}")
-    where = f"--study {name}" + (f" --storage '{shown}'" if url != stores.DEFAULT_STORAGE else "")
+    paste = stores.pasteable(request.storage, request.artifacts)
+    where = f"--study {shlex.quote(name)}{paste.storage}"
+    again = f"mnist-hpo search {where}{paste.artifacts}"  # the command that continues this study, as printed
     workers = f" --workers {len(slots)}" if request.gpus is None and request.trials_per_gpu is None else ""
     timeout = search_timeout(request, settings)
     if timeout:
         console.print(f"starting trials for up to {timeout:g} s; what is left of the budget stays queued for the next run")
     try:
-        run_workers(request, url, name, slots, faults, f"mnist-hpo search {where}", splits=splits, workers_flag=workers, timeout=timeout)
+        run_workers(request, url, name, slots, faults, again, splits=splits, workers_flag=workers, timeout=timeout)
     except SearchInterrupted:
         if not in_process(slots, request.gpus, request.trials_per_gpu):
             raise
-        raise SearchInterrupted(
-            f"interrupted: the running trial was marked FAIL and re-queued; continue with `mnist-hpo search {where}`"
-        ) from None
+        raise SearchInterrupted(f"interrupted: the running trial was marked FAIL and re-queued; continue with `{again}`") from None
     study = stores.load_study(storage, name)
-    print_outcome(study, settings, where)
+    print_outcome(study, settings, where, paste)
     return study
 
 
@@ -160,7 +160,9 @@ def worker(request: SearchRequest) -> None:
     slots = plan_slots(request.workers, request.gpus, request.trials_per_gpu, request.device)
     url = stores.resolve_url(request.storage)
     refuse_shared_sqlite(url, len(slots))
-    run_workers(request, url, request.study, slots, faults, f"mnist-hpo worker --study {request.study}", timeout=request.timeout)
+    paste = stores.pasteable(request.storage, request.artifacts)
+    again = f"mnist-hpo worker --study {shlex.quote(request.study)}{paste.storage}{paste.artifacts}"
+    run_workers(request, url, request.study, slots, faults, again, timeout=request.timeout)
 
 
 def search_timeout(request: SearchRequest, settings: StudySettings) -> float | None:
@@ -183,7 +185,13 @@ def run_workers(
     timeout: float | None = None,
 ) -> None:
     """This process as the one worker, or one `mnist-hpo worker` process per slot; `again` says how to continue."""
-    options = {"device": request.device, "artifacts": request.artifacts, "seed": request.seed, "timeout": timeout}
+    options = {
+        "device": request.device,
+        "artifacts": request.artifacts,
+        "seed": request.seed,
+        "timeout": timeout,
+        "threads": request.threads,
+    }
     if in_process(slots, request.gpus, request.trials_per_gpu):
         work(url, name, faults, splits=splits, on_finish=publisher(), on_stop=stop_noter(), again=again, **options)
         return
@@ -208,5 +216,8 @@ def study_create(request: SearchRequest) -> optuna.Study:
     if existed and rules_given(request.stop_after, request.target, request.terminator):  # given: they replace the stored ones
         apply_stop_rules(study, settings, request)
     console.print(f"profile {settings.profile}, objectives {','.join(settings.objectives)}, {settings.epochs} epochs max")
-    console.print(f"workers join with: mnist-hpo worker --storage '{shown}' --study {request.study}")
+    paste = stores.pasteable(request.storage, None)
+    if paste.secret_note:
+        console.print(paste.secret_note)
+    console.print(f"workers join with: mnist-hpo worker --study {shlex.quote(request.study)}{paste.storage}")
     return study

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from rich.table import Table
 
 from mnist_hpo import storage as stores
 from mnist_hpo.console import accuracy, console
@@ -70,19 +69,38 @@ def show_status(url: str | None, name: str | None) -> None:
         print_trial(completed_by_validation(study)[0], "best trial")
 
 
+#: Columns of the all-studies table; the study name comes last so that it is never cut, however long.
+STUDY_COLUMNS = ("trials", "complete", "pruned", "running", "waiting", "failed", "best validation", "study")
+
+
 def _all_studies(storage: optuna.storages.BaseStorage) -> None:
-    table = Table("study", "trials", "complete", "pruned", "running", "waiting", "failed", "best validation accuracy")
+    """One row per study, plain text: the name (what every other command needs) is printed whole, last.
+
+    A terminal narrower than a row wraps it, and piped output is never cut, so the name can always
+    be copied; a boxed table would shorten the name to fit 80 columns instead.
+    """
+    rows = []
     for study_name in stores.list_study_names(storage):
         trials = own_trials(stores.load_study(storage, study_name))  # copied trials are neither counted nor ranked
         counts = _counts(trials)
         best = max((t.values[0] for t in trials if t.state == TrialState.COMPLETE), default=None)
-        table.add_row(
-            study_name,
-            str(len(trials)),
-            *(str(counts[s]) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL)),
-            f"{100 * best:.2f}%" if best is not None else "-",
+        rows.append(
+            (
+                str(len(trials)),
+                *(
+                    str(counts[s])
+                    for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING, TrialState.FAIL)
+                ),
+                f"{100 * best:.2f}%" if best is not None else "-",
+                study_name,
+            )
         )
-    console.print(table)
+    if not rows:
+        console.print("no studies yet; `mnist-hpo search` creates one")
+        return
+    widths = [max(len(row[i]) for row in [STUDY_COLUMNS, *rows]) for i in range(len(STUDY_COLUMNS) - 1)]
+    for row in [STUDY_COLUMNS, *rows]:
+        console.print("  ".join([*(cell.rjust(width) for cell, width in zip(row, widths)), row[-1]]))
 
 
 def _counts(trials: list[FrozenTrial]) -> dict[TrialState, int]:

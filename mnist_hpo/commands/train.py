@@ -9,10 +9,35 @@ import torch
 
 from mnist_hpo import data
 from mnist_hpo.checkpoints import save_checkpoint
-from mnist_hpo.console import accuracy, console, progress
+from mnist_hpo.console import accuracy, console, plural, progress
 from mnist_hpo.errors import UserError
 from mnist_hpo.models import build_model, count_parameters
-from mnist_hpo.trainer import EpochReport, TrainConfig, evaluate, recipe_for, resolve_device, train, with_overrides
+from mnist_hpo.trainer import EpochReport, TrainConfig, evaluate, recipe_for, resolve_device, train, use_threads, with_overrides
+
+
+def train_command(
+    model: str | None,
+    recipe: str | None,
+    overrides: dict,
+    source: str | None,
+    device: str,
+    subset: int | None,
+    save: Path | None,
+    *,
+    from_study: str | None = None,
+    storage: str | None = None,
+    threads: int | None = None,
+) -> float:
+    """`mnist-hpo train`: every option either applies (and is recorded in the checkpoint) or is refused in one line."""
+    use_threads(threads)  # --threads, else $OMP_NUM_THREADS, else the cores this process may use (affinity, CPU quota)
+    if from_study:
+        for option, value in (("model", model), ("recipe", recipe)):
+            if value is not None:
+                raise UserError(f"--{option} cannot be used with --from-study: the study's best trial defines it; drop --{option}")
+        return train_from_study(storage, from_study, overrides, source, subset, device, save)
+    if storage is not None:
+        raise UserError("--storage only applies with --from-study (the study to retrain); drop it, or add --from-study NAME")
+    return train_model(model or "m3", recipe, overrides, source or "mnist", device, subset, save)
 
 
 def train_model(
@@ -32,7 +57,7 @@ def train_model(
     torch.manual_seed(config.seed)
     model = build_model(model_name)
     console.print(
-        f"training {model_name} ({count_parameters(model):,} parameters) on {target} for {config.epochs} epochs: "
+        f"training {model_name} ({count_parameters(model):,} parameters) on {_where(target)} for {plural(config.epochs, 'epoch')}: "
         f"{len(splits.train):,} train / {len(splits.val):,} validation images from {splits.source}"
     )
     result = _train_with_progress(model, splits.train, config, target, splits.val)
@@ -45,68 +70,102 @@ def train_model(
         )
     if save:
         digest = save_checkpoint(
-            save, result.model, {"name": model_name}, metrics, {"train_config": config.to_dict(), "recipe": recipe.name}
+            save,
+            result.model,
+            {"name": model_name},
+            metrics,
+            {"train_config": config.to_dict(), "recipe": recipe.name, "data": _data_record(splits)},
         )
         console.print(f"saved checkpoint {save} (sha256 {digest})")
     return result.val_accuracy
 
 
-def train_from_study(url: str | None, name: str, epochs: int | None, device: str, save: Path | None) -> float:
+def train_from_study(
+    url: str | None, name: str, overrides: dict, source: str | None, subset: int | None, device: str, save: Path | None
+) -> float:
     """Retrain the best configuration (chosen on validation) on train + validation and keep its last epoch.
 
     Nothing is chosen here: no split is held out, so the last epoch is the model, and its test
-    accuracy, printed and stored in the checkpoint, is that of exactly the saved weights.
+    accuracy, printed and stored in the checkpoint, is that of exactly the saved weights. Every
+    option given (``overrides``: training settings; ``source``/``subset``: the data) is applied,
+    printed and recorded in the checkpoint, so a smoke study's best can be retrained on full MNIST.
     """
-    from mnist_hpo.commands._trials import study_splits
     from mnist_hpo.commands.status import completed_by_validation, open_study
+    from mnist_hpo.search.settings import StudySettings
 
     target = resolve_device(device)
     study, _ = open_study(url, name)
     best = completed_by_validation(study)[0]
     if "train_config" not in best.user_attrs or "model_spec" not in best.user_attrs:
         raise UserError(f"trial {best.number} has no recorded training configuration; it was made by an older mnist-hpo")
-    from mnist_hpo.search.settings import StudySettings
-
-    epochs = epochs if epochs is not None else StudySettings.load(study).epochs
-    if epochs < 1:
-        raise UserError(f"--epochs must be at least 1, got {epochs}")
-    config = replace(TrainConfig.from_dict(best.user_attrs["train_config"]), epochs=epochs)
-    splits = study_splits(study)
+    settings = StudySettings.load(study)
+    changed = {key: value for key, value in overrides.items() if value is not None}
+    config = replace(TrainConfig.from_dict(best.user_attrs["train_config"]), **{"epochs": settings.epochs, **changed})
+    config.validate()
+    if source is None:  # the study's own data, unless the user names other data (then all of it unless --subset)
+        source, subset = settings.data, subset if subset is not None else settings.train_subset
+    splits = data.load_splits(source, subset=subset, log=console.print)
     joined = splits.train + splits.val
     torch.manual_seed(config.seed)
     model = build_model(best.user_attrs["model_spec"])
     console.print(
         f"retraining trial {best.number}'s configuration (chosen on validation) on train + validation "
-        f"({len(joined):,} images) for {epochs} epochs on {target}; the last epoch is kept"
+        f"({len(joined):,} images from {splits.source}) for {plural(config.epochs, 'epoch')} on {_where(target)}; the last epoch is kept"
+        + (f"; changed from the trial: {', '.join(f'{key} {value}' for key, value in changed.items())}" if changed else "")
     )
     result = _train_with_progress(model, joined, config, target, None)
-    final = evaluate(result.model, splits.test, target)
-    console.print(f"{accuracy('test', final, len(splits.test))} of the last epoch's weights (trained on train + validation, chose nothing)")
+    metrics = {}
+    if len(splits.test):
+        metrics["test_accuracy"] = evaluate(result.model, splits.test, target)
+        console.print(
+            f"{accuracy('test', metrics['test_accuracy'], len(splits.test))} of the last epoch's weights "
+            "(trained on train + validation, chose nothing)"
+        )
+    else:
+        console.print(f"{splits.source} has no test split: the retrained weights are not scored")
     if save:
-        metrics = {"test_accuracy": final}
         extra = {
             "study": name,
             "trial": best.number,
             "train_config": config.to_dict(),
+            "changed_from_trial": changed,
+            "data": _data_record(splits, joined=True),
             "retrained_on": "train + validation, last epoch kept",
         }
         digest = save_checkpoint(save, result.model, best.user_attrs["model_spec"], metrics, extra)
-        console.print(f"saved checkpoint {save} (sha256 {digest}): exactly the weights scored above")
-    return final
+        console.print(f"saved checkpoint {save} (sha256 {digest}): exactly the weights trained above")
+    return metrics.get("test_accuracy", float("nan"))
+
+
+def _where(target: torch.device) -> str:
+    """``cpu (2 threads)``: on the CPU the thread count sets the speed as much as the device does."""
+    return f"{target} ({plural(torch.get_num_threads(), 'thread')})" if target.type == "cpu" else str(target)
+
+
+def _data_record(splits: data.Splits, joined: bool = False) -> dict:
+    """What the checkpoint was trained on: where the images came from and how many of each split."""
+    held_out = 0 if joined else len(splits.val)
+    return {
+        "source": splits.source,
+        "train_images": len(splits.train) + len(splits.val) - held_out,
+        "validation_images": held_out,
+        "test_images": len(splits.test),
+    }
 
 
 def _train_with_progress(
     model: torch.nn.Module, train_split: data.Split, config: TrainConfig, device: torch.device, val: data.Split | None
 ):
     with progress() as bar:
-        epochs = bar.add_task("epochs", total=config.epochs)
-        batches = bar.add_task("batches", total=None)
+        epochs = bar.add_task("training", total=config.epochs, unit="epochs")
+        batches = bar.add_task(f"epoch 1/{config.epochs}", total=None, unit="batches")
 
         def on_step(done: int, total: int) -> None:
             bar.update(batches, completed=done, total=total)
 
         def on_epoch(report: EpochReport) -> None:
             bar.update(epochs, completed=report.epoch)
+            bar.update(batches, completed=0, description=f"epoch {report.epoch + 1}/{config.epochs}")
             score = accuracy("validation", report.val_accuracy) if report.val_accuracy is not None else "no validation split"
             console.print(
                 f"epoch {report.epoch}/{config.epochs}  train loss {report.train_loss:.4f}  {score}  "

@@ -25,6 +25,7 @@ from mnist_hpo import redact, storage
 from mnist_hpo.console import console
 from mnist_hpo.dashboards import figures
 from mnist_hpo.errors import UserError
+from mnist_hpo.search.baseline import baseline_comparison
 from mnist_hpo.search.copies import WARM_START_ATTR, own_pareto_front, own_study, own_trials
 from mnist_hpo.search.settings import ATTR as SETTINGS_ATTR
 from mnist_hpo.search.settings import LIFTED_ATTR, STOPPED_ATTR, stop_rule_rows
@@ -92,7 +93,7 @@ def render_report(study: optuna.Study, storage_handle: Any, store: Any = None, a
     name = html.escape(study.study_name)
     sections = [
         _header(study, trials, settings, len(all_trials) - len(trials)),
-        _honest_numbers(study, ranked, multi),
+        _honest_numbers(study, ranked, trials, multi),
         _figures_section(own_study(study) if len(trials) < len(all_trials) else study, complete, multi),
         _top_trials(ranked, multi),
         _best_pictures(storage_handle, ranked, store, artifacts_folder),
@@ -165,7 +166,7 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
-def _honest_numbers(study: optuna.Study, ranked: list[FrozenTrial], multi: bool) -> str:
+def _honest_numbers(study: optuna.Study, ranked: list[FrozenTrial], trials: list[FrozenTrial], multi: bool) -> str:
     parts = ["<h2>Results</h2>"]
     if not ranked:
         parts.append("<p>No trial has completed yet, so there is no best trial; run <code>mnist-hpo search</code> to add trials.</p>")
@@ -185,6 +186,8 @@ def _honest_numbers(study: optuna.Study, ranked: list[FrozenTrial], multi: bool)
         if number != str(best.number):
             rows.append((f"trial {number}", "", _Raw(f'<span class="split">test</span> {_percent(value)}')))
     parts.append(_table(("", "validation accuracy (selection)", "test accuracy (reported only)"), rows))
+    if not multi:  # the console summary's comparison, word for word
+        parts.append(f'<p class="baseline">{html.escape(baseline_comparison(best, trials))}.</p>')
     if multi:
         front = sorted(own_pareto_front(study), key=lambda t: t.values[1])
         parts.append("<p>Pareto front (validation accuracy against parameters):</p>")

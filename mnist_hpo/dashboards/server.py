@@ -30,6 +30,7 @@ import optuna
 from mnist_hpo import storage
 from mnist_hpo.console import console
 from mnist_hpo.dashboards._guard import TOKEN_ENV, Guard, read_token, served_hosts, show_hosts
+from mnist_hpo.dashboards._layout import FitToWindow
 from mnist_hpo.dashboards._speedup import fold_in_only_new_trials
 from mnist_hpo.errors import UserError
 
@@ -164,7 +165,7 @@ def make_dashboard_server(
     # Optuna's cache of finished trials (what a Study wraps an RDBStorage in): optuna-dashboard
     # re-reads a study's trials every 10 s, and without it that is every trial, every time.
     cached = optuna.storages.get_storage(rdb)
-    app = wsgi(cached, artifact_store=store)
+    app = FitToWindow(wsgi(cached, artifact_store=store))
     bound_port = listening.getsockname()[1]
     guard = Guard(app, served_hosts(host, bound_port, allowed_hosts), bound_port, read_only=read_only, token=token)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "Task queue depth is N": all threads busy for a moment

@@ -12,7 +12,7 @@ from mnist_hpo._lazy import lazy_names
 
 if TYPE_CHECKING:
     from mnist_hpo.search._budget import BudgetView, budget_view, ensure_budget_study, is_half_made
-    from mnist_hpo.search._display import baseline_comparison, print_outcome, trial_line
+    from mnist_hpo.search._display import print_outcome, trial_line
     from mnist_hpo.search._engine import Worker, WorkerReport
     from mnist_hpo.search._launcher import in_process, launch_workers, plan_slots, refuse_shared_sqlite
     from mnist_hpo.search._prepare import (
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     )
     from mnist_hpo.search._retries import Faults, RetryDeadTrial, retry_history
     from mnist_hpo.search._run import open_for_workers, quiet_optuna, study_settings, work
+    from mnist_hpo.search.baseline import baseline_comparison
     from mnist_hpo.search.copies import (
         COPIED_ATTR,
         is_copied,
@@ -46,7 +47,7 @@ _WHERE = {
     "budget_view": "_budget",
     "ensure_budget_study": "_budget",
     "is_half_made": "_budget",
-    "baseline_comparison": "_display",
+    "baseline_comparison": "baseline",
     "print_outcome": "_display",
     "trial_line": "_display",
     "Worker": "_engine",

@@ -23,6 +23,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_hpo import storage as stores
+from mnist_hpo.console import plural
 from mnist_hpo.errors import SearchInterrupted, UserError
 from mnist_hpo.search.copies import copied_counts, copy_trials, recount_copies
 from mnist_hpo.search.settings import ATTR, StudySettings, check_study_name
@@ -54,7 +55,7 @@ class BudgetView:
     def describe(self) -> str:
         c = self.counts
         return (
-            f"budget {self.budget} trials: {self.finished} finished ({c[TrialState.COMPLETE]} complete, "
+            f"budget {plural(self.budget, 'trial')}: {self.finished} finished ({c[TrialState.COMPLETE]} complete, "
             f"{c[TrialState.PRUNED]} pruned), {c[TrialState.RUNNING]} running, {c[TrialState.WAITING]} waiting, "
             f"{c[TrialState.FAIL]} failed (not counted)"
         )

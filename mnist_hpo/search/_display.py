@@ -5,10 +5,12 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from mnist_hpo.console import accuracy, console
+from mnist_hpo.console import accuracy, console, plural
+from mnist_hpo.search.baseline import baseline_comparison
 from mnist_hpo.search.copies import own_pareto_front, own_trials
 from mnist_hpo.search.settings import StudySettings
 from mnist_hpo.search.stopping import STOPPED_ATTR
+from mnist_hpo.storage import Pasteable
 
 
 def trial_line(trial: FrozenTrial) -> str:
@@ -25,8 +27,8 @@ def trial_line(trial: FrozenTrial) -> str:
         value = attrs.get("stopped") or (reason.splitlines()[-1] if reason else "")
     params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
     return (
-        f"trial {trial.number:>3} {trial.state.name:<8} {value}  {attrs.get('parameters', 0):,} weights  "
-        f"{attrs.get('epochs_run', 0)} epochs  {attrs.get('seconds', 0):.1f} s  [{params}]"
+        f"trial {trial.number:>3} {trial.state.name:<8} {value}  {plural(attrs.get('parameters', 0), 'parameter')}  "
+        f"{plural(attrs.get('epochs_run', 0), 'epoch')}  {attrs.get('seconds', 0):.1f} s  [{params}]"
     )
 
 
@@ -34,8 +36,13 @@ def _short(value: object) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def print_outcome(study: optuna.Study, settings: StudySettings, where: str) -> None:
-    """The best trial (or the Pareto front), how it compares with the published baseline, and what to run next."""
+def print_outcome(study: optuna.Study, settings: StudySettings, where: str, paste: Pasteable | None = None) -> None:
+    """The best trial (or the Pareto front), how it compares with the published baseline, and what to run next.
+
+    ``where`` (``--study NAME --storage URL``) and ``paste``'s artifacts option make each suggested
+    command run as printed; ``paste.secret_note`` says how to supply a password that is not printed.
+    """
+    paste = paste or Pasteable("", "", None)
     trials = own_trials(study)
     completed = [t for t in trials if t.state == TrialState.COMPLETE]
     stopped = study.user_attrs.get(STOPPED_ATTR)
@@ -58,30 +65,15 @@ def print_outcome(study: optuna.Study, settings: StudySettings, where: str) -> N
         attrs = best.user_attrs
         console.print(
             f"best trial {best.number}: {accuracy('validation', best.values[0])} "
-            f"({attrs.get('parameters', 0):,} parameters, {attrs.get('epochs_run')} epochs, {attrs.get('seconds', 0):.0f} s)"
+            f"({plural(attrs.get('parameters', 0), 'parameter')}, {plural(attrs.get('epochs_run') or 0, 'epoch')}, {attrs.get('seconds', 0):.0f} s)"
         )
         console.print(baseline_comparison(best, trials))
-    console.print("next:")
-    for command in (f"status {where}", f"best {where} --test", f"export {where} --out best.pt", "dashboard"):
+    console.print("next:" + (f" ({paste.secret_note})" if paste.secret_note else ""))
+    stored = f"{where}{paste.artifacts}"
+    for command in (
+        f"status {where}",
+        f"best {stored} --test",
+        f"export {stored} --out best.pt",
+        f"dashboard{paste.storage}{paste.artifacts}",
+    ):
         console.print(f"  mnist-hpo {command}")
-
-
-def baseline_comparison(best: FrozenTrial, trials: list[FrozenTrial]) -> str:
-    """The best trial against trial 0, the published configuration: validation accuracy, parameters, time (own trials only)."""
-    finished = (TrialState.COMPLETE, TrialState.PRUNED)  # a failed baseline was replaced by a retry that carries its label
-    baseline = next((t for t in own_trials(trials) if t.user_attrs.get("published_baseline") and t.state in finished), None)
-    if baseline is None:
-        return "the published baseline (trial 0) has not finished yet"
-    if baseline.number == best.number:
-        return "the best trial is the published baseline itself"
-    b, s = baseline.user_attrs, best.user_attrs
-    if baseline.state == TrialState.COMPLETE:
-        gain = f"{100 * (best.values[0] - baseline.values[0]):+.2f} pp validation accuracy against it ({accuracy('validation', baseline.values[0])})"
-    else:
-        gain = f"the baseline was {baseline.state.name.lower()} ({b.get('stopped') or 'no final value'})"
-    ours, theirs = s.get("parameters", 0), b.get("parameters", 0)
-    size = f"{theirs / ours:.1f}x fewer" if 0 < ours <= theirs else f"{ours / max(1, theirs):.1f}x more"
-    return (
-        f"against the published baseline (trial {baseline.number}): {gain}; {size} parameters "
-        f"({ours:,} vs {theirs:,}); {s.get('seconds', 0):.0f} s vs {b.get('seconds', 0):.0f} s of training"
-    )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import optuna
 
 from mnist_hpo import storage as stores
-from mnist_hpo.console import console, progress
+from mnist_hpo.console import console, plural, progress
 from mnist_hpo.errors import SearchInterrupted, UserError
 from mnist_hpo.search._budget import BudgetView, wait_for_settings
 from mnist_hpo.search._display import trial_line
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
     from mnist_hpo.data import Splits
     from mnist_hpo.search.objective import Objective
-
-THREADS_ENV = "MNIST_HPO_THREADS"  # CPU threads per worker process, set by the launcher
 
 
 def quiet_optuna() -> None:
@@ -74,6 +72,7 @@ def work(
     artifacts: str | Path | None = None,
     seed: int | None = None,
     timeout: float | None = None,
+    threads: int | None = None,
     splits: Splits | None = None,
     on_finish: Callable | None = None,
     on_stop: Callable[[optuna.Study, str], None] | None = None,
@@ -82,13 +81,14 @@ def work(
     """Run one worker in this process against an existing study until its budget is met or a stop rule stops it.
 
     ``on_stop(study, reason)`` runs when the study stopped early (the dashboard note says why).
+    ``threads``: CPU threads to train with (default: $OMP_NUM_THREADS, else every core this process may use).
     """
     from mnist_hpo.search.objective import Objective
-    from mnist_hpo.trainer import resolve_device
+    from mnist_hpo.trainer import resolve_device, use_threads
 
     target = resolve_device(device)
     stores.check_artifacts(artifacts)  # a wrong folder, bucket or credentials: one line, creating nothing
-    _set_threads()
+    use_threads(threads)
     rdb = open_for_workers(url, faults)
     study = stores.load_study(rdb, study_name)
     store = stores.open_artifacts(artifacts)  # the storage and the study are there: now make the folder
@@ -128,7 +128,7 @@ def _run_engine(
     gpu = gpu_info(target)
     label = worker_label()
     where = f"on {target}" + (
-        f" ({gpu['name']}, CUDA_VISIBLE_DEVICES={gpu['cuda_visible_devices']})" if gpu else f", {_threads()} CPU threads"
+        f" ({gpu['name']}, CUDA_VISIBLE_DEVICES={gpu['cuda_visible_devices']})" if gpu else f", {plural(_threads(), 'CPU thread')}"
     )
     console.print(
         f"worker {label} joined study {study_name!r} in {stores.describe(rdb)} {where}, artifacts in {store}; "
@@ -136,7 +136,7 @@ def _run_engine(
     )
     interrupts = Interrupts()
     with interrupts.installed(), progress() as bar:
-        task = bar.add_task("trials", total=None, timeout=timeout)
+        task = bar.add_task("trials", total=None, timeout=timeout, unit="trials finished")
 
         def on_poll(view: BudgetView) -> None:
             bar.update(task, total=view.budget, completed=view.finished)
@@ -147,7 +147,15 @@ def _run_engine(
                 description=f"trial {trial.number} epoch {report.epoch}/{settings.epochs} (validation {100 * report.val_accuracy:.2f}%)",
             )
 
-        objective.on_epoch = on_epoch
+        epoch_of: dict[int, int] = {}  # trial number -> the epoch it is training
+
+        def on_step(trial: optuna.Trial, done: int, total: int) -> None:
+            if done == 1:  # an epoch starts: one read of the trial's curve says which (a resumed trial starts past 1)
+                epoch_of[trial.number] = len(trial.user_attrs.get("learning_curve") or []) + 1
+            epoch = epoch_of.get(trial.number, 1)
+            bar.update(task, description=f"trial {trial.number} epoch {epoch}/{settings.epochs} batch {done}/{total}")
+
+        objective.on_epoch, objective.on_step = on_epoch, on_step
         engine = Worker(
             study,
             rdb,
@@ -202,14 +210,6 @@ def gpu_info(device) -> dict | None:
         "uuid": str(getattr(props, "uuid", "")),
         "memory_gib": round(props.total_memory / 2**30, 1),
     }
-
-
-def _set_threads() -> None:
-    threads = os.environ.get(THREADS_ENV, "").strip()
-    if threads.isdigit() and int(threads) > 0:
-        import torch
-
-        torch.set_num_threads(int(threads))
 
 
 def _threads() -> int:

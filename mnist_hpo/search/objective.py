@@ -59,6 +59,7 @@ class Objective:
     artifacts: Any  # an Optuna artifact store
     seed: int = 0
     on_epoch: Callable[[optuna.Trial, EpochReport], None] | None = None  # progress display
+    on_step: Callable[[optuna.Trial, int, int], None] | None = None  # progress inside an epoch: (trial, batches done, of)
     on_finish: Callable[[optuna.Trial, TrialEnd], None] | None = None  # pictures and notes
     judge: EpochJudge | None = None  # stops a trial after an epoch; default: the study's pruner
     _space: Space = field(init=False, repr=False)
@@ -103,6 +104,7 @@ class Objective:
                 self.device,
                 val=self.splits.val,
                 on_epoch=on_epoch,
+                on_step=(lambda done, total: self.on_step(trial, done, total)) if self.on_step else None,
                 on_checkpoint=on_checkpoint,
                 resume=resume,
             )

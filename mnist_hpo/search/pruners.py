@@ -9,6 +9,7 @@ fixed floor.
 
 from __future__ import annotations
 
+import statistics
 from typing import TYPE_CHECKING
 
 import optuna
@@ -68,10 +69,31 @@ def judge_for(settings: StudySettings):
     def optuna_pruner(trial: optuna.Trial, report: EpochReport, parameters: int, last: bool) -> str | None:
         trial.report(report.val_accuracy, report.epoch)
         if not last and trial.should_prune():
-            return f"pruned after epoch {report.epoch}"
+            return why_pruned(trial, settings.pruner or "hyperband", report)
         return None
 
     return optuna_pruner
+
+
+def why_pruned(trial: optuna.Trial, pruner: str, report: EpochReport) -> str:
+    """Why the pruner stopped the trial, in the terms it judged by: this epoch's validation accuracy against the others'.
+
+    Optuna's pruners answer only yes or no; where this trial ranked among the study's own trials at
+    the same epoch is what each of them (median, percentile, successive halving, Hyperband) compares.
+    """
+    others = [
+        t.intermediate_values[report.epoch]
+        for t in own_trials(trial.study.get_trials(deepcopy=False, states=RUNG_STATES))
+        if t.number != trial.number and report.epoch in t.intermediate_values
+    ]
+    if not others:
+        return f"pruned by {pruner} after epoch {report.epoch} at {100 * report.val_accuracy:.2f}% validation accuracy"
+    rank = 1 + sum(value > report.val_accuracy for value in others)
+    median = statistics.median(others)
+    return (
+        f"pruned by {pruner} after epoch {report.epoch}: validation accuracy {100 * report.val_accuracy:.2f}% ranked {rank} of "
+        f"{len(others) + 1} trials at that epoch (median of the others {100 * median:.2f}%, best {100 * max(others):.2f}%)"
+    )
 
 
 def _threshold(floor: float):

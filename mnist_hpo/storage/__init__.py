@@ -37,7 +37,7 @@ from mnist_hpo.storage._proxy import run_storage_proxy
 from mnist_hpo.storage._reconnect import RECONNECT_ENV, is_connection_lost, ride_out
 from mnist_hpo.storage._sql import WORKER_POOL
 from mnist_hpo.storage._studies import list_study_names, load_study, study_summary
-from mnist_hpo.storage._urls import DEFAULT_STORAGE, STORAGE_ENV, mask_url, resolve_url
+from mnist_hpo.storage._urls import DEFAULT_STORAGE, STORAGE_ENV, Pasteable, mask_url, pasteable, resolve_url
 
 __all__ = [
     "DEFAULT_ARTIFACTS",
@@ -47,6 +47,7 @@ __all__ = [
     "WORKER_POOL",
     "AtomicFileSystemArtifactStore",
     "OptunaInternalsChanged",
+    "Pasteable",
     "check_artifacts",
     "check_optuna",
     "compact_storage",
@@ -63,6 +64,7 @@ __all__ = [
     "mask_url",
     "open_artifacts",
     "open_storage",
+    "pasteable",
     "read_blob",
     "remove_blob",
     "resolve_url",

@@ -18,6 +18,7 @@ from outside import (
     Unchanged,
     completed_by_validation,
     copy_study,
+    error_line,
     fixture_test_split,
     load,
     ok,
@@ -56,7 +57,7 @@ def scored_accuracy(checkpoint: Path, folder: Path) -> float:
     return float(np.mean(np.array(read_submission(folder / "scored.csv")) == labels))
 
 
-PREDICTION = re.compile(r"^(?P<path>\S+): (?P<label>\d) \(probability (?P<probability>[01]\.\d{3})\)$")
+PREDICTION = re.compile(r"^(?P<path>\S+): (?P<label>\d) \(probability (?P<probability>[01]\.\d{3})\)(?: uncertain: .+)?$")
 
 
 def predictions(done, paths: list[Path]) -> list[tuple[int, float]]:
@@ -73,9 +74,16 @@ def predictions(done, paths: list[Path]) -> list[tuple[int, float]]:
 # ---------------------------------------------------------------------------------------------- status
 
 
+def status_rows(text: str) -> dict[str, list[str]]:
+    """`status`'s rows by study name (the last cell, printed whole), after its header."""
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    assert lines[0] == ["trials", "complete", "pruned", "running", "waiting", "failed", "best", "validation", "study"], text
+    return {cells[-1]: cells[:-1] for cells in lines[1:]}
+
+
 def test_status_of_all_studies(studies):
     done = ok(run(studies, "status"))
-    rows = table_rows(done.stdout)
+    rows = status_rows(done.stdout)
     assert sorted(rows) == ["mo", "s"], done.stdout
     for name in ("s", "mo"):
         trials = trials_of(sqlite_url(studies), name)
@@ -90,6 +98,48 @@ def test_status_of_all_studies(studies):
             count(TrialState.FAIL),
             percent(best),
         ], (name, done.stdout)
+
+
+def test_status_prints_long_study_names_whole_in_a_terminal_and_piped(studies):
+    """The name is what every other command needs: at 80 columns, in a real terminal or piped, it is never cut."""
+    long_name = "mnist-smoke-retrained-on-the-full-data-with-a-wider-space-v2"
+    url = sqlite_url(studies)  # this test's own copy
+    optuna.copy_study(from_study_name="s", from_storage=url, to_storage=url, to_study_name=long_name)
+    piped = ok(run(studies, "status", COLUMNS="80"))
+    assert status_rows(piped.stdout)[long_name] == status_rows(piped.stdout)["s"], piped.stdout
+    terminal = in_terminal(studies, "status", columns=80)
+    assert long_name in terminal.replace("\r\n", ""), terminal  # the terminal may wrap the row; the name's characters are all there
+    assert "…" not in terminal, terminal
+
+
+def in_terminal(cwd: Path, *args: str, columns: int) -> str:
+    """`mnist-hpo ARGS` on a real pseudo-terminal of ``columns`` columns, its screen output as text."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import termios
+
+    from outside import CLI, cli_env
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {key: value for key, value in cli_env().items() if key not in ("COLUMNS", "LINES")}
+    process = subprocess.Popen([*CLI, *args], cwd=cwd, env=env, stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.wait(timeout=120) == 0, b"".join(chunks)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode())
 
 
 def test_status_of_a_single_process_study(studies):
@@ -151,6 +201,12 @@ def test_best_test_records_the_test_accuracy_and_the_report_shows_it(studies):
     html = (studies / "after.html").read_text()
     assert f'<span class="split">test</span> {percent(measured)} (measured once, after selection)' in html
     assert "not measured" not in html
+    baseline = next(t for t in trials_of(url, "s") if t.user_attrs.get("published_baseline"))
+    if baseline.number != best.number:  # the report compares the best with the baseline, as the console summary does
+        gain = f"{100 * (best.value - baseline.value):+.2f} pp validation accuracy against it"
+        assert f"against the published baseline (trial {baseline.number}): {gain}" in html, html[:3000]
+    else:
+        assert "the best trial is the published baseline itself" in html
 
 
 # ------------------------------------------------------------------------------------ ensemble and predict
@@ -207,11 +263,14 @@ def test_ensemble_predicts_the_mean_of_its_members_softmax(studies):
 
 @pytest.fixture(scope="module")
 def retrained(made_studies, tmp_path_factory):
-    """`train --from-study s --epochs 1 --save retrained.pt`, once, on a copy: (folder, its output, the study before)."""
+    """`train --from-study s` with options that change the trial's settings, once, on a copy: (folder, output, the study before)."""
     folder = copy_study(made_studies, tmp_path_factory.mktemp("retrain"))
     before = Unchanged(folder)
-    done = ok(run(folder, "train", "--from-study", "s", "--epochs", "1", "--save", "retrained.pt"))
+    done = ok(run(folder, "train", "--from-study", "s", *RETRAIN_OPTIONS, "--save", "retrained.pt"))
     return folder, done, before
+
+
+RETRAIN_OPTIONS = ("--epochs", "1", "--subset", "1500", "--lr", "0.002", "--batch-size", "100", "--seed", "3", "--threads", "1")
 
 
 def test_train_from_study_retrains_the_best_on_train_and_validation(retrained):
@@ -220,8 +279,11 @@ def test_train_from_study_retrains_the_best_on_train_and_validation(retrained):
     best = completed_by_validation(trials_of(url, "s"))[0]
     source = load(url, "s").user_attrs["data_source"]
     train, val = (int(n.replace(",", "")) for n in re.search(r"\(([\d,]+) train / ([\d,]+) validation", source).groups())
+    assert train > 1500, source  # --subset really shrinks the study's training split
     assert (
-        f"retraining trial {best.number}'s configuration (chosen on validation) on train + validation ({train + val:,} images) for 1 epochs"
+        f"retraining trial {best.number}'s configuration (chosen on validation) on train + validation "
+        f"({1500 + val:,} images from fixture) for 1 epoch on cpu (1 thread); the last epoch is kept; "
+        "changed from the trial: epochs 1, batch_size 100, lr 0.002, seed 3"
     ) in done.stdout, done.stdout
     assert "epoch 1/1  train loss" in done.stdout and "epoch 2/" not in done.stdout
     final = (
@@ -230,11 +292,37 @@ def test_train_from_study_retrains_the_best_on_train_and_validation(retrained):
 
     saved = torch.load(folder / "retrained.pt", weights_only=True)
     assert saved["model_spec"] == best.user_attrs["model_spec"] and saved["trial"] == best.number and saved["study"] == "s"
+    trial_config = best.user_attrs["train_config"]
+    assert saved["train_config"] == {**trial_config, "epochs": 1, "batch_size": 100, "lr": 0.002, "seed": 3}, "every option applied"
+    assert saved["changed_from_trial"] == {"epochs": 1, "batch_size": 100, "lr": 0.002, "seed": 3}
+    assert saved["data"] == {"source": "fixture", "train_images": 1500 + val, "validation_images": 0, "test_images": 1000}
     assert saved["metrics"] == {"test_accuracy": pytest.approx(final, abs=0.00005)}, (
         "no validation split is left to measure after training on it"
     )
     before.check("retrained.pt")
     assert abs(scored_accuracy(folder / "retrained.pt", folder) - final) <= 0.0011
+
+
+def test_train_from_study_trains_on_other_data_when_asked_and_refuses_what_the_trial_defines(made_studies, tmp_path):
+    """`--data` replaces the study's data (here a Kaggle train.csv, which has no test split); --model and --recipe are refused."""
+    folder = copy_study(made_studies, tmp_path)
+    images, labels = fixture_test_split()
+    rows = np.concatenate([labels[:600, None], images[:600].reshape(600, -1)], axis=1)
+    np.savetxt(
+        folder / "train.csv", rows, fmt="%d", delimiter=",", header="label," + ",".join(f"pixel{i}" for i in range(784)), comments=""
+    )
+    before = Unchanged(folder)
+    done = ok(run(folder, "train", "--from-study", "s", "--data", "train.csv", "--epochs", "1", "--save", "kaggle.pt"))
+    assert f"on train + validation (600 images from {folder / 'train.csv'})" in done.stdout, done.stdout
+    assert "has no test split: the retrained weights are not scored" in done.stdout and "test accuracy" not in done.stdout
+    saved = torch.load(folder / "kaggle.pt", weights_only=True)
+    assert saved["data"]["source"] == str(folder / "train.csv") and saved["data"]["train_images"] == 600 and saved["metrics"] == {}
+    before.check("kaggle.pt")
+    for option in (("--model", "m3"), ("--recipe", "paper")):
+        line = error_line(run(folder, "train", "--from-study", "s", *option), f"{option[0]} cannot be used with --from-study")
+        assert "drop" in line, line
+    error_line(run(folder, "train", "--storage", sqlite_url(folder)), "--storage only applies with --from-study")
+    before.check("kaggle.pt")
 
 
 def test_train_from_study_save_says_where_it_wrote(retrained):

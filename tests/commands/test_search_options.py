@@ -58,7 +58,10 @@ def assert_ran_to_the_end(study: optuna.Study, trials: int) -> None:
     for trial in study.trials:
         if trial.state == TrialState.PRUNED and trial.user_attrs["epochs_run"] > 0:  # stopped by the pruner, and it says when
             epoch = trial.user_attrs["epochs_run"]
-            assert trial.user_attrs["stopped"] == f"pruned after epoch {epoch}" and epoch < settings_of(study)["epochs"]
+            reason = trial.user_attrs["stopped"]  # which pruner, when, and where the trial ranked then
+            said = re.match(r"pruned by (\S+) after epoch (\d+)(?::| at) (?:validation accuracy )?([\d.]+)%", reason)
+            assert said and said[1] == settings_of(study)["pruner"] and int(said[2]) == epoch < settings_of(study)["epochs"], reason
+            assert said[3] == f"{100 * trial.intermediate_values[epoch]:.2f}", reason
             assert sorted(trial.intermediate_values) == list(range(1, epoch + 1))
 
 
@@ -160,4 +163,4 @@ def test_timeout_stops_starting_trials_and_leaves_none_running(tmp_path):
     ran = [t for t in trials if t.state != TrialState.WAITING]  # the budget is queued up front; the rest wait for the next run
     assert len(trials) == 1000 and 1 <= len(ran) < 1000 and all(t.state in FINISHED for t in ran), [t.state for t in ran]
     assert "--timeout reached, starting no more trials" in done.stdout, done.stdout
-    assert re.search(r"budget 1000 trials: \d+ finished .*, 0 running, \d+ waiting", done.stdout) and "best trial" in done.stdout
+    assert re.search(r"budget 1,000 trials: \d+ finished .*, 0 running, \d+ waiting", done.stdout) and "best trial" in done.stdout

@@ -77,3 +77,26 @@ def test_report_renders_offline_without_javascript_errors(live, chromium, tmp_pa
     assert len(pictures) == 3 and any("confusion matrix" in alt for alt in pictures), pictures
     shot = chromium.screenshot(out.as_uri(), "report.png")
     check_screenshot(shot, (1280, 900))
+
+
+@pytest.fixture(scope="module")
+def window(chromium):
+    """A Chromium page of 1,400 × 1,000 pixels, driven by playwright (scripts measure the layout)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra); it drives Debian's chromium")
+    playwright = sync_api.sync_playwright().start()
+    browser = playwright.chromium.launch(executable_path=chromium.path, args=["--no-sandbox", "--disable-gpu"])
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    yield page
+    browser.close()
+    playwright.stop()
+
+
+@pytest.mark.parametrize("view", ["trials?numbers=BEST", "", "trialTable", "note"], ids=["trial", "study", "table", "note"])
+def test_dashboard_pages_fit_a_1400_pixel_window(live, window, view):
+    """A trial's note and attributes (long JSON lines: its curve, spec, settings) wrap instead of running off to the right."""
+    best = storage.load_study(live.url, live.study).best_trial.number
+    window.goto(f"{live.base}/dashboard/studies/{live.study_id}/{view.replace('BEST', str(best))}")
+    shown = "learning_curve" if view.startswith("trials") else live.study  # rendered after the page's first API answer
+    window.wait_for_function(f"document.body.innerText.includes({shown!r})", timeout=30_000)
+    widths = window.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert widths[0] <= widths[1], f"the page is {widths[0]} px wide in a {widths[1]} px window"

@@ -10,10 +10,26 @@ here (1 s, grace 3-4 s) so a dead trial is noticed in seconds.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
+import subprocess
+from urllib.parse import urlsplit
 
 import pytest
-from dist_helpers import FAST, TINY, assert_exact_budget, cli, finish, ok, running_trial_past_epoch, start, trials_of, wait_for
+from dist_helpers import (
+    CLI,
+    FAST,
+    TINY,
+    assert_exact_budget,
+    cli,
+    cli_env,
+    finish,
+    ok,
+    running_trial_past_epoch,
+    start,
+    trials_of,
+    wait_for,
+)
 from optuna.trial import TrialState
 
 pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
@@ -55,6 +71,30 @@ def test_four_worker_processes_finish_exactly_the_global_budget(pg_url, tmp_path
 
     status = ok(cli(tmp_path, "status", "--study", "four", "--storage", pg_url))
     assert "budget 16 trials: 16 finished" in status.stdout
+    the_suggested_commands_run_as_printed(done.stdout, pg_url, tmp_path)
+
+
+def the_suggested_commands_run_as_printed(stdout: str, pg_url: str, folder) -> None:
+    """Each "next:" command, pasted into a shell where the user set PGPASSWORD, runs; none holds the password or ***."""
+    password = urlsplit(pg_url).password
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("next:"))
+    assert "PGPASSWORD" in lines[start], lines[start]  # says how to supply the password it leaves out
+    commands = [line.strip() for line in lines[start + 1 :] if line.startswith("  mnist-hpo ")]
+    assert [c.split()[1] for c in commands] == ["status", "best", "export", "dashboard"], stdout
+    for command in commands:
+        assert password not in command and "***" not in command and "--storage" in command, command
+        if command.split()[1] == "dashboard":
+            continue  # serves until stopped; its storage option is the one the others ran with
+        done = subprocess.run(
+            ["bash", "-c", command.replace("mnist-hpo", shlex.join(CLI), 1)],
+            cwd=folder,
+            env=cli_env(PGPASSWORD=password),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
 
 
 def test_a_killed_worker_s_trial_is_retried_from_its_checkpoint_and_the_budget_still_holds(pg_url, tmp_path):

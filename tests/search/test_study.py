@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -113,9 +114,17 @@ def test_same_seed_gives_the_same_study(tmp_path):
     assert [t.intermediate_values for t in first.trials] == [t.intermediate_values for t in second.trials]
 
 
-def test_parameter_budget_prunes_big_networks_before_training(tmp_path):
+def test_parameter_budget_prunes_big_networks_before_training(tmp_path, capsys):
     budget = 20_000
     study = run_search(smoke(tmp_path, n_trials=5, max_params=budget))
+    lines = {
+        int(line.split()[1]): line for line in capsys.readouterr().out.splitlines() if re.match(r"trial +\d+ (COMPLETE|PRUNED) ", line)
+    }
+    assert sorted(lines) == [t.number for t in study.trials], lines
+    for trial in study.trials:  # each trial's line in the words used everywhere else, counts read as English
+        epochs = trial.user_attrs["epochs_run"]
+        said = f"  {trial.user_attrs['parameters']:,} parameters  {epochs} {'epoch' if epochs == 1 else 'epochs'}  "
+        assert said in lines[trial.number] and "weights" not in lines[trial.number], lines[trial.number]
     over = [t for t in study.trials if t.user_attrs["parameters"] > budget]
     under = [t for t in study.trials if t.user_attrs["parameters"] <= budget]
     assert over and under

@@ -26,6 +26,7 @@ from mnist_hpo.storage import (
     mask_url,
     open_artifacts,
     open_storage,
+    pasteable,
     resolve_url,
     study_summary,
     upgrade_storage,
@@ -368,3 +369,21 @@ def test_open_artifacts_defaults_to_cwd_and_rejects_a_file(tmp_path, monkeypatch
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="is a file"):
         open_artifacts(tmp_path / "file")
+
+
+@pytest.mark.parametrize(
+    ("given", "storage", "needs_secret"),
+    [
+        (None, "", False),  # the default, or $MNIST_HPO_STORAGE: the same shell finds it again
+        ("sqlite:///mnist-hpo.db", "", False),
+        ("journal:runs/s.log", " --storage journal:runs/s.log", False),
+        ("sqlite:///my studies/a.db", " --storage 'sqlite:///my studies/a.db'", False),
+        ("postgresql+psycopg://optuna:s3cr%40t@db:5432/hpo", " --storage postgresql+psycopg://optuna@db:5432/hpo", True),
+        ("postgresql://u@db/hpo?sslmode=require&password=s3cret", " --storage 'postgresql://u@db/hpo?sslmode=require'", True),
+    ],
+)
+def test_suggested_commands_carry_the_storage_without_its_secret(given, storage, needs_secret):
+    paste = pasteable(given, "s3://bucket/runs")
+    assert (paste.storage, paste.artifacts) == (storage, " --artifacts s3://bucket/runs")
+    assert (paste.secret_note is not None) == needs_secret
+    assert "s3cr" not in paste.storage and "***" not in paste.storage
