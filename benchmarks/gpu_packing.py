@@ -19,7 +19,7 @@ import torch
 
 from benchmarks.machine import describe
 from mnist_hpo.commands.search import search as run_search
-from mnist_hpo.search import SearchRequest, quiet_optuna
+from mnist_hpo.tuning import SearchRequest, quiet_optuna
 
 
 def trials_per_hour(workers: int, on_gpu: bool, args: argparse.Namespace, folder: Path) -> tuple[float, int]:

@@ -28,8 +28,8 @@ from optuna.trial import FrozenTrial, TrialState
 from benchmarks.machine import describe
 from mnist_hpo.commands.search import search as run_search
 from mnist_hpo.models import FamilyConfig, build_model, count_parameters
-from mnist_hpo.search import SearchRequest, StudySettings, mo_asha, own_pareto_front, own_trials
-from mnist_hpo.search.space import Space
+from mnist_hpo.tuning import SearchRequest, StudySettings, mo_asha, own_pareto_front, own_trials
+from mnist_hpo.tuning.space import Space
 
 PRUNERS = ("none", "threshold", "mo-asha")
 COLOURS = {"none": "#555555", "threshold": "#1f77b4", "mo-asha": "#d62728"}
@@ -207,7 +207,7 @@ def picture(results: dict[str, list[ParetoResult]], largest: int, path: Path, ti
 
 
 def main_multi(args: argparse.Namespace) -> None:
-    from mnist_hpo.search import get_profile, new_settings
+    from mnist_hpo.tuning import get_profile, new_settings
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings: StudySettings = new_settings(

@@ -22,8 +22,8 @@ import torch
 from benchmarks.machine import describe
 from mnist_hpo.data import load_splits
 from mnist_hpo.models import build_model, count_parameters, mult_adds
-from mnist_hpo.search import Space, get_profile
 from mnist_hpo.trainer import TrainConfig, train
+from mnist_hpo.tuning import Space, get_profile
 
 VARIANTS = {  # name: (description, images in the training pool, TrainConfig overrides)
     "A": (

@@ -29,8 +29,8 @@ from optuna.trial import TrialState
 
 from benchmarks.machine import describe
 from benchmarks.warm_start import best_by, best_over_time
-from mnist_hpo.search import own_trials
-from mnist_hpo.search.profiles import PROFILES
+from mnist_hpo.tuning import own_trials
+from mnist_hpo.tuning.profiles import PROFILES
 
 STUDY = "mnist-quick"
 CLI = [str(Path(sys.executable).with_name("mnist-hpo"))]

@@ -1,6 +1,6 @@
 """Scale by simulation: N real worker processes on one PostgreSQL, directly and through the gRPC proxy.
 
-Each worker is its own Python process running the real trial engine (mnist_hpo.search.Worker:
+Each worker is its own Python process running the real trial engine (mnist_hpo.tuning.Worker:
 take a waiting trial, heartbeat, run, tell, check the budget, look for dead workers) on an
 objective that trains nothing but talks to the storage as a trial does: the real search space's
 parameters, the attributes a trial records before training, and per epoch the learning-curve
@@ -70,7 +70,7 @@ def _load_space():
     """The quick profile's search space (the real one), built once per process."""
     global _SPACE
     if _SPACE is None:
-        from mnist_hpo.search import SearchRequest, Space, get_profile, new_settings
+        from mnist_hpo.tuning import SearchRequest, Space, get_profile, new_settings
 
         _SPACE = Space.from_dict(new_settings(SearchRequest(profile="quick"), get_profile("quick", False)).space)
     return _SPACE
@@ -81,7 +81,7 @@ def child(study_name: str, folder: str) -> None:
     import optuna
 
     from mnist_hpo import storage
-    from mnist_hpo.search import Faults, RetryDeadTrial, Worker, open_for_workers, quiet_optuna
+    from mnist_hpo.tuning import Faults, RetryDeadTrial, Worker, open_for_workers, quiet_optuna
 
     quiet_optuna()
     faults = Faults(HEARTBEAT_S, GRACE_S, 3).validated()
@@ -168,7 +168,7 @@ class ConnectionWatch:
 def run_workers(cluster, url: str, workers: int, trials: int, name: str, pool: str | None = None) -> dict:
     """Create the study, start ``workers`` processes, start them together, wait for all; the figures of the run."""
     from mnist_hpo import storage
-    from mnist_hpo.search import SearchRequest, budget_view, ensure_budget_study, get_profile, new_settings
+    from mnist_hpo.tuning import SearchRequest, budget_view, ensure_budget_study, get_profile, new_settings
 
     settings = new_settings(SearchRequest(profile="quick"), get_profile("quick", False))
     rdb = storage.open_storage(url)
@@ -221,7 +221,7 @@ def torch_cost() -> dict:
         "import sys, time; t = time.perf_counter(); {imports}; from benchmarks.scale import peak_rss_mib; "
         "print(time.perf_counter() - t, peak_rss_mib(), 'torch' in sys.modules)"
     )
-    worker = "from mnist_hpo.search import Worker, open_for_workers; import benchmarks.scale"
+    worker = "from mnist_hpo.tuning import Worker, open_for_workers; import benchmarks.scale"
     figures = {}
     for label, imports in (("worker", worker), ("worker + torch", worker + "; import torch")):
         runs = [

@@ -37,12 +37,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from benchmarks.machine import describe
 from mnist_hpo import storage
-from mnist_hpo.commands._trials import trial_model
 from mnist_hpo.commands.search import search as run_search
+from mnist_hpo.commands.trials import trial_model
 from mnist_hpo.data import Split, load_mnist
-from mnist_hpo.search import SearchRequest
-from mnist_hpo.search.pruners import make_pruner
 from mnist_hpo.trainer import evaluate
+from mnist_hpo.tuning import SearchRequest
+from mnist_hpo.tuning.pruners import make_pruner
 
 DEFAULT_PRUNERS = "none,median,hyperband"
 

@@ -1,7 +1,7 @@
 """Storage overhead per trial: the worker loop with a trivial objective, 1 and 8 processes, four storages.
 
 Each configuration creates a study with a global budget, starts K processes that run the real
-worker loop (mnist_hpo.search.Worker, the one trial engine: take a waiting trial, heartbeat, run, tell, check the
+worker loop (mnist_hpo.tuning.Worker, the one trial engine: take a waiting trial, heartbeat, run, tell, check the
 budget, look for dead workers) on an objective that does no work but talks to the storage like a
 trial does (3 parameters, 3 reported epochs with pruning checks, a user attribute), and measures:
 
@@ -63,7 +63,7 @@ def child(url: str, study_name: str, ready, start_at, results) -> None:
     _quiet()
     import optuna
 
-    from mnist_hpo.search import Faults, Worker, open_for_workers
+    from mnist_hpo.tuning import Faults, Worker, open_for_workers
 
     faults = Faults(HEARTBEAT_S, GRACE_S, 3).validated()
     rdb = open_for_workers(url, faults)
@@ -98,7 +98,7 @@ def child(url: str, study_name: str, ready, start_at, results) -> None:
 def measure(url: str, workers: int, trials: int, label: str) -> dict:
     _quiet()
     from mnist_hpo import storage
-    from mnist_hpo.search import SearchRequest, budget_view, ensure_budget_study, get_profile, new_settings
+    from mnist_hpo.tuning import SearchRequest, budget_view, ensure_budget_study, get_profile, new_settings
 
     name = f"overhead-{label}-{workers}"
     settings = new_settings(SearchRequest(profile="smoke"), get_profile("smoke", False))

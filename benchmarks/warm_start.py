@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 
 from benchmarks.machine import describe
 from mnist_hpo.commands.search import search as run_search
-from mnist_hpo.search import SearchRequest, own_trials
+from mnist_hpo.tuning import SearchRequest, own_trials
 
 SOURCE = "ws-source"
 

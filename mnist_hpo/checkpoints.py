@@ -30,11 +30,10 @@ from typing import Any
 import torch
 from torch import nn
 
-import mnist_hpo
 from mnist_hpo.errors import UserError
 from mnist_hpo.files import atomic_write
 from mnist_hpo.models import build_model
-from mnist_hpo.versions import library_versions
+from mnist_hpo.versions import VERSION, library_versions
 
 FORMAT = "mnist-hpo-checkpoint"
 #: 1: spec, weights, metrics, versions. 2: adds ``network_input`` (what the stored network is fed).
@@ -63,7 +62,7 @@ class CheckpointError(UserError):
 
 def check_format_version(name: str, found: object, written_by: object) -> int:
     """The file's format version if this mnist-hpo reads it, else a one-line error with the fix."""
-    ours = mnist_hpo.__version__
+    ours = VERSION
     writer = f"mnist-hpo {written_by}" if written_by else "an unknown mnist-hpo"
     if not isinstance(found, int) or isinstance(found, bool):
         raise CheckpointError(f"{name} has no valid format version ({found!r}); re-export it with `mnist-hpo export`")

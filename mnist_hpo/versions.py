@@ -5,6 +5,9 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
+#: This mnist-hpo's version (``mnist_hpo.__version__``), kept here so the layers below the API can read it.
+VERSION = "0.1.0"
+
 LIBRARIES = ("mnist-hpo", "torch", "torchvision", "optuna")
 
 

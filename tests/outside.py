@@ -38,8 +38,8 @@ FAST = ["--heartbeat-interval", "1", "--grace-period", "4"]  # a dead trial is n
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    """The user's environment without a storage of its own; one CPU thread (small nets, small shared CPU)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MNIST_HPO_STORAGE",)}
+    """The user's environment without a storage or MLflow server of its own; one CPU thread (small nets, small shared CPU)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MNIST_HPO_STORAGE", "MNIST_HPO_MLFLOW")}
     env["OMP_NUM_THREADS"] = "1"
     env["COLUMNS"] = "250"  # rich wraps long lines at the terminal width
     env["PYTHONUNBUFFERED"] = "1"
@@ -213,6 +213,41 @@ def copy_study(source: Path, target: Path, db: str = "mnist-hpo.db", artifacts: 
     if (source / artifacts).exists():
         shutil.copytree(source / artifacts, target / artifacts)
     return target
+
+
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]) -> Path:
+    """A folder that `make(folder)` fills once per test run, however many pytest-xdist workers ask for it.
+
+    Under xdist the first worker to ask makes it, in the run's temporary folder that all workers share,
+    while holding a lock; the others wait on the lock and then use it, and a failure is reported to each
+    without making it again. Without xdist it is an ordinary temporary folder. Users must not write into
+    it: a test that changes it works on a copy (copy_study).
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp().parent / "made-once"  # the run's folder, above each worker's own
+    shared.mkdir(exist_ok=True)
+    folder, done, failed = shared / name, shared / f"{name}.done", shared / f"{name}.failed"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, also if this process dies
+        if failed.exists():
+            pytest.fail(f"making {name} failed in another xdist worker:\n{failed.read_text()}")
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a worker killed while making it left
+            folder.mkdir()
+            try:
+                make(folder)
+            except pytest.skip.Exception:
+                raise  # each worker finds out for itself
+            except BaseException as error:
+                failed.write_text(f"{type(error).__name__}: {error}"[-6000:])
+                raise
+            done.touch()
+    return folder
 
 
 class Unchanged:

@@ -18,8 +18,8 @@ from PIL import Image
 from mnist_hpo.checkpoints import CheckpointError, save_checkpoint
 from mnist_hpo.data import load_fixture
 from mnist_hpo.errors import DataError
+from mnist_hpo.inference import Prediction, predict_images, predict_kaggle_csv, preprocess_image
 from mnist_hpo.models import build_model
-from mnist_hpo.predict import Prediction, predict_images, predict_kaggle_csv, preprocess_image
 from mnist_hpo.trainer import TrainConfig, predict_logits, train
 
 CPU = torch.device("cpu")

@@ -20,7 +20,7 @@ from outside import ok, run
 from PIL import Image
 from test_predict import fixture_data, one_thread, save, trained  # noqa: F401  (fixtures)
 
-import mnist_hpo.predict as predict
+import mnist_hpo.inference as predict
 from mnist_hpo.trainer import predict_logits
 
 HEIGHT, WIDTH = 400, 300
@@ -176,7 +176,7 @@ def test_predict_pixels_takes_an_array_straight_from_pil(tmp_path, fixture_data,
     ckpt, model = trained
     path = save(Image.fromarray(fixture_data[1].images[0].numpy()), tmp_path / "seven.png")
     code = (
-        "import numpy as np; from PIL import Image; from mnist_hpo.predict import predict_pixels; "
+        "import numpy as np; from PIL import Image; from mnist_hpo.inference import predict_pixels; "
         f"pixels = np.asarray(Image.open({str(path)!r}))[None]; assert not pixels.flags.writeable; "
         f"labels, _ = predict_pixels({str(ckpt)!r}, pixels); print(int(labels[0]))"
     )

@@ -92,21 +92,30 @@ def train(
     threads: Optional[int] = ThreadsOpt,
 ) -> None:
     """Train one model with its recipe; prints validation accuracy per epoch and test accuracy at the end."""
-    from mnist_hpo.commands.train import train_command
+    from mnist_hpo.api import train as run
 
-    overrides = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "optimizer": optimizer,
-        "schedule": schedule,
-        "weight_decay": weight_decay,
-        "label_smoothing": label_smoothing,
-        "ema_decay": ema_decay,
-        "seed": seed,
-        "compile": compile or None,
-    }
-    train_command(model, recipe, overrides, data, device, subset, save, from_study=from_study, storage=storage, threads=threads)
+    run(
+        model,
+        recipe,
+        data=data,
+        subset=subset,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        optimizer=optimizer,
+        schedule=schedule,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        ema_decay=ema_decay,
+        seed=seed,
+        compile=compile,
+        device=device,
+        threads=threads,
+        save=save,
+        from_study=from_study,
+        storage=storage,
+        progress=True,
+    )
 
 
 @app.command("predict")

@@ -37,6 +37,14 @@ TargetOpt = typer.Option(None, "--target", help="Stop the study once a trial rea
 TerminatorOpt = typer.Option(
     False, "--terminator", help="Stop the study when Optuna's Terminator's regret bound falls below the validation noise."
 )
+MlflowOpt = typer.Option(
+    None,
+    "--mlflow",
+    envvar="MNIST_HPO_MLFLOW",  # tuning.MLFLOW_ENV: how --workers passes on a URI with a password
+    metavar="URI",
+    help="Log every trial this process's workers finish as an MLflow run (experiment: the study's name) to this tracking URI; "
+    "needs pip install -e '.[mlflow]'.",
+)
 app.add_typer(study_app, name="study")
 
 
@@ -48,7 +56,9 @@ def search(
     n_trials: Optional[int] = typer.Option(
         None, "--n-trials", help="New study: its budget of finished trials; existing study: trials to add (default: the profile's)."
     ),
-    timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds (the rest stay queued)."),
+    timeout: Optional[float] = typer.Option(
+        None, help="Bound the command from its start: after this many seconds it waits no more and starts no trial (the rest stay queued)."
+    ),
     profile: Optional[str] = ProfileOpt,
     space: Optional[Path] = SpaceOpt,
     sampler: Optional[str] = typer.Option(None, help="tpe (default), cmaes, gp, random, nsga2 or qmc."),
@@ -73,41 +83,43 @@ def search(
     grace_period: Optional[int] = GraceOpt,
     max_retries: int = MaxRetriesOpt,
     threads: Optional[int] = WorkerThreadsOpt,
+    mlflow: Optional[str] = MlflowOpt,
 ) -> None:
     """Create or continue a study and run its trials (no arguments: the quick profile into ./mnist-hpo.db)."""
-    from mnist_hpo.commands.search import search as run
-    from mnist_hpo.search import SearchRequest
+    from mnist_hpo.api import search as run
+    from mnist_hpo.commands.search import show_outcome
 
-    run(
-        SearchRequest(
-            study=study,
-            storage=storage,
-            artifacts=artifacts,
-            n_trials=n_trials,
-            timeout=timeout,
-            profile=profile,
-            space_file=space,
-            sampler=sampler,
-            pruner=pruner,
-            seed=seed,
-            device=device,
-            epochs=epochs,
-            max_params=max_params,
-            objectives=objectives,
-            stop_after=stop_after,
-            target=target,
-            terminator=terminator,
-            warm_start=warm_start,
-            workers=workers,
-            gpus=gpus,
-            trials_per_gpu=trials_per_gpu,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            max_retries=max_retries,
-            threads=threads,
-            command=command_line(),
-        )
+    done = run(
+        study,
+        storage=storage,
+        artifacts=artifacts,
+        n_trials=n_trials,
+        timeout=timeout,
+        profile=profile,
+        space=space,
+        sampler=sampler,
+        pruner=pruner,
+        seed=seed,
+        device=device,
+        epochs=epochs,
+        max_params=max_params,
+        objectives=objectives,
+        stop_after=stop_after,
+        target=target,
+        terminator=terminator,
+        warm_start=warm_start,
+        workers=workers,
+        gpus=gpus,
+        trials_per_gpu=trials_per_gpu,
+        heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
+        max_retries=max_retries,
+        threads=threads,
+        mlflow=mlflow,
+        progress=True,
+        command=command_line(),
     )
+    show_outcome(done.study, storage, artifacts)
 
 
 @app.command("worker")
@@ -117,7 +129,9 @@ def worker(
     artifacts: Optional[str] = ArtifactsOpt,
     device: str = DeviceOpt,
     seed: Optional[int] = typer.Option(None, help="Sampler seed of this worker (default: random; give each worker its own)."),
-    timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds."),
+    timeout: Optional[float] = typer.Option(
+        None, help="Bound the command from its start: after this many seconds it waits no more and starts no trial."
+    ),
     workers: Optional[int] = typer.Option(None, "--workers", help="Start K worker processes on this machine instead of one."),
     gpus: Optional[str] = GpusOpt,
     trials_per_gpu: Optional[int] = TrialsPerGpuOpt,
@@ -125,10 +139,11 @@ def worker(
     grace_period: Optional[int] = GraceOpt,
     max_retries: int = MaxRetriesOpt,
     threads: Optional[int] = WorkerThreadsOpt,
+    mlflow: Optional[str] = MlflowOpt,
 ) -> None:
     """Join an existing study and run its trials until its global budget of finished trials is met."""
     from mnist_hpo.commands.search import worker as run
-    from mnist_hpo.search import SearchRequest
+    from mnist_hpo.tuning import SearchRequest
 
     run(
         SearchRequest(
@@ -145,6 +160,7 @@ def worker(
             grace_period=grace_period,
             max_retries=max_retries,
             threads=threads,
+            mlflow=mlflow,
         )
     )
 
@@ -171,7 +187,7 @@ def study_create(
 ) -> None:
     """Create a study for workers with its settings and trial budget; an existing one is kept (idempotent)."""
     from mnist_hpo.commands.search import study_create as run
-    from mnist_hpo.search import SearchRequest
+    from mnist_hpo.tuning import SearchRequest
 
     run(
         SearchRequest(

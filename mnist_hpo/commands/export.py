@@ -6,6 +6,7 @@ validation; the test accuracy is measured for the record and labelled as test.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -14,15 +15,15 @@ from optuna.trial import FrozenTrial
 from rich.table import Table
 
 from mnist_hpo import storage as stores
-from mnist_hpo.commands._trials import study_splits, trial_model
 from mnist_hpo.commands.status import completed_by_validation, open_study
+from mnist_hpo.commands.trials import study_splits, trial_model
 from mnist_hpo.console import accuracy, console
 from mnist_hpo.data import Splits
 from mnist_hpo.errors import UserError
-from mnist_hpo.exports import DEFAULT_INPUT_DTYPE, ExportInfo, check_target, export_model
+from mnist_hpo.exports import DEFAULT_INPUT_DTYPE, ExportInfo, ExportResult, check_target, export_model
 from mnist_hpo.models import SoftmaxAverage
-from mnist_hpo.search import StudySettings, is_copied
 from mnist_hpo.trainer import evaluate, resolve_device
+from mnist_hpo.tuning import StudySettings, is_copied
 
 
 def export_trial(
@@ -33,8 +34,8 @@ def export_trial(
     fmt: str,
     artifacts: str | Path | None,
     input_dtype: str = DEFAULT_INPUT_DTYPE,
-) -> str:
-    """Write one trial's kept weights (the best validation trial unless ``trial_number``); returns the file's sha256."""
+) -> ExportResult:
+    """Write one trial's kept weights (the best validation trial unless ``trial_number``): the file, its sha256 and card."""
     check_target(out, fmt, input_dtype)
     store = stores.open_artifacts(artifacts, create=False)  # a wrong folder, bucket or credentials: one line, first
     study, storage = open_study(url, name)
@@ -62,49 +63,75 @@ def export_trial(
     test_text = accuracy("test", test_accuracy, len(splits.test)) + " (reported only)" if test_accuracy is not None else "no test split"
     console.print(f"exported trial {trial.number}: {accuracy('validation', trial.values[0])}, {test_text}")
     console.print(f"wrote {result.path} ({fmt}), sha256 {result.sha256}, model card {result.card}")
-    return result.sha256
+    return result
 
 
 def build_ensemble(
     url: str | None,
     name: str,
     top_k: int,
-    out: Path,
+    out: Path | None,
     artifacts: str | Path | None,
     device: str = "auto",
     fmt: str = "pt",
     input_dtype: str = DEFAULT_INPUT_DTYPE,
-) -> float:
-    """Average the softmax of the K best trials by validation; report each member and the ensemble; export it as one model."""
-    if top_k < 1:
-        raise UserError(f"--top-k must be at least 1, got {top_k}")
-    check_target(out, fmt, input_dtype)
+) -> Ensemble:
+    """Average the softmax of the K best trials by validation; report each member and the ensemble; export it as one model
+    (``out`` None: only the network, scored)."""
+    check_top_k(top_k)
+    if out is not None:
+        check_target(out, fmt, input_dtype)
     target = resolve_device(device)
-    store = stores.open_artifacts(artifacts, create=False)
-    study, storage = open_study(url, name)
-    chosen = completed_by_validation(study)[:top_k]
-    if len(chosen) < top_k:
-        console.print(f"only {len(chosen)} completed trials; the ensemble uses them all")
+    study, members = best_members(url, name, top_k, artifacts)
     splits = study_splits(study)
-    members, specs = [], []
     table = Table("member", "validation accuracy", "test accuracy (reported only)")
-    for trial in chosen:
-        model, payload = trial_model(storage, study, trial, store)
-        members.append(model)
-        specs.append(payload["model_spec"])
+    for trial, model, _ in members:
         table.add_row(
             f"trial {trial.number}",
             f"{100 * evaluate(model, splits.val, target):.2f}%",
             f"{100 * evaluate(model, splits.test, target):.2f}%",
         )
-    ensemble = SoftmaxAverage(members).eval()
+    ensemble = SoftmaxAverage([model for _, model, _ in members]).eval()
     metrics = {"val_accuracy": evaluate(ensemble, splits.val, target), "test_accuracy": evaluate(ensemble, splits.test, target)}
     table.add_row(f"ensemble of {len(members)}", f"{100 * metrics['val_accuracy']:.2f}%", f"{100 * metrics['test_accuracy']:.2f}%")
     console.print(table)
-    info = export_info(study, splits, {"name": "ensemble", "members": specs}, chosen, metrics["val_accuracy"], metrics["test_accuracy"])
-    result = export_model(ensemble, out, fmt, info, input_dtype)
-    console.print(f"wrote {result.path} ({fmt}), sha256 {result.sha256}, model card {result.card}")
-    return metrics["test_accuracy"]
+    done = Ensemble(ensemble, [trial for trial, _, _ in members], metrics["val_accuracy"], metrics["test_accuracy"])
+    if out is None:
+        return done
+    specs = [payload["model_spec"] for _, _, payload in members]
+    info = export_info(study, splits, {"name": "ensemble", "members": specs}, done.trials, done.val_accuracy, done.test_accuracy)
+    done.export = export_model(ensemble, out, fmt, info, input_dtype)
+    console.print(f"wrote {done.export.path} ({fmt}), sha256 {done.export.sha256}, model card {done.export.card}")
+    return done
+
+
+@dataclass
+class Ensemble:
+    """The mean softmax of the best trials by validation (eval mode); its accuracies; its file when exported."""
+
+    model: torch.nn.Module
+    trials: list[FrozenTrial]
+    val_accuracy: float
+    test_accuracy: float  # reported only: the members were chosen on validation
+    export: ExportResult | None = None
+
+
+def check_top_k(top_k: int) -> None:
+    if top_k < 1:
+        raise UserError(f"--top-k must be at least 1, got {top_k}")
+
+
+def best_members(
+    url: str | None, name: str, top_k: int, artifacts: str | Path | None
+) -> tuple[optuna.Study, list[tuple[FrozenTrial, torch.nn.Module, dict]]]:
+    """The K best trials by validation with their kept networks (eval mode) and checkpoint payloads."""
+    check_top_k(top_k)
+    store = stores.open_artifacts(artifacts, create=False)
+    study, storage = open_study(url, name)
+    chosen = completed_by_validation(study)[:top_k]
+    if len(chosen) < top_k:
+        console.print(f"only {len(chosen)} completed trials; the ensemble uses them all")
+    return study, [(trial, *trial_model(storage, study, trial, store)) for trial in chosen]
 
 
 def export_info(

@@ -80,8 +80,8 @@ def show_summary(name: str) -> None:
 
 def show_space(profile_name: str | None, space_file: Path | None) -> None:
     """Print the effective space: the profile's narrowing plus the space file, if any."""
-    from mnist_hpo.search import SearchRequest, resolve_profile
-    from mnist_hpo.search.space import Space, load_space_file
+    from mnist_hpo.tuning import SearchRequest, resolve_profile
+    from mnist_hpo.tuning.space import Space, load_space_file
 
     profile = resolve_profile(SearchRequest(profile=profile_name))
     console.print(f"profile {profile.name}: {profile.description}")

@@ -10,7 +10,7 @@ from mnist_hpo.errors import UserError
 from mnist_hpo.trainer import check_threads, use_threads
 
 if TYPE_CHECKING:
-    from mnist_hpo.predict import Prediction
+    from mnist_hpo.inference import Prediction
 
 
 def predict_command(
@@ -23,16 +23,16 @@ def predict_command(
     if kaggle_csv is None and not images:
         raise UserError("give image files to label, or --kaggle-csv test.csv --out submission.csv")
     check_threads(threads)
-    from mnist_hpo import predict  # torch: only once the options are known to be right
+    from mnist_hpo import inference  # torch: only once the options are known to be right
     from mnist_hpo.trainer import resolve_device
 
     use_threads(threads)
     target = resolve_device(device)
     if kaggle_csv is not None:
-        rows = predict.predict_kaggle_csv(checkpoint, kaggle_csv, out, target)
+        rows = inference.predict_kaggle_csv(checkpoint, kaggle_csv, out, target)
         console.print(f"wrote {out}: {rows:,} predictions (ImageId,Label)")
         return
-    for prediction in predict.predict_images(checkpoint, images, target):
+    for prediction in inference.predict_images(checkpoint, images, target):
         console.print(prediction_line(prediction))
 
 

@@ -8,20 +8,24 @@ pictures and notes are wired in here, as the objective's "trial finished" hook.
 from __future__ import annotations
 
 import shlex
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
 
 from mnist_hpo import storage as stores
 from mnist_hpo.console import console
+from mnist_hpo.deadline import NEVER, Deadline
 from mnist_hpo.errors import SearchInterrupted, UserError
 
 if TYPE_CHECKING:
     from mnist_hpo.data import Splits
-from mnist_hpo.search import (
+from mnist_hpo.tuning import (
     STOPPED_ATTR,
     STUDY_DEFINING,
     Faults,
+    MlflowTracker,
     SearchRequest,
     StudySettings,
     check_same_study,
@@ -87,6 +91,18 @@ def stop_noter():
     return lambda study, reason: note_study_stop(study, f"stopped early: {reason}")
 
 
+def mlflow_tracker(request: SearchRequest, experiment: str) -> MlflowTracker | None:
+    """--mlflow: the "trial finished" hook logging to MLflow, its server reached and its experiment made; else None."""
+    if request.mlflow is None:
+        return None
+    if not request.mlflow.strip():
+        raise UserError("--mlflow needs a tracking URI, e.g. http://127.0.0.1:5000")
+    tracker = MlflowTracker(request.mlflow)  # a one-line error without the `mlflow` extra
+    experiment_id = tracker.check(experiment)
+    console.print(f"logging finished trials to MLflow at {tracker.shown}, experiment {experiment!r} (id {experiment_id})")
+    return tracker
+
+
 def apply_stop_rules(study: optuna.Study, settings: StudySettings, request: SearchRequest) -> None:
     """An existing study gets the request's stop rules; a stop it recorded is lifted, and its dashboard note says so."""
     stopped = study.user_attrs.get(STOPPED_ATTR)
@@ -99,7 +115,13 @@ def apply_stop_rules(study: optuna.Study, settings: StudySettings, request: Sear
 
 
 def search(request: SearchRequest) -> optuna.Study:
-    """Create or extend a study to its budget, then run its workers (this process, or K processes)."""
+    """Create or extend a study to its budget, then run its workers (this process, or K processes).
+
+    Progress and trial lines go to the console; the summary with its suggested commands is
+    ``show_outcome``'s, which only the command line calls. --timeout (or the profile's) counts from
+    here: one deadline bounds waiting for the study's lock or creator, and starting trials.
+    """
+    started = time.monotonic()
     quiet_optuna()
     request.check_counts()
     faults = faults_of(request)
@@ -108,61 +130,80 @@ def search(request: SearchRequest) -> optuna.Study:
     slots = plan_slots(request.workers, request.gpus, request.trials_per_gpu, request.device)
     url = stores.resolve_url(request.storage)
     refuse_shared_sqlite(url, len(slots))
+    name = request.study or f"mnist-{profile.name}"
+    tracker = mlflow_tracker(request, name)  # --mlflow: mlflow installed, the server reached, before anything is written
     from mnist_hpo.data import load_splits
     from mnist_hpo.trainer import resolve_device
 
     resolve_device(request.device)  # `--device cuda` without a GPU fails before anything is written
-    name = request.study or f"mnist-{profile.name}"
     stores.check_artifacts(request.artifacts)  # a wrong folder, bucket or credentials fails before the study is written
     storage = open_for_workers(url, faults, must_exist=request.warm_start is not None)
     # a half-made study (its creator was interrupted) is created again, to its end
     existed = name in stores.list_study_names(storage) and not is_half_made(storage, storage.get_study_id_from_name(name))
-    source = warm_start_source(storage, name, request.warm_start, settings) if request.warm_start else None
+    source = warm_start_source(storage, name, request.warm_start, settings, half_made=not existed) if request.warm_start else None
     if existed:  # the study's own data, profile and space, not the command line's
         stored = StudySettings.load(stores.load_study(storage, name))
         check_objectives(name, stored, settings)
         check_same_study(request, stored, settings, STUDY_DEFINING)
         settings = stored
+    deadline = Deadline.after(search_timeout(request, settings), start=started)
     splits = load_splits(settings.data, subset=settings.train_subset, log=console.print)  # once, before any worker
     if not settings.data_digest:
         settings.data_digest = splits.digest
     copies = warm_start_trials(source, settings) if source else ()
+    where, paste = _where(name, request.storage, request.artifacts)
+    again = f"mnist-hpo search {where}{paste.artifacts}"  # continues the study to its recorded budget, as printed
+    budget = search_budget(request, profile)  # an interrupted raise of it names `again`, which does not raise it twice
     study, settings, account = ensure_budget_study(
-        storage, name, settings, budget=search_budget(request, profile), data_source=splits.describe(), copies=copies
+        storage, name, settings, budget=budget, data_source=splits.describe(), copies=copies, deadline=deadline, finish=again
     )
     console.print(f"{account} in {stores.mask_url(url)}")
     if existed:  # `search` gives the study the stop rules of its command line
         apply_stop_rules(study, settings, request)
     console.print(f"profile {settings.profile}: {get_profile(settings.profile, False).description}")
-    paste = stores.pasteable(request.storage, request.artifacts)
-    where = f"--study {shlex.quote(name)}{paste.storage}"
-    again = f"mnist-hpo search {where}{paste.artifacts}"  # the command that continues this study, as printed
     workers = f" --workers {len(slots)}" if request.gpus is None and request.trials_per_gpu is None else ""
-    timeout = search_timeout(request, settings)
-    if timeout:
-        console.print(f"starting trials for up to {timeout:g} s; what is left of the budget stays queued for the next run")
+    if deadline.bounded:
+        console.print(
+            f"starting trials for up to {deadline.left():.1f} s more (--timeout counts from the command's start); "
+            "what is left of the budget stays queued for the next run"
+        )
     try:
-        run_workers(request, url, name, slots, faults, again, splits=splits, workers_flag=workers, timeout=timeout)
+        run_workers(request, url, name, slots, faults, again, splits=splits, workers_flag=workers, deadline=deadline, tracker=tracker)
     except SearchInterrupted:
         if not in_process(slots, request.gpus, request.trials_per_gpu):
             raise
         raise SearchInterrupted(f"interrupted: the running trial was marked FAIL and re-queued; continue with `{again}`") from None
-    study = stores.load_study(storage, name)
-    print_outcome(study, settings, where, paste)
-    return study
+    return stores.load_study(storage, name)
+
+
+def show_outcome(study: optuna.Study, storage: str | None, artifacts: str | Path | None) -> None:
+    """The summary of a finished search and the commands that come next, each runnable as printed."""
+    where, paste = _where(study.study_name, storage, artifacts)
+    print_outcome(study, StudySettings.load(study), where, paste)
+
+
+def _where(name: str, storage: str | None, artifacts: str | Path | None) -> tuple[str, stores.Pasteable]:
+    """``--study NAME --storage URL`` as a user can paste it (no password in it), and the pasteable parts."""
+    paste = stores.pasteable(storage, artifacts)
+    return f"--study {shlex.quote(name)}{paste.storage}", paste
 
 
 def worker(request: SearchRequest) -> None:
-    """`mnist-hpo worker`: join an existing study; with --workers/--gpus, start that many worker processes."""
+    """`mnist-hpo worker`: join an existing study; with --workers/--gpus, start that many worker processes.
+
+    --timeout counts from here; a worker started by `search --workers K` also inherits that command's deadline.
+    """
+    deadline = Deadline.after(request.timeout).earlier(Deadline.inherited())
     quiet_optuna()
     request.check_counts()
     faults = faults_of(request)
     slots = plan_slots(request.workers, request.gpus, request.trials_per_gpu, request.device)
     url = stores.resolve_url(request.storage)
     refuse_shared_sqlite(url, len(slots))
+    tracker = mlflow_tracker(request, request.study)
     paste = stores.pasteable(request.storage, request.artifacts)
     again = f"mnist-hpo worker --study {shlex.quote(request.study)}{paste.storage}{paste.artifacts}"
-    run_workers(request, url, request.study, slots, faults, again, timeout=request.timeout)
+    run_workers(request, url, request.study, slots, faults, again, deadline=deadline, tracker=tracker)
 
 
 def search_timeout(request: SearchRequest, settings: StudySettings) -> float | None:
@@ -182,21 +223,27 @@ def run_workers(
     *,
     splits: Splits | None = None,
     workers_flag: str = "",
-    timeout: float | None = None,
+    deadline: Deadline = NEVER,
+    tracker: MlflowTracker | None = None,
 ) -> None:
-    """This process as the one worker, or one `mnist-hpo worker` process per slot; `again` says how to continue."""
+    """This process as the one worker, or one `mnist-hpo worker` process per slot; `again` says how to continue.
+
+    With --mlflow, this process's worker logs its trials through ``tracker``; worker processes get the URI.
+    ``deadline``: the command's, taken when it started; workers get what is left of it, never --timeout again.
+    """
     options = {
         "device": request.device,
         "artifacts": request.artifacts,
         "seed": request.seed,
-        "timeout": timeout,
+        "deadline": deadline,
         "threads": request.threads,
     }
     if in_process(slots, request.gpus, request.trials_per_gpu):
-        work(url, name, faults, splits=splits, on_finish=publisher(), on_stop=stop_noter(), again=again, **options)
+        work(url, name, faults, splits=splits, on_finish=publisher(), on_stop=stop_noter(), on_trial=tracker, again=again, **options)
         return
     storage = stores.open_storage(url, must_exist=True)
-    launch_workers(url, storage, stores.load_study(storage, name), slots, faults, again=again + workers_flag, **options)
+    study = stores.load_study(storage, name)
+    launch_workers(url, storage, study, slots, faults, again=again + workers_flag, mlflow=request.mlflow, **options)
 
 
 def study_create(request: SearchRequest) -> optuna.Study:

@@ -10,8 +10,8 @@ from optuna.trial import FrozenTrial, TrialState
 from mnist_hpo import storage as stores
 from mnist_hpo.console import accuracy, console
 from mnist_hpo.errors import UserError
-from mnist_hpo.search import LIFTED_ATTR, STOPPED_ATTR, StudySettings, budget_view, own_pareto_front, own_trials
-from mnist_hpo.search.settings import stop_rule_rows
+from mnist_hpo.tuning import LIFTED_ATTR, STOPPED_ATTR, StudySettings, budget_view, own_pareto_front, own_trials
+from mnist_hpo.tuning.settings import stop_rule_rows
 
 
 def open_study(url: str | None, name: str) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
@@ -145,7 +145,7 @@ def show_best(url: str | None, name: str, test: bool, artifacts: str | Path | No
     best = completed_by_validation(study)[0]
     print_trial(best, "best trial (chosen on validation)")
     if test:
-        from mnist_hpo.commands._trials import study_splits, trial_model
+        from mnist_hpo.commands.trials import study_splits, trial_model
         from mnist_hpo.trainer import evaluate, resolve_device
 
         target = resolve_device(device)

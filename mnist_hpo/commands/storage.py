@@ -9,7 +9,7 @@ from mnist_hpo.console import console
 def upgrade(url: str | None) -> None:
     """Bring the Optuna schema up to date, then every study's stored settings; mask the secrets older releases stored."""
     from mnist_hpo.dashboards.publish import scrub_study_note
-    from mnist_hpo.search.settings import scrub_secrets, upgrade_settings
+    from mnist_hpo.tuning.settings import scrub_secrets, upgrade_settings
 
     console.print(stores.upgrade_storage(url))
     storage = stores.open_storage(url, must_exist=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -13,6 +13,25 @@ from mnist_hpo.console import accuracy, console, plural, progress
 from mnist_hpo.errors import UserError
 from mnist_hpo.models import build_model, count_parameters
 from mnist_hpo.trainer import EpochReport, TrainConfig, evaluate, recipe_for, resolve_device, train, use_threads, with_overrides
+
+
+@dataclass
+class Trained:
+    """A trained network and how it got there: every epoch's report, the weights kept and their accuracies.
+
+    ``model`` is in eval mode. ``val_accuracy`` is None when the training held no validation split
+    out (a retrained study's best: train + validation, last epoch kept); ``test_accuracy`` is None
+    when the data has no test split. The test accuracy is reported only: nothing is chosen on it.
+    """
+
+    model: torch.nn.Module
+    history: list[EpochReport]
+    kept_epoch: int
+    val_accuracy: float | None
+    test_accuracy: float | None
+    config: TrainConfig
+    checkpoint: Path | None = None
+    record: dict = field(default_factory=dict)  # what the checkpoint's metadata says about the data and the changes
 
 
 def train_command(
@@ -27,7 +46,7 @@ def train_command(
     from_study: str | None = None,
     storage: str | None = None,
     threads: int | None = None,
-) -> float:
+) -> Trained:
     """`mnist-hpo train`: every option either applies (and is recorded in the checkpoint) or is refused in one line."""
     use_threads(threads)  # --threads, else $OMP_NUM_THREADS, else the cores this process may use (affinity, CPU quota)
     if from_study:
@@ -42,7 +61,7 @@ def train_command(
 
 def train_model(
     model_name: str, recipe_name: str | None, overrides: dict, source: str, device: str, subset: int | None, save: Path | None
-) -> float:
+) -> Trained:
     """Train one named model with its recipe: the best validation epoch is kept; test accuracy is reported at the end."""
     build_model(model_name)  # an unknown name fails before any data is fetched
     recipe = recipe_for(model_name, recipe_name)
@@ -68,21 +87,16 @@ def train_model(
         console.print(
             f"{accuracy('test', metrics['test_accuracy'], len(splits.test))} of the kept weights (reported only, never used to select)"
         )
+    record = {"train_config": config.to_dict(), "recipe": recipe.name, "data": _data_record(splits)}
     if save:
-        digest = save_checkpoint(
-            save,
-            result.model,
-            {"name": model_name},
-            metrics,
-            {"train_config": config.to_dict(), "recipe": recipe.name, "data": _data_record(splits)},
-        )
+        digest = save_checkpoint(save, result.model, {"name": model_name}, metrics, record)
         console.print(f"saved checkpoint {save} (sha256 {digest})")
-    return result.val_accuracy
+    return Trained(result.model, result.history, result.kept_epoch, result.val_accuracy, metrics.get("test_accuracy"), config, save, record)
 
 
 def train_from_study(
     url: str | None, name: str, overrides: dict, source: str | None, subset: int | None, device: str, save: Path | None
-) -> float:
+) -> Trained:
     """Retrain the best configuration (chosen on validation) on train + validation and keep its last epoch.
 
     Nothing is chosen here: no split is held out, so the last epoch is the model, and its test
@@ -91,7 +105,7 @@ def train_from_study(
     printed and recorded in the checkpoint, so a smoke study's best can be retrained on full MNIST.
     """
     from mnist_hpo.commands.status import completed_by_validation, open_study
-    from mnist_hpo.search.settings import StudySettings
+    from mnist_hpo.tuning.settings import StudySettings
 
     target = resolve_device(device)
     study, _ = open_study(url, name)
@@ -123,18 +137,18 @@ def train_from_study(
         )
     else:
         console.print(f"{splits.source} has no test split: the retrained weights are not scored")
+    record = {
+        "study": name,
+        "trial": best.number,
+        "train_config": config.to_dict(),
+        "changed_from_trial": changed,
+        "data": _data_record(splits, joined=True),
+        "retrained_on": "train + validation, last epoch kept",
+    }
     if save:
-        extra = {
-            "study": name,
-            "trial": best.number,
-            "train_config": config.to_dict(),
-            "changed_from_trial": changed,
-            "data": _data_record(splits, joined=True),
-            "retrained_on": "train + validation, last epoch kept",
-        }
-        digest = save_checkpoint(save, result.model, best.user_attrs["model_spec"], metrics, extra)
+        digest = save_checkpoint(save, result.model, best.user_attrs["model_spec"], metrics, record)
         console.print(f"saved checkpoint {save} (sha256 {digest}): exactly the weights trained above")
-    return metrics.get("test_accuracy", float("nan"))
+    return Trained(result.model, result.history, result.kept_epoch, None, metrics.get("test_accuracy"), config, save, record)
 
 
 def _where(target: torch.device) -> str:

@@ -11,19 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mnist_hpo._lazy import lazy_names
+from mnist_hpo._lazy import lazy_face
 
 if TYPE_CHECKING:
-    from mnist_hpo.dashboards.publish import ensure_study_note, note_study_stop, publish_trial
-    from mnist_hpo.dashboards.report import write_report
-    from mnist_hpo.dashboards.server import serve_dashboard
+    from mnist_hpo.dashboards.publish import (
+        ensure_study_note as ensure_study_note,
+        note_study_stop as note_study_stop,
+        publish_trial as publish_trial,
+    )
+    from mnist_hpo.dashboards.report import write_report as write_report
+    from mnist_hpo.dashboards.server import serve_dashboard as serve_dashboard
 
-_WHERE = {
-    "ensure_study_note": "publish",
-    "note_study_stop": "publish",
-    "publish_trial": "publish",
-    "write_report": "report",
-    "serve_dashboard": "server",
-}
-__all__ = ["ensure_study_note", "note_study_stop", "publish_trial", "serve_dashboard", "write_report"]
-__getattr__ = lazy_names(__name__, _WHERE)
+__getattr__, __all__ = lazy_face(__name__, __file__)

@@ -16,10 +16,9 @@ from torch import nn
 
 from mnist_hpo import redact
 from mnist_hpo.models import build_model
-from mnist_hpo.search.copies import WARM_START_ATTR
-from mnist_hpo.search.settings import ATTR as SETTINGS_ATTR
-from mnist_hpo.search.settings import LIFTED_ATTR, STOPPED_ATTR, stop_rule_rows
-from mnist_hpo.search.space import Space
+from mnist_hpo.tuning.copies import WARM_START_ATTR
+from mnist_hpo.tuning.settings import ATTR as SETTINGS_ATTR, LIFTED_ATTR, STOPPED_ATTR, stop_rule_rows
+from mnist_hpo.tuning.space import Space
 
 METRIC_NAMES = {"accuracy": "validation accuracy", "params": "parameters"}
 STOPS_HEADING = "### Stopped early"

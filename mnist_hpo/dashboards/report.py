@@ -25,10 +25,9 @@ from mnist_hpo import redact, storage
 from mnist_hpo.console import console
 from mnist_hpo.dashboards import figures
 from mnist_hpo.errors import UserError
-from mnist_hpo.search.baseline import baseline_comparison
-from mnist_hpo.search.copies import WARM_START_ATTR, own_pareto_front, own_study, own_trials
-from mnist_hpo.search.settings import ATTR as SETTINGS_ATTR
-from mnist_hpo.search.settings import LIFTED_ATTR, STOPPED_ATTR, stop_rule_rows
+from mnist_hpo.tuning.baseline import baseline_comparison
+from mnist_hpo.tuning.copies import WARM_START_ATTR, own_pareto_front, own_study, own_trials
+from mnist_hpo.tuning.settings import ATTR as SETTINGS_ATTR, LIFTED_ATTR, STOPPED_ATTR, stop_rule_rows
 
 TOP_TRIALS = 10
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -110,9 +109,9 @@ def render_report(study: optuna.Study, storage_handle: Any, store: Any = None, a
 
 
 def _version() -> str:
-    import mnist_hpo
+    from mnist_hpo.versions import VERSION
 
-    return str(getattr(mnist_hpo, "__version__", "?"))
+    return VERSION
 
 
 def _table(header: Sequence[str] | None, rows: Sequence[Sequence[Any]], numeric: Sequence[int] = ()) -> str:

@@ -70,7 +70,7 @@ def snippets(fmt: str, file_name: str, input_dtype: str) -> list[str]:
     return [
         "### torch (with mnist-hpo)",
         "```python",
-        "from mnist_hpo.predict import predict_pixels  # images: uint8 N×28×28, 0-255",
+        "from mnist_hpo.inference import predict_pixels  # images: uint8 N×28×28, 0-255",
         f'labels, probabilities = predict_pixels("{file_name}", images)',
         "```",
         "",

@@ -15,8 +15,7 @@ import struct
 from typing import Any
 
 import torch
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
+from safetensors.torch import load as load_tensors, save as save_tensors
 from torch import nn
 
 from mnist_hpo.checkpoints import CheckpointError, build_network, check_weights

@@ -11,42 +11,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mnist_hpo._lazy import lazy_names
+from mnist_hpo._lazy import lazy_face
 
 if TYPE_CHECKING:
-    from mnist_hpo.models._registry import MODELS, build_model, count_parameters, model_names, mult_adds, summary_table
-    from mnist_hpo.models.config import IMAGE_SIDE, PAPER_CONFIGS, FamilyConfig, max_conv_layers
-    from mnist_hpo.models.ensemble import SoftmaxAverage
-    from mnist_hpo.models.family import FamilyCNN, build_family
+    from mnist_hpo.models._registry import (
+        MODELS as MODELS,
+        build_model as build_model,
+        count_parameters as count_parameters,
+        model_names as model_names,
+        mult_adds as mult_adds,
+        summary_table as summary_table,
+    )
+    from mnist_hpo.models.config import (
+        IMAGE_SIDE as IMAGE_SIDE,
+        PAPER_CONFIGS as PAPER_CONFIGS,
+        FamilyConfig as FamilyConfig,
+        max_conv_layers as max_conv_layers,
+    )
+    from mnist_hpo.models.ensemble import SoftmaxAverage as SoftmaxAverage
+    from mnist_hpo.models.family import FamilyCNN as FamilyCNN, build_family as build_family
 
-_WHERE = {
-    "MODELS": "_registry",
-    "build_model": "_registry",
-    "count_parameters": "_registry",
-    "model_names": "_registry",
-    "mult_adds": "_registry",
-    "summary_table": "_registry",
-    "IMAGE_SIDE": "config",
-    "PAPER_CONFIGS": "config",
-    "FamilyConfig": "config",
-    "max_conv_layers": "config",
-    "SoftmaxAverage": "ensemble",
-    "FamilyCNN": "family",
-    "build_family": "family",
-}
-__all__ = [
-    "IMAGE_SIDE",
-    "MODELS",
-    "PAPER_CONFIGS",
-    "FamilyCNN",
-    "FamilyConfig",
-    "SoftmaxAverage",
-    "build_family",
-    "build_model",
-    "count_parameters",
-    "max_conv_layers",
-    "model_names",
-    "mult_adds",
-    "summary_table",
-]
-__getattr__ = lazy_names(__name__, _WHERE)
+__getattr__, __all__ = lazy_face(__name__, __file__)

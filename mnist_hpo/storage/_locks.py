@@ -13,6 +13,9 @@ the counts the others read) holds this lock meanwhile:
   Like SQLite itself, this is not meant for network filesystems.)
 - A gRPC proxy offers no lock: concurrent budget changes through one are not serialised (use the
   SQL storage behind it for `study create` and `search`; workers only take trials).
+
+With a ``deadline`` (a command's --timeout) the wait gives up at it with ``StudyLocked``, before
+anything is written; without one it waits as long as the holder holds the lock.
 """
 
 from __future__ import annotations
@@ -22,26 +25,35 @@ import fcntl
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import sqlalchemy.exc
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 
-from mnist_hpo.errors import StorageUnavailable
+from mnist_hpo.deadline import NEVER, Deadline
+from mnist_hpo.errors import StorageUnavailable, UserError
 from mnist_hpo.storage._open import describe
+
+POLL_S = 0.1  # how often a wait with a deadline asks for the lock again
+
+
+class StudyLocked(UserError):
+    """Another process held the study's lock until the waiter's deadline; the waiter changed nothing."""
 
 
 @contextlib.contextmanager
-def study_lock(storage: BaseStorage, study_name: str, required: bool = True) -> Iterator[None]:
+def study_lock(storage: BaseStorage, study_name: str, required: bool = True, deadline: Deadline = NEVER) -> Iterator[None]:
     """Hold the study's budget lock for the ``with`` block (see the module docstring).
 
     ``required=False``: a worker failing its trial while the server is unreachable goes on without
     the lock (its writes ride out the outage; a lost race costs at most one extra queued trial).
+    ``deadline``: raise ``StudyLocked`` if the lock is still held by another process then.
     """
     if isinstance(storage, RDBStorage) and storage.engine.url.get_backend_name() == "postgresql":
         with contextlib.ExitStack() as stack:
             try:
-                stack.enter_context(_advisory_lock(storage, study_name))
+                stack.enter_context(_advisory_lock(storage, study_name, deadline))
             except (sqlalchemy.exc.DBAPIError, StorageUnavailable):
                 if required:
                     raise
@@ -52,12 +64,46 @@ def study_lock(storage: BaseStorage, study_name: str, required: bool = True) -> 
         yield
         return
     descriptor = _descriptor(path)
-    with _in_process[descriptor]:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+    threads = _in_process[descriptor]
+    if not threads.acquire(timeout=deadline.lock_timeout()):
+        raise _locked(study_name)
+    try:
+        if deadline.bounded:
+            _wait(lambda: _try_flock(descriptor), study_name, deadline)
+        else:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        threads.release()
+
+
+def _wait(take: Callable[[], bool], study_name: str, deadline: Deadline) -> None:
+    """Try ``take`` (one try that never blocks) every POLL_S until it succeeds; ``StudyLocked`` once ``deadline`` has passed.
+
+    The first try comes before the deadline is looked at: a lock nobody holds is taken even by a late command.
+    """
+    while not take():
+        if deadline.passed:
+            raise _locked(study_name)
+        time.sleep(min(POLL_S, deadline.left()))
+
+
+def _try_flock(descriptor: int) -> bool:
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _locked(study_name: str) -> StudyLocked:
+    return StudyLocked(
+        f"study {study_name!r} is locked by another command that is changing its budget; gave up at --timeout and "
+        "changed nothing: run this command again when that one finishes"
+    )
 
 
 #: One descriptor per file for the life of the process, never closed: closing any descriptor of a file
@@ -77,10 +123,17 @@ def _descriptor(path: str) -> int:
 
 
 @contextlib.contextmanager
-def _advisory_lock(storage: RDBStorage, study_name: str) -> Iterator[None]:
+def _advisory_lock(storage: RDBStorage, study_name: str, deadline: Deadline) -> Iterator[None]:
     key = int.from_bytes(hashlib.sha256(f"mnist-hpo budget {study_name}".encode()).digest()[:8], "big", signed=True)
     with storage.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        connection.exec_driver_sql("SELECT pg_advisory_lock(%(key)s)", {"key": key})
+        if deadline.bounded:
+            _wait(
+                lambda: bool(connection.exec_driver_sql("SELECT pg_try_advisory_lock(%(key)s)", {"key": key}).scalar()),
+                study_name,
+                deadline,
+            )
+        else:
+            connection.exec_driver_sql("SELECT pg_advisory_lock(%(key)s)", {"key": key})
         try:
             yield
         finally:

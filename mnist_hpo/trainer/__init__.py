@@ -16,63 +16,32 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mnist_hpo._lazy import lazy_names
+from mnist_hpo._lazy import lazy_face
 
 if TYPE_CHECKING:
-    from mnist_hpo.trainer._config import OPTIMIZERS, SCHEDULES, TrainConfig
-    from mnist_hpo.trainer._device import resolve_device
-    from mnist_hpo.trainer._eval import evaluate, evaluate_with_predictions, predict_logits
-    from mnist_hpo.trainer._loop import EpochReport, TrainResult, train
-    from mnist_hpo.trainer._recipes import PAPER, RECIPE_NAMES, SEED_RECIPES, Recipe, recipe_for, with_overrides
-    from mnist_hpo.trainer._state import ema_with_warmup
-    from mnist_hpo.trainer._threads import check_threads, default_threads, usable_cores, use_threads, wait_passively
+    from mnist_hpo.trainer._config import OPTIMIZERS as OPTIMIZERS, SCHEDULES as SCHEDULES, TrainConfig as TrainConfig
+    from mnist_hpo.trainer._device import resolve_device as resolve_device
+    from mnist_hpo.trainer._eval import (
+        evaluate as evaluate,
+        evaluate_with_predictions as evaluate_with_predictions,
+        predict_logits as predict_logits,
+    )
+    from mnist_hpo.trainer._loop import EpochReport as EpochReport, TrainResult as TrainResult, train as train
+    from mnist_hpo.trainer._recipes import (
+        PAPER as PAPER,
+        RECIPE_NAMES as RECIPE_NAMES,
+        SEED_RECIPES as SEED_RECIPES,
+        Recipe as Recipe,
+        recipe_for as recipe_for,
+        with_overrides as with_overrides,
+    )
+    from mnist_hpo.trainer._state import ema_with_warmup as ema_with_warmup
+    from mnist_hpo.trainer._threads import (
+        check_threads as check_threads,
+        default_threads as default_threads,
+        usable_cores as usable_cores,
+        use_threads as use_threads,
+        wait_passively as wait_passively,
+    )
 
-_WHERE = {
-    "OPTIMIZERS": "_config",
-    "SCHEDULES": "_config",
-    "TrainConfig": "_config",
-    "resolve_device": "_device",
-    "evaluate": "_eval",
-    "evaluate_with_predictions": "_eval",
-    "predict_logits": "_eval",
-    "EpochReport": "_loop",
-    "TrainResult": "_loop",
-    "train": "_loop",
-    "PAPER": "_recipes",
-    "RECIPE_NAMES": "_recipes",
-    "SEED_RECIPES": "_recipes",
-    "Recipe": "_recipes",
-    "recipe_for": "_recipes",
-    "with_overrides": "_recipes",
-    "ema_with_warmup": "_state",
-    "check_threads": "_threads",
-    "default_threads": "_threads",
-    "usable_cores": "_threads",
-    "use_threads": "_threads",
-    "wait_passively": "_threads",
-}
-__all__ = [
-    "OPTIMIZERS",
-    "PAPER",
-    "RECIPE_NAMES",
-    "SCHEDULES",
-    "SEED_RECIPES",
-    "EpochReport",
-    "Recipe",
-    "TrainConfig",
-    "TrainResult",
-    "check_threads",
-    "default_threads",
-    "ema_with_warmup",
-    "evaluate",
-    "evaluate_with_predictions",
-    "predict_logits",
-    "recipe_for",
-    "resolve_device",
-    "train",
-    "usable_cores",
-    "use_threads",
-    "wait_passively",
-    "with_overrides",
-]
-__getattr__ = lazy_names(__name__, _WHERE)
+__getattr__, __all__ = lazy_face(__name__, __file__)

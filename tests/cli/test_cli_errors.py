@@ -121,7 +121,7 @@ def add_pruned_study(db: Path) -> None:
     Made with Optuna directly (the settings copied from the real study, as `search` records them) rather
     than with a second `search --max-params 10`, which would cost another ~5 s subprocess.
     """
-    from mnist_hpo.search.settings import StudySettings
+    from mnist_hpo.tuning.settings import StudySettings
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{db}", skip_table_creation=True)
     try:
@@ -309,9 +309,9 @@ def test_an_unreachable_postgres_is_masked(tmp_path):
 @pytest.fixture(scope="module")
 def predict_module():
     """`predict` is still being written by someone else: skip its cases until the module has what they need."""
-    predict = pytest.importorskip("mnist_hpo.predict", reason="mnist_hpo.predict is not there yet")
+    predict = pytest.importorskip("mnist_hpo.inference", reason="mnist_hpo.inference is not there yet")
     if not all(hasattr(predict, name) for name in ("predict_images", "predict_kaggle_csv")):
-        pytest.skip("mnist_hpo.predict has no predict_images/predict_kaggle_csv yet")
+        pytest.skip("mnist_hpo.inference has no predict_images/predict_kaggle_csv yet")
     return predict
 
 

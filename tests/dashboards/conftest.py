@@ -148,7 +148,7 @@ class Live:
 def live(tmp_path_factory: pytest.TempPathFactory):
     from mnist_hpo import storage
     from mnist_hpo.commands.search import search as run_search
-    from mnist_hpo.search import SearchRequest
+    from mnist_hpo.tuning import SearchRequest
 
     folder = tmp_path_factory.mktemp("live")
     db, artifacts = folder / "study.db", folder / "artifacts"

@@ -7,7 +7,7 @@ import signal
 import pytest
 from dist_helpers import FAST, assert_exact_budget, cli, ok, start, trials_of, wait_for
 
-from mnist_hpo.search._retries import HEARTBEAT_ATTR
+from mnist_hpo.tuning._retries import HEARTBEAT_ATTR
 
 pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
 

@@ -20,7 +20,8 @@ from optuna.trial import TrialState
 
 from mnist_hpo import storage
 from mnist_hpo.errors import UserError
-from mnist_hpo.search import (
+from mnist_hpo.signals import Interrupts
+from mnist_hpo.tuning import (
     Faults,
     SearchRequest,
     Worker,
@@ -30,7 +31,6 @@ from mnist_hpo.search import (
     new_settings,
     quiet_optuna,
 )
-from mnist_hpo.signals import Interrupts
 
 pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
 

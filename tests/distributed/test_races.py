@@ -51,7 +51,8 @@ def test_concurrent_searches_each_add_their_trials_exactly(tmp_path):
     url = f"sqlite:///{tmp_path / 'r.db'}"
     # --max-params 1: every trial ends over the parameter budget before training (this test is about the budget)
     ok(run(tmp_path, "study", "create", "--study", "r", "--profile", "smoke", "--n-trials", "2", "--max-params", "1", "--storage", url))
-    search = ["search", "--study", "r", "--storage", url, "--n-trials", "3", "--timeout", "1", "--device", "cpu"]
+    # --timeout bounds the whole command, waiting for the other's lock included: long enough for that
+    search = ["search", "--study", "r", "--storage", url, "--n-trials", "3", "--timeout", "120", "--device", "cpu"]
     done = race(tmp_path, [search, search], cli_env())
     assert [d.returncode for d in done] == [0, 0], [d.stderr[-500:] for d in done]
     budget, trials = _study(url)

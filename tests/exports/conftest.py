@@ -1,17 +1,22 @@
-"""One real smoke study for every export test: trained through the CLI, exported through the CLI."""
+"""One real smoke study for every export test: trained through the CLI, exported through the CLI, once per run."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 from export_helpers import FORMATS, STUDY, Study, cli
+from outside import made_once
 
 
-@pytest.fixture(scope="session")
-def study(tmp_path_factory) -> Study:
+def exported_study(root: Path) -> Study:
+    return Study(root, {fmt: root / f"new-{fmt}" / "deeper" / f"best.{fmt}" for fmt in FORMATS})
+
+
+def make_study(root: Path) -> None:
     """Two smoke trials of one epoch, then `mnist-hpo export` in every format, each into folders that do not exist yet."""
-    root = tmp_path_factory.mktemp("export-study")
-    made = Study(root, {fmt: root / f"new-{fmt}" / "deeper" / f"best.{fmt}" for fmt in FORMATS})
+    made = exported_study(root)
     done = cli(
         root,
         "search",
@@ -37,7 +42,12 @@ def study(tmp_path_factory) -> Study:
         done = cli(root, "export", *made.args(), "--format", fmt, "--out", str(out))
         assert done.returncode == 0, done.stderr[-3000:]
         assert f"wrote {out} ({fmt})" in done.stdout.replace("\n", "")
-    return made
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory) -> Study:
+    """The study and its exports, made once per run however many xdist workers ask (tests/outside.py: made_once)."""
+    return exported_study(made_once(tmp_path_factory, "export-study", make_study))
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +72,9 @@ def ensembles(study, tmp_path_factory) -> dict[str, object]:
     """The two trials' softmax ensemble in every format, written by `build_ensemble` (the command's function)."""
     from mnist_hpo.commands.export import build_ensemble
 
-    folder = tmp_path_factory.mktemp("ensembles")
-    for fmt in FORMATS:
-        build_ensemble(study.url, STUDY, 2, folder / f"ensemble.{fmt}", study.artifacts, "cpu", fmt=fmt)
+    def make(folder: Path) -> None:
+        for fmt in FORMATS:
+            build_ensemble(study.url, STUDY, 2, folder / f"ensemble.{fmt}", study.artifacts, "cpu", fmt=fmt)
+
+    folder = made_once(tmp_path_factory, "ensembles", make)
     return {fmt: folder / f"ensemble.{fmt}" for fmt in FORMATS}

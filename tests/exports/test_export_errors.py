@@ -15,8 +15,8 @@ from export_helpers import FORMATS, STUDY, cli, copy_study, error_line, tree
 from mnist_hpo.checkpoints import CheckpointError, read_checkpoint
 from mnist_hpo.errors import UserError
 from mnist_hpo.exports import ExportInfo, export_model, open_export
+from mnist_hpo.inference import predict_pixels
 from mnist_hpo.models import build_model
-from mnist_hpo.predict import predict_pixels
 
 INFO = ExportInfo({"name": "tiny-cnn"}, val_accuracy=0.5)
 

@@ -17,7 +17,7 @@ from mnist_hpo.data import DeviceLoader, Split
 from mnist_hpo.errors import UserError
 from mnist_hpo.exports import open_export, sniff
 from mnist_hpo.exports.program import network_input
-from mnist_hpo.predict import predict_pixels
+from mnist_hpo.inference import predict_pixels
 
 #: Each export under a name that claims another format: predict must look at the bytes.
 WRONG_NAMES = {"pt": "model.onnx", "safetensors": "model.pt2", "onnx": "model.pt", "pt2": "model.safetensors"}

@@ -17,7 +17,7 @@ from export_helpers import json_result, without_mnist_hpo
 
 from mnist_hpo.checkpoints import load_checkpoint
 from mnist_hpo.exports import ExportInfo, export_model
-from mnist_hpo.predict import predict_pixels
+from mnist_hpo.inference import predict_pixels
 
 AGREEMENT = 0.999
 

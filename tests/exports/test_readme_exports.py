@@ -16,7 +16,7 @@ import pytest
 from export_helpers import without_mnist_hpo
 from test_export_files import write_kaggle_csv
 
-from mnist_hpo.predict import predict_pixels
+from mnist_hpo.inference import predict_pixels
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## Using an exported model"

@@ -40,6 +40,18 @@ def test_take_is_atomic_prefers_the_first_key_and_records_the_first_heartbeat(sq
     assert storage.count_states(rdb, study_id) == {TrialState.RUNNING: 4}
 
 
+def test_the_take_marks_the_trial_in_the_same_transaction_and_running_marks_are_read_in_one_query(sql):
+    rdb, study, study_id = sql
+    owner = {"host": "h", "pid": 7}
+    trial_id, number = storage.take_waiting_trial(rdb, study_id, "retry_history", ("mnist_hpo:owner", owner))
+    assert rdb.get_trial(trial_id).system_attrs["mnist_hpo:owner"] == owner, "read back through Optuna's public API"
+    assert storage.take_waiting_trial(rdb, study_id, "retry_history") is not None  # taken without a mark
+    assert storage.running_attrs(rdb, study_id, "mnist_hpo:owner") == {trial_id: owner}, "unmarked trials are left out"
+    trial = storage.trial_handle(study, trial_id, number)
+    study.tell(trial, trial.suggest_float("x", 0, 1))
+    assert storage.running_attrs(rdb, study_id, "mnist_hpo:owner") == {}, "finished trials are left out"
+
+
 def test_running_trials_that_never_beat_are_found(sql):
     rdb, _, study_id = sql
     trial_id = rdb.get_trial_id_from_study_id_trial_number(study_id, 0)

@@ -11,7 +11,7 @@ import sqlalchemy
 
 from mnist_hpo import storage
 from mnist_hpo.errors import UserError
-from mnist_hpo.search import Faults, open_for_workers
+from mnist_hpo.tuning import Faults, open_for_workers
 
 
 @pytest.fixture

@@ -1,0 +1,212 @@
+"""The objective: build the trial's network, train it, judge it every epoch, keep its checkpoint.
+
+It knows the trainer and the models, and Optuna's trial; the dashboard's pictures and notes come
+from the ``on_finish`` hook the command wires in, so this layer never imports ``dashboards``.
+A retried trial continues from the last training state of the trial it replaces; if that state is
+missing or unreadable it starts over and says so.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import optuna
+import torch
+
+from mnist_hpo import storage as stores
+from mnist_hpo.checkpoints import checkpoint_bytes, zip_entries
+from mnist_hpo.console import console
+from mnist_hpo.data import Split, Splits
+from mnist_hpo.errors import TrainingDiverged
+from mnist_hpo.models import build_model, count_parameters, mult_adds
+from mnist_hpo.trainer import EpochReport, TrainConfig, TrainResult, train
+from mnist_hpo.tuning.settings import StudySettings
+from mnist_hpo.tuning.space import Space
+from mnist_hpo.versions import library_versions
+
+MODEL_ARTIFACT = "model.pt"  # the trial's kept weights (best validation epoch): what export, best and ensemble read
+
+
+def resume_key(study_name: str, trial_number: int) -> str:
+    """Where a trial's full training state lives in the artifact store while it may be retried."""
+    return f"resume-{study_name}-{trial_number}.pt"
+
+
+@dataclass
+class TrialEnd:
+    """What a finished trial leaves for whoever shows it (the dashboard publisher)."""
+
+    curve: list[dict[str, float]]
+    result: TrainResult | None  # None when the trial was pruned or diverged
+    val: Split
+    stopped: str | None  # why it ended early, if it did
+    epochs: int  # the study's maximum
+    artifacts: Any  # the artifact store the trial writes to
+
+
+EpochJudge = Callable[[optuna.Trial, EpochReport, int, bool], str | None]  # (trial, epoch, parameters, last) -> why stop
+
+
+@dataclass
+class Objective:
+    settings: StudySettings
+    splits: Splits
+    device: torch.device
+    artifacts: Any  # an Optuna artifact store
+    seed: int = 0
+    on_epoch: Callable[[optuna.Trial, EpochReport], None] | None = None  # progress display
+    on_step: Callable[[optuna.Trial, int, int], None] | None = None  # progress inside an epoch: (trial, batches done, of)
+    on_finish: Callable[[optuna.Trial, TrialEnd], None] | None = None  # pictures and notes
+    judge: EpochJudge | None = None  # stops a trial after an epoch; default: the study's pruner
+    _space: Space = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._space = Space.from_dict(self.settings.space)
+        if self.judge is None:
+            from mnist_hpo.tuning.pruners import judge_for
+
+            self.judge = judge_for(self.settings)
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        family, sampled = self._space.sample(trial)
+        spec = {"name": "family", "config": family.to_dict()}
+        config = replace(
+            TrainConfig(epochs=self.settings.epochs, epoch_images=self.settings.epoch_images, seed=self.seed + trial.number), **sampled
+        )
+        torch.manual_seed(config.seed)
+        model = build_model(spec)
+        parameters = count_parameters(model)
+        stores.ride_out(self._describe, trial, spec, model, parameters, config)
+        if self.settings.max_params and parameters > self.settings.max_params:
+            trial.set_user_attr("stopped", f"over the parameter budget ({parameters:,} > {self.settings.max_params:,}); not trained")
+            trial.set_user_attr("epochs_run", 0)
+            raise optuna.TrialPruned(f"{parameters:,} parameters exceed --max-params {self.settings.max_params:,}")
+
+        resume = self._resume_state(trial)
+        started = time.perf_counter()
+        curve: list[dict[str, float]] = []
+        on_epoch = self._epoch_hook(trial, curve, parameters, config.epochs)
+
+        def on_checkpoint(state: dict[str, Any]) -> None:
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            stores.write_blob(self.artifacts, resume_key(trial.study.study_name, trial.number), buffer.getvalue())
+
+        try:
+            result = train(
+                model,
+                self.splits.train,
+                config,
+                self.device,
+                val=self.splits.val,
+                on_epoch=on_epoch,
+                on_step=(lambda done, total: self.on_step(trial, done, total)) if self.on_step else None,
+                on_checkpoint=on_checkpoint,
+                resume=resume,
+            )
+        except (TrainingDiverged, optuna.TrialPruned) as exc:
+            stopped = str(exc) or "pruned"
+            self._finish(trial, TrialEnd(curve, None, self.splits.val, stopped, self.settings.epochs, self.artifacts))
+            if isinstance(exc, TrainingDiverged):
+                trial.set_user_attr("stopped", stopped)
+                raise optuna.TrialPruned(stopped) from None
+            raise
+        finally:
+            trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
+
+        metrics = {"val_accuracy": result.val_accuracy}
+        data = checkpoint_bytes(result.model, spec, metrics, {"train_config": config.to_dict()})
+        stores.ride_out(self._keep, trial, result.kept_epoch, data)
+        self._finish(trial, TrialEnd(curve, result, self.splits.val, None, self.settings.epochs, self.artifacts))
+        if self.settings.multi_objective:
+            return result.val_accuracy, float(parameters)
+        return result.val_accuracy
+
+    def _epoch_hook(
+        self, trial: optuna.Trial, curve: list[dict[str, float]], parameters: int, epochs: int
+    ) -> Callable[[EpochReport], None]:
+        """What happens after every epoch: the curve grows, progress shows, the epoch is recorded and judged."""
+
+        def record(report: EpochReport) -> str | None:
+            """One epoch into the storage (repeatable: a lost connection runs it again) and the judge's verdict."""
+            trial.set_user_attr("epochs_run", report.epoch)
+            trial.set_user_attr("learning_curve", curve)
+            trial.set_user_attr("images_per_s", round(report.images_per_s, 1))
+            # The judge never stops a trial after its last epoch: there is nothing left to save, and
+            # pruning then would only throw the finished result away (Hyperband puts a rung at 3, 9, 27).
+            stopped = self.judge(trial, report, parameters, report.epoch >= epochs)
+            if stopped:
+                trial.set_user_attr("stopped", stopped)
+            return stopped
+
+        def on_epoch(report: EpochReport) -> None:
+            curve.append({"epoch": report.epoch, "train_loss": report.train_loss, "val_accuracy": report.val_accuracy})
+            if self.on_epoch:
+                self.on_epoch(trial, report)
+            stopped = stores.ride_out(record, report)
+            if stopped:
+                raise optuna.TrialPruned(stopped)
+
+        return on_epoch
+
+    def _describe(self, trial: optuna.Trial, spec: dict, model: torch.nn.Module, parameters: int, config: TrainConfig) -> None:
+        device = str(self.device) + (f" ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda" else "")
+        for key, value in {
+            "model_spec": spec,
+            "parameters": parameters,
+            "mult_adds": mult_adds(model),
+            "device": device,
+            "seed": config.seed,
+            "train_config": config.to_dict(),
+            "versions": library_versions(),
+        }.items():
+            trial.set_user_attr(key, value)
+
+    def _keep(self, trial: optuna.Trial, kept_epoch: int, checkpoint: bytes) -> None:
+        trial.set_user_attr("best_epoch", kept_epoch)
+        stores.upload_bytes(trial, self.artifacts, MODEL_ARTIFACT, checkpoint)
+
+    def _finish(self, trial: optuna.Trial, end: TrialEnd) -> None:
+        """The trial is over for good: its resume states (and its retried trials') are no longer needed."""
+        if self.on_finish:
+            self.on_finish(trial, end)
+        for number in [*trial.user_attrs.get("retry_history", []), trial.number]:
+            stores.remove_blob(self.artifacts, resume_key(trial.study.study_name, number))
+
+    def abandon(self, study: optuna.Study, number: int) -> str:
+        """Trial ``number`` was failed by another worker while this one ran it (a partition, a stall):
+        remove its resume state unless a queued or running retry still reads it; says which."""
+        live = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING))
+        retries = [t.number for t in live if number in (t.user_attrs.get("retry_history") or [])]
+        if retries:
+            return f"its resume state stays for its retry, trial {retries[0]}, which removes it when done"
+        stores.remove_blob(self.artifacts, resume_key(study.study_name, number))
+        return "its resume state was removed (its retry is done), so nothing is left behind"
+
+    def _resume_state(self, trial: optuna.Trial) -> dict[str, Any] | None:
+        """A retried trial continues from the last training state of the trial it replaces."""
+        history = trial.user_attrs.get("retry_history") or []
+        if not history:
+            return None
+        previous = history[-1]
+        problem = "its training state is missing (it died before its first epoch ended)"
+        data = stores.read_blob(self.artifacts, resume_key(trial.study.study_name, previous))
+        if data is not None:
+            try:
+                zip_entries(data)  # the zip checked as any model file is, before torch reads it (checkpoints.py)
+                state = torch.load(io.BytesIO(data), map_location=self.device, weights_only=True)
+                epoch = int(state["epoch"])
+            except Exception as exc:  # truncated, corrupt, or not a training state
+                problem = f"its training state cannot be read ({type(exc).__name__})"
+            else:
+                trial.set_user_attr("resumed_from", {"trial": previous, "epoch": epoch})
+                console.print(f"trial {trial.number}: resuming trial {previous} after epoch {epoch}")
+                return state
+        message = f"cannot resume trial {previous}: {problem}; starting over from epoch 1"
+        trial.set_user_attr("resume_failed", message)
+        console.print(f"trial {trial.number}: {message}")
+        return None
