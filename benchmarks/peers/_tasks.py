@@ -1,0 +1,136 @@
+"""What the peers benchmark runs: its tasks, its systems, and where each run's result file goes."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results" / "peers"
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    description: str
+    profile: str  # the mnist-hpo profile: space, fidelity (epochs, images per epoch) and data
+    space_file: str | None  # a TOML file of changes on top of the profile's space, relative to the repository
+    max_params: int | None  # networks over this are pruned before training (every system: the objective does it)
+    objectives: str  # "accuracy", or "accuracy,params" for a Pareto front
+    budget_s: float
+    seeds: int  # how many seeds a full run gives it
+    target: float | None = None  # time to this validation accuracy is reported
+
+    @property
+    def multi_objective(self) -> bool:
+        return "," in self.objectives
+
+
+TASKS: dict[str, Task] = {
+    "quick": Task(
+        "quick",
+        "the quick profile's space and fidelity (12k images per epoch, up to 8 epochs), best validation accuracy",
+        profile="quick",
+        space_file=None,
+        max_params=None,
+        objectives="accuracy",
+        budget_s=600,
+        seeds=5,
+        target=0.99,
+    ),
+    "small": Task(
+        "small",
+        "networks of at most 9,956 parameters (seed 002's tiny-cnn): the quick profile with benchmarks/tiny-budget.toml, "
+        "best validation accuracy",
+        profile="quick",
+        space_file="benchmarks/tiny-budget.toml",
+        max_params=9956,
+        objectives="accuracy",
+        budget_s=600,
+        seeds=3,
+    ),
+    "pareto": Task(
+        "pareto",
+        "validation accuracy x parameters on the quick profile's space: hypervolume of the Pareto front",
+        profile="quick",
+        space_file=None,
+        max_params=None,
+        objectives="accuracy,params",
+        budget_s=600,
+        seeds=3,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    description: str
+    module: str | None  # the package it needs beyond mnist-hpo's own (None: always there)
+    single: bool = True  # runs the single-objective tasks
+    multi: bool = True  # runs the multi-objective task
+    why_not_multi: str = ""
+
+    def runs(self, task: Task) -> bool:
+        return self.multi if task.multi_objective else self.single
+
+    def why_not(self, task: Task) -> str:
+        return self.why_not_multi if task.multi_objective else "it searches two objectives; it runs the pareto task only"
+
+    def installed(self) -> bool:
+        return self.module is None or importlib.util.find_spec(self.module) is not None
+
+
+RAY_SINGLE = "Ray Tune's ASHAScheduler ranks trials by one metric; a Pareto search has no Ray scheduler to compare"
+SYSTEMS: dict[str, System] = {
+    s.name: s
+    for s in (
+        System(
+            "mnist-hpo",
+            "mnist-hpo's defaults: TPE (multivariate, 5 start-up trials) + Hyperband; MO-ASHA for two objectives; "
+            "trial 0 the published baseline",
+            None,
+        ),
+        System(
+            "optuna-default",
+            "optuna.create_study() defaults (TPESampler) + MedianPruner(), trial.report per epoch "
+            "(no pruner for two objectives: Optuna cannot prune them)",
+            None,
+        ),
+        System("random", "Optuna's RandomSampler, no pruning: the floor", None),
+        System(
+            "ray-asha",
+            "Ray Tune Tuner, its default search (BasicVariantGenerator: random) + ASHAScheduler(max_t=epochs)",
+            "ray.tune",
+            multi=False,
+            why_not_multi=RAY_SINGLE,
+        ),
+        System(
+            "ray-optuna",
+            "Ray Tune Tuner, OptunaSearch (TPE, define-by-run on the same space) + ASHAScheduler(max_t=epochs)",
+            "ray.tune",
+            multi=False,
+            why_not_multi=RAY_SINGLE,
+        ),
+        System(
+            "syne-asha",
+            "Syne Tune ASHA (random search, reduction factor 3) on the local backend",
+            "syne_tune",
+            multi=False,
+            why_not_multi="the Pareto task runs Syne Tune's MOASHA (syne-moasha)",
+        ),
+        System("syne-moasha", "Syne Tune MOASHA (non-dominated sorting, random search) on the local backend", "syne_tune", single=False),
+    )
+}
+
+
+def condition(task: str, data: str, budget: float, epochs: int | None = None, epoch_images: int | None = None) -> str:
+    """What makes runs comparable: the task, the data, the budget and any change to the profile's fidelity."""
+    fidelity = (f"_{epochs}ep" if epochs else "") + (f"_{epoch_images}img" if epoch_images else "")
+    return f"{task}_{data}_{budget:g}s{fidelity}"
+
+
+def result_path(folder: Path, condition: str, system: str, seed: int) -> Path:
+    """One JSON file per (condition, system, seed): runs of other data, budgets or fidelities never mix."""
+    return folder / f"{condition}_{system}_seed{seed}.json"
