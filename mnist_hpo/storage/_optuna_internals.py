@@ -140,15 +140,7 @@ def count_states(storage: BaseStorage, study_id: int) -> Counter[TrialState]:
         .where(models.TrialModel.study_id == study_id)
         .group_by(models.TrialModel.state)
     )
-    session = storage.scoped_session()
-    try:
-        rows = session.execute(query).all()
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    rows = _read(storage, query)
     return Counter({TrialState(state) if not isinstance(state, TrialState) else state: count for state, count in rows})
 
 
@@ -166,15 +158,7 @@ def running_without_heartbeat(storage: RDBStorage, study_id: int) -> list[int]:
         .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING)
         .where(~sqlalchemy.exists().where(beats.c.trial_id == trials.c.trial_id))
     )
-    session = storage.scoped_session()
-    try:
-        ids = [row[0] for row in session.execute(query)]
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    ids = [row[0] for row in _read(storage, query)]
     return ids
 
 
@@ -191,15 +175,7 @@ def running_attrs(storage: RDBStorage, study_id: int, key: str) -> dict[int, Any
         .join(trials, trials.c.trial_id == attrs.c.trial_id)
         .where(trials.c.study_id == study_id, trials.c.state == TrialState.RUNNING, attrs.c.key == key)
     )
-    session = storage.scoped_session()
-    try:
-        rows = session.execute(query).all()
-        session.commit()
-    except Exception:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+    rows = _read(storage, query)
     return {trial_id: json.loads(value) for trial_id, value in rows}
 
 
@@ -289,3 +265,17 @@ class _WaitingGrpcStorageProxy(optuna.storages.GrpcStorageProxy):
         self._channel = grpc.insecure_channel(f"{self._host}:{self._port}", options=options)
         self._stub = api_pb2_grpc.StorageServiceStub(self._channel)
         self._cache = GrpcClientCache(self._stub)
+
+
+def _read(storage: RDBStorage, query: Any) -> list[Any]:
+    """The rows of a read-only ``query`` in a session of the storage's own, closed (and rolled back on error)."""
+    session = storage.scoped_session()
+    try:
+        rows = session.execute(query).all()
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+    return rows
