@@ -81,7 +81,7 @@ def child(study_name: str, folder: str) -> None:
     import optuna
 
     from mnist_hpo import storage
-    from mnist_hpo.tuning import Faults, RetryDeadTrial, Worker, open_for_workers, quiet_optuna
+    from mnist_hpo.tuning import Faults, RetryDeadTrial, Worker, WorkerSpec, open_for_workers, quiet_optuna
 
     quiet_optuna()
     faults = Faults(HEARTBEAT_S, GRACE_S, 3).validated()
@@ -107,7 +107,7 @@ def child(study_name: str, folder: str) -> None:
         while not Path(folder, "start").exists():
             time.sleep(0.01)
         before = resource.getrusage(resource.RUSAGE_SELF)
-        worker = Worker(study, rdb, objective, faults)
+        worker = Worker(study, rdb, objective, WorkerSpec(faults))
         worker.run()
     except BaseException as exc:  # counted and reported
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
@@ -165,14 +165,17 @@ class ConnectionWatch:
         self.connection.close()
 
 
-def run_workers(cluster, url: str, workers: int, trials: int, name: str, pool: str | None = None) -> dict:
-    """Create the study, start ``workers`` processes, start them together, wait for all; the figures of the run."""
+def run_workers(cluster, url: str, workers: int, trials: int, name: str, pool: str | None = None, create_url: str | None = None) -> dict:
+    """Create the study (on ``create_url``, the database behind a proxy, if given), start ``workers`` processes together, wait for all."""
+    import optuna
+
     from mnist_hpo import storage
     from mnist_hpo.tuning import SearchRequest, budget_view, ensure_budget_study, get_profile, new_settings
 
     settings = new_settings(SearchRequest(profile="quick"), get_profile("quick", False))
+    ensure_budget_study(storage.open_storage(create_url or url), name, settings, budget=lambda stored, view: trials)
     rdb = storage.open_storage(url)
-    study, _, _ = ensure_budget_study(rdb, name, settings, budget=lambda stored, view: trials)
+    study = optuna.load_study(study_name=name, storage=rdb)
     folder = Path(tempfile.mkdtemp(prefix=f"scale-{name}-"))
     env = {**os.environ, "MNIST_HPO_STORAGE": url, "OMP_NUM_THREADS": "1", **({"SCALE_POOL": pool} if pool else {})}
     with ConnectionWatch(cluster) as watch:
@@ -280,7 +283,9 @@ def main() -> None:
                     row = {
                         "path": path,
                         "pool": args.pool or ",".join(map(str, storage.WORKER_POOL)),
-                        **run_workers(cluster, url, workers, args.trials_per_worker * workers, f"{path}-{workers}", args.pool),
+                        **run_workers(
+                            cluster, url, workers, args.trials_per_worker * workers, f"{path}-{workers}", args.pool, create_url=database
+                        ),
                     }
                 finally:
                     if proxy is not None:

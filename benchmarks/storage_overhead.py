@@ -63,7 +63,7 @@ def child(url: str, study_name: str, ready, start_at, results) -> None:
     _quiet()
     import optuna
 
-    from mnist_hpo.tuning import Faults, Worker, open_for_workers
+    from mnist_hpo.tuning import Faults, Worker, WorkerSpec, open_for_workers
 
     faults = Faults(HEARTBEAT_S, GRACE_S, 3).validated()
     rdb = open_for_workers(url, faults)
@@ -77,7 +77,7 @@ def child(url: str, study_name: str, ready, start_at, results) -> None:
     while time.time() < start_at.value:
         time.sleep(0.001)
     started = time.perf_counter()
-    worker = Worker(study, rdb, objective, faults)
+    worker = Worker(study, rdb, objective, WorkerSpec(faults))
     error = ""
     try:
         worker.run()
@@ -95,15 +95,19 @@ def child(url: str, study_name: str, ready, start_at, results) -> None:
     )
 
 
-def measure(url: str, workers: int, trials: int, label: str) -> dict:
+def measure(url: str, workers: int, trials: int, label: str, create_url: str | None = None) -> dict:
+    """``create_url``: where the budget is set (the SQL database behind a gRPC proxy); default ``url``."""
     _quiet()
+    import optuna
+
     from mnist_hpo import storage
     from mnist_hpo.tuning import SearchRequest, budget_view, ensure_budget_study, get_profile, new_settings
 
     name = f"overhead-{label}-{workers}"
     settings = new_settings(SearchRequest(profile="smoke"), get_profile("smoke", False))
+    ensure_budget_study(storage.open_storage(create_url or url), name, settings, budget=lambda stored, view: trials)
     rdb = storage.open_storage(url)
-    study, _, _ = ensure_budget_study(rdb, name, settings, budget=lambda stored, view: trials)
+    study = optuna.load_study(study_name=name, storage=rdb)
     context = mp.get_context("spawn")
     ready, results = context.Queue(), context.Queue()
     start_at = context.Value("d", 0.0)
@@ -172,7 +176,7 @@ def main() -> None:
                     )
                     assert "serving" in proxy.stdout.readline()
                     url = f"grpc://127.0.0.1:{port}"
-                row = measure(url, workers, trials, storage_name)
+                row = measure(url, workers, trials, storage_name, create_url=database if storage_name == "grpc" else None)
                 if proxy is not None:
                     proxy.terminate()
                     proxy.wait(timeout=60)

@@ -164,6 +164,7 @@ ADVERSARIAL = {
     "tests/commands/test_interrupted_budget.py": "Ctrl-C while a budget is raised or a warm start copied",
     "tests/commands/test_search_timeout.py": "--timeout bounds the whole command: a locked study, one being created",
     "tests/commands/test_storage_faults.py": "a disk filling under a trial: one line, the trial re-queued",
+    "tests/commands/test_space_networks.py": "a space whose largest network no trial can train: one line, nothing stored",
     "tests/distributed/test_faults.py": "full disks, lost servers and killed workers",
 }
 

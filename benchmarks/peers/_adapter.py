@@ -151,7 +151,7 @@ def run_engine(ours: Ours, folder: Path, *, seed: int, budget: float, threads: i
 
     from mnist_hpo.commands.search import publisher
     from mnist_hpo.deadline import Deadline
-    from mnist_hpo.tuning import Faults, ensure_budget_study, open_for_workers, work
+    from mnist_hpo.tuning import Faults, WorkerSpec, ensure_budget_study, open_for_workers, work
 
     url, name = f"sqlite:///{folder}/mnist-hpo.db", "peers"
     faults = Faults().validated()
@@ -165,16 +165,13 @@ def run_engine(ours: Ours, folder: Path, *, seed: int, budget: float, threads: i
         on_finish(trial, end)
 
     started = time.monotonic()
-    work(
-        url,
-        name,
+    spec = WorkerSpec(
         faults,
         device=str(ours.device),
         artifacts=folder / "artifacts",
         seed=seed,
         deadline=Deadline.after(budget, start=started),
         threads=threads,
-        splits=ours.splits,
-        on_finish=finished,
     )
+    work(url, name, spec, splits=ours.splits, on_finish=finished)
     return optuna.load_study(study_name=name, storage=url), started

@@ -19,6 +19,7 @@ from mnist_hpo.exports import DEFAULT_INPUT_DTYPE, ExportResult
 from mnist_hpo.storage import open_artifacts
 from mnist_hpo.trainer import resolve_device
 from mnist_hpo.tuning import own_trials, quiet_optuna
+from mnist_hpo.tuning.attrs import EPOCHS_RUN_ATTR, PARAMETERS_ATTR, SECONDS_ATTR, TRIAL_STOPPED_ATTR
 
 
 def load(study: str, *, storage: str | None = None, artifacts: str | Path | None = None) -> StudyResult:
@@ -102,9 +103,9 @@ def _row(trial: FrozenTrial) -> dict[str, Any]:
         "number": trial.number,
         "state": trial.state.name,
         "validation_accuracy": trial.values[0] if trial.values else None,
-        "parameters": attrs.get("parameters"),
-        "epochs": attrs.get("epochs_run"),
-        "seconds": attrs.get("seconds"),
-        "stopped": attrs.get("stopped"),
+        "parameters": attrs.get(PARAMETERS_ATTR),
+        "epochs": attrs.get(EPOCHS_RUN_ATTR),
+        "seconds": attrs.get(SECONDS_ATTR),
+        "stopped": attrs.get(TRIAL_STOPPED_ATTR),
         "params": dict(trial.params),
     }

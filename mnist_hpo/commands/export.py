@@ -24,6 +24,7 @@ from mnist_hpo.exports import DEFAULT_INPUT_DTYPE, ExportInfo, ExportResult, che
 from mnist_hpo.models import SoftmaxAverage
 from mnist_hpo.trainer import evaluate, resolve_device
 from mnist_hpo.tuning import StudySettings, is_copied
+from mnist_hpo.tuning.attrs import COPIED_ATTR, TRAIN_CONFIG_ATTR
 
 
 def export_trial(
@@ -46,7 +47,7 @@ def export_trial(
         matches = [t for t in ranked if t.number == trial_number]
         copied = [t for t in study.get_trials(deepcopy=False) if t.number == trial_number and is_copied(t)]
         if copied:
-            source = copied[0].user_attrs["copied_from"]
+            source = copied[0].user_attrs[COPIED_ATTR]
             raise UserError(
                 f"trial {trial_number} of {name!r} was copied from study {source['study']!r} (trial {source['trial']}) "
                 f"by its warm start; export it from there: --study {source['study']} --trial {source['trial']}"
@@ -141,7 +142,7 @@ def export_info(
     settings = StudySettings.load(study)
     single = len(trials) == 1 and spec.get("name") != "ensemble"
     params = trials[0].params if single else {str(t.number): t.params for t in trials}
-    configs = [t.user_attrs.get("train_config") for t in trials]
+    configs = [t.user_attrs.get(TRAIN_CONFIG_ATTR) for t in trials]
     subset = f", training on its first {settings.train_subset:,} images" if settings.train_subset else ""
     return ExportInfo(
         model_spec=spec,

@@ -10,7 +10,18 @@ from optuna.trial import FrozenTrial, TrialState
 from mnist_hpo import storage as stores
 from mnist_hpo.console import accuracy, console
 from mnist_hpo.errors import UserError
-from mnist_hpo.tuning import LIFTED_ATTR, STOPPED_ATTR, StudySettings, budget_view, own_pareto_front, own_trials
+from mnist_hpo.tuning import StudySettings, budget_view, own_pareto_front, own_trials
+from mnist_hpo.tuning.attrs import (
+    DATA_SOURCE_ATTR,
+    EPOCHS_RUN_ATTR,
+    LIFTED_ATTR,
+    OPTUNA_RETRY_HISTORY_ATTR,
+    PARAMETERS_ATTR,
+    RESUME_FAILED_ATTR,
+    RESUMED_FROM_ATTR,
+    STOPPED_ATTR,
+    TEST_ACCURACY_ATTR,
+)
 from mnist_hpo.tuning.settings import stop_rule_rows
 
 
@@ -41,7 +52,7 @@ def show_status(url: str | None, name: str | None) -> None:
     settings = StudySettings.load(study)
     console.print(
         f"profile {settings.profile}, objectives {','.join(settings.objectives)}, {settings.epochs} epochs max, "
-        f"data {study.user_attrs.get('data_source', settings.data)}"
+        f"data {study.user_attrs.get(DATA_SOURCE_ATTR, settings.data)}"
     )
     copied = len(study.get_trials(deepcopy=False)) - len(trials)
     if copied:
@@ -110,18 +121,18 @@ def _counts(trials: list[FrozenTrial]) -> dict[TrialState, int]:
 def retry_chains(study: optuna.Study) -> list[str]:
     """One line per retried trial: its chain of attempts and where the last one started."""
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    retries = [t for t in trials.values() if t.system_attrs.get("retry_history")]
-    last_of_chain = [t for t in retries if not any(t.number in r.system_attrs.get("retry_history", []) for r in retries)]
+    retries = [t for t in trials.values() if t.system_attrs.get(OPTUNA_RETRY_HISTORY_ATTR)]
+    last_of_chain = [t for t in retries if not any(t.number in r.system_attrs.get(OPTUNA_RETRY_HISTORY_ATTR, []) for r in retries)]
     lines = []
     for trial in sorted(last_of_chain, key=lambda t: t.number):
         parts = []
-        for number in [*trial.system_attrs["retry_history"], trial.number]:
+        for number in [*trial.system_attrs[OPTUNA_RETRY_HISTORY_ATTR], trial.number]:
             attempt = trials.get(number)
             if attempt is None:
                 continue
-            resumed = attempt.user_attrs.get("resumed_from")
+            resumed = attempt.user_attrs.get(RESUMED_FROM_ATTR)
             note = f" resumed after epoch {resumed['epoch']}" if isinstance(resumed, dict) and "epoch" in resumed else ""
-            if attempt.user_attrs.get("resume_failed"):
+            if attempt.user_attrs.get(RESUME_FAILED_ATTR):
                 note = " started over (no usable checkpoint)"
             parts.append(f"trial {number} {attempt.state.name}{note}")
         lines.append(" -> ".join(parts))
@@ -131,8 +142,8 @@ def retry_chains(study: optuna.Study) -> list[str]:
 def print_trial(trial: FrozenTrial, title: str) -> None:
     attrs = trial.user_attrs
     console.print(
-        f"{title} {trial.number}: {accuracy('validation', trial.values[0])}, {attrs.get('parameters', 0):,} parameters, "
-        f"{attrs.get('epochs_run')} epochs"
+        f"{title} {trial.number}: {accuracy('validation', trial.values[0])}, {attrs.get(PARAMETERS_ATTR, 0):,} parameters, "
+        f"{attrs.get(EPOCHS_RUN_ATTR)} epochs"
     )
     for key, value in trial.params.items():
         console.print(f"  {key} = {value}")
@@ -158,6 +169,6 @@ def show_best(url: str | None, name: str, test: bool, artifacts: str | Path | No
 
 def record_test_accuracy(study: optuna.Study, trial_number: int, value: float) -> None:
     """Finished trials are immutable, so measured test figures live on the study, labelled."""
-    measured = dict(study.user_attrs.get("test_accuracy", {}))
+    measured = dict(study.user_attrs.get(TEST_ACCURACY_ATTR, {}))
     measured[str(trial_number)] = value
-    study.set_user_attr("test_accuracy", measured)
+    study.set_user_attr(TEST_ACCURACY_ATTR, measured)

@@ -105,23 +105,24 @@ def train_from_study(
     printed and recorded in the checkpoint, so a smoke study's best can be retrained on full MNIST.
     """
     from mnist_hpo.commands.status import completed_by_validation, open_study
+    from mnist_hpo.tuning.attrs import MODEL_SPEC_ATTR, TRAIN_CONFIG_ATTR
     from mnist_hpo.tuning.settings import StudySettings
 
     target = resolve_device(device)
     study, _ = open_study(url, name)
     best = completed_by_validation(study)[0]
-    if "train_config" not in best.user_attrs or "model_spec" not in best.user_attrs:
+    if TRAIN_CONFIG_ATTR not in best.user_attrs or MODEL_SPEC_ATTR not in best.user_attrs:
         raise UserError(f"trial {best.number} has no recorded training configuration; it was made by an older mnist-hpo")
     settings = StudySettings.load(study)
     changed = {key: value for key, value in overrides.items() if value is not None}
-    config = replace(TrainConfig.from_dict(best.user_attrs["train_config"]), **{"epochs": settings.epochs, **changed})
+    config = replace(TrainConfig.from_dict(best.user_attrs[TRAIN_CONFIG_ATTR]), **{"epochs": settings.epochs, **changed})
     config.validate()
     if source is None:  # the study's own data, unless the user names other data (then all of it unless --subset)
         source, subset = settings.data, subset if subset is not None else settings.train_subset
     splits = data.load_splits(source, subset=subset, log=console.print)
     joined = splits.train + splits.val
     torch.manual_seed(config.seed)
-    model = build_model(best.user_attrs["model_spec"])
+    model = build_model(best.user_attrs[MODEL_SPEC_ATTR])
     console.print(
         f"retraining trial {best.number}'s configuration (chosen on validation) on train + validation "
         f"({len(joined):,} images from {splits.source}) for {plural(config.epochs, 'epoch')} on {_where(target)}; the last epoch is kept"
@@ -146,7 +147,7 @@ def train_from_study(
         "retrained_on": "train + validation, last epoch kept",
     }
     if save:
-        digest = save_checkpoint(save, result.model, best.user_attrs["model_spec"], metrics, record)
+        digest = save_checkpoint(save, result.model, best.user_attrs[MODEL_SPEC_ATTR], metrics, record)
         console.print(f"saved checkpoint {save} (sha256 {digest}): exactly the weights trained above")
     return Trained(result.model, result.history, result.kept_epoch, None, metrics.get("test_accuracy"), config, save, record)
 

@@ -16,8 +16,26 @@ from torch import nn
 
 from mnist_hpo import redact
 from mnist_hpo.models import build_model
-from mnist_hpo.tuning.copies import WARM_START_ATTR
-from mnist_hpo.tuning.settings import ATTR as SETTINGS_ATTR, LIFTED_ATTR, STOPPED_ATTR, stop_rule_rows
+from mnist_hpo.tuning.attrs import (
+    BEST_EPOCH_ATTR,
+    DATA_SOURCE_ATTR,
+    DEVICE_ATTR,
+    EPOCHS_RUN_ATTR,
+    IMAGES_PER_S_ATTR,
+    LIFTED_ATTR,
+    MODEL_SPEC_ATTR,
+    MULT_ADDS_ATTR,
+    PARAMETERS_ATTR,
+    PUBLISHED_BASELINE_ATTR,
+    RESUMED_FROM_ATTR,
+    SECONDS_ATTR,
+    SEED_ATTR,
+    SETTINGS_ATTR,
+    STOPPED_ATTR,
+    TRIAL_STOPPED_ATTR,
+    WARM_START_ATTR,
+)
+from mnist_hpo.tuning.settings import stop_rule_rows
 from mnist_hpo.tuning.space import Space
 
 METRIC_NAMES = {"accuracy": "validation accuracy", "params": "parameters"}
@@ -129,41 +147,41 @@ def trial_note(
     Hyperparameters and per-epoch values are left out: the dashboard lists the former beside the
     note and the learning-curve picture shows the latter.
     """
-    epochs_run = len(curve) or int(user_attrs.get("epochs_run") or 0)
+    epochs_run = len(curve) or int(user_attrs.get(EPOCHS_RUN_ATTR) or 0)
     of = f" of {epochs}" if epochs else ""
     if completed:
         outcome = "completed"
         epoch_line = f"{epochs_run}{of}"
     else:
-        reason = stopped or user_attrs.get("stopped") or "pruned"
+        reason = stopped or user_attrs.get(TRIAL_STOPPED_ATTR) or "pruned"
         outcome = f"stopped: {reason}"
         epoch_line = f"{epochs_run}{of}, stopped after epoch {epochs_run}" if epochs_run else f"0{of} (not trained)"
     accuracies = [float(p["val_accuracy"]) for p in curve]
     if val_accuracy is None and accuracies:
         val_accuracy = max(accuracies)
-    best_epoch = user_attrs.get("best_epoch") or (accuracies.index(max(accuracies)) + 1 if accuracies else None)
+    best_epoch = user_attrs.get(BEST_EPOCH_ATTR) or (accuracies.index(max(accuracies)) + 1 if accuracies else None)
     summary = [
         ("outcome", outcome),
         ("validation accuracy (best epoch)", f"{100 * val_accuracy:.2f}% (epoch {best_epoch})" if val_accuracy is not None else "-"),
         ("epochs run", epoch_line),
-        ("parameters", user_attrs.get("parameters", "-")),
-        ("mult-adds per image", _mult_adds(user_attrs.get("mult_adds"))),
-        ("device", user_attrs.get("device", "-")),
+        ("parameters", user_attrs.get(PARAMETERS_ATTR, "-")),
+        ("mult-adds per image", _mult_adds(user_attrs.get(MULT_ADDS_ATTR))),
+        ("device", user_attrs.get(DEVICE_ATTR, "-")),
         (
             "training images/s (last epoch)",
-            f"{round(user_attrs['images_per_s']):,}" if isinstance(user_attrs.get("images_per_s"), (int, float)) else "-",
+            f"{round(user_attrs[IMAGES_PER_S_ATTR]):,}" if isinstance(user_attrs.get(IMAGES_PER_S_ATTR), (int, float)) else "-",
         ),
-        ("seed", user_attrs.get("seed", "-")),
+        ("seed", user_attrs.get(SEED_ATTR, "-")),
     ]
-    if user_attrs.get("seconds") is not None:
-        summary.append(("seconds", user_attrs["seconds"]))
-    if user_attrs.get("resumed_from"):
-        resumed = user_attrs["resumed_from"]
+    if user_attrs.get(SECONDS_ATTR) is not None:
+        summary.append(("seconds", user_attrs[SECONDS_ATTR]))
+    if user_attrs.get(RESUMED_FROM_ATTR):
+        resumed = user_attrs[RESUMED_FROM_ATTR]
         summary.append(("resumed from", f"trial {resumed.get('trial')} after epoch {resumed.get('epoch')}"))
-    if user_attrs.get("published_baseline"):
+    if user_attrs.get(PUBLISHED_BASELINE_ATTR):
         summary.append(("configuration", "the published one (baseline)"))
     parts = [f"## Trial {number}: {outcome}", _table(("", ""), summary, "ll")]
-    spec = user_attrs.get("model_spec")
+    spec = user_attrs.get(MODEL_SPEC_ATTR)
     if isinstance(spec, Mapping):
         try:
             parts += ["### Architecture", architecture_table(spec)]
@@ -202,8 +220,8 @@ def study_note(name: str, user_attrs: Mapping[str, Any]) -> str:
                 "they seed the sampler and count in no budget, best or front)",
             )
         )
-    if user_attrs.get("data_source"):
-        rows.append(("data", user_attrs["data_source"]))
+    if user_attrs.get(DATA_SOURCE_ATTR):
+        rows.append(("data", user_attrs[DATA_SOURCE_ATTR]))
     versions = settings.get("versions") or {}
     if versions:
         rows.append(("versions", ", ".join(f"{k} {v}" for k, v in versions.items())))

@@ -21,6 +21,7 @@ import optuna
 from mnist_hpo import redact, storage
 from mnist_hpo.console import console
 from mnist_hpo.dashboards import figures, notes
+from mnist_hpo.tuning.attrs import SETTINGS_ATTR, TRIAL_STOPPED_ATTR
 
 PNG = "image/png"
 
@@ -47,7 +48,7 @@ def publish_trial(
     try:
         completed = val_accuracy is not None
         title = f"trial {trial.number}"
-        reason = None if completed else (stopped or trial.user_attrs.get("stopped") or "pruned")
+        reason = None if completed else (stopped or trial.user_attrs.get(TRIAL_STOPPED_ATTR) or "pruned")
         storage.upload_bytes(trial, artifacts, figures.CURVES, figures.learning_curves_png(curve, title, reason), PNG)
         if completed and predictions is not None and val_labels is not None and val_images is not None:
             storage.upload_bytes(trial, artifacts, figures.CONFUSION, figures.confusion_matrix_png(val_labels, predictions, title), PNG)
@@ -85,7 +86,7 @@ def ensure_study_note(study: optuna.Study) -> bool:
         return False  # written before, or by someone in the dashboard: never overwrite it
     user_attrs = study.user_attrs
     save_note(study, notes.study_note(study.study_name, user_attrs))
-    objectives = (user_attrs.get(notes.SETTINGS_ATTR) or {}).get("objectives") or []
+    objectives = (user_attrs.get(SETTINGS_ATTR) or {}).get("objectives") or []
     if objectives and not study.metric_names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # set_metric_names is "experimental"

@@ -25,9 +25,22 @@ from mnist_hpo import redact, storage
 from mnist_hpo.console import console
 from mnist_hpo.dashboards import figures
 from mnist_hpo.errors import UserError
+from mnist_hpo.tuning.attrs import (
+    BEST_EPOCH_ATTR,
+    DATA_SOURCE_ATTR,
+    EPOCHS_RUN_ATTR,
+    LIFTED_ATTR,
+    MULT_ADDS_ATTR,
+    PARAMETERS_ATTR,
+    SECONDS_ATTR,
+    SETTINGS_ATTR,
+    STOPPED_ATTR,
+    TEST_ACCURACY_ATTR,
+    WARM_START_ATTR,
+)
 from mnist_hpo.tuning.baseline import baseline_comparison
-from mnist_hpo.tuning.copies import WARM_START_ATTR, own_pareto_front, own_study, own_trials
-from mnist_hpo.tuning.settings import ATTR as SETTINGS_ATTR, LIFTED_ATTR, STOPPED_ATTR, stop_rule_rows
+from mnist_hpo.tuning.copies import own_pareto_front, own_study, own_trials
+from mnist_hpo.tuning.settings import stop_rule_rows
 
 TOP_TRIALS = 10
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -154,8 +167,8 @@ def _header(study: optuna.Study, trials: list[FrozenTrial], settings: dict[str, 
         if settings.get(key) is not None:
             value = settings[key]
             rows.append((key.replace("_", " "), ", ".join(value) if isinstance(value, list) else value))
-    if study.user_attrs.get("data_source"):
-        rows.append(("data", study.user_attrs["data_source"]))
+    if study.user_attrs.get(DATA_SOURCE_ATTR):
+        rows.append(("data", study.user_attrs[DATA_SOURCE_ATTR]))
     directions = ", ".join(d.name.lower() for d in study.directions)
     rows.append(("directions", directions))
     return f"<h1>Study {html.escape(study.study_name)}</h1>\n" + _table(None, rows)
@@ -171,7 +184,7 @@ def _honest_numbers(study: optuna.Study, ranked: list[FrozenTrial], trials: list
         parts.append("<p>No trial has completed yet, so there is no best trial; run <code>mnist-hpo search</code> to add trials.</p>")
         return "\n".join(parts)
     best = ranked[0]
-    tested = study.user_attrs.get("test_accuracy") or {}
+    tested = study.user_attrs.get(TEST_ACCURACY_ATTR) or {}
     rows = [
         (
             f"best by validation: trial {best.number}",
@@ -291,16 +304,16 @@ def _top_trials(ranked: list[FrozenTrial], multi: bool) -> str:
     for rank, trial in enumerate(ranked[:TOP_TRIALS], start=1):
         attrs = trial.user_attrs
         params = ", ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
-        mult_adds = attrs.get("mult_adds")
+        mult_adds = attrs.get(MULT_ADDS_ATTR)
         rows.append(
             (
                 rank,
                 trial.number,
                 _percent(trial.values[0]),
-                f"{attrs['parameters']:,}" if isinstance(attrs.get("parameters"), int) else "-",
+                f"{attrs[PARAMETERS_ATTR]:,}" if isinstance(attrs.get(PARAMETERS_ATTR), int) else "-",
                 f"{mult_adds / 1e6:.2f} M" if isinstance(mult_adds, (int, float)) else "-",
-                f"{attrs.get('best_epoch', '-')} / {attrs.get('epochs_run', '-')}",
-                f"{attrs['seconds']:.1f}" if isinstance(attrs.get("seconds"), (int, float)) else "-",
+                f"{attrs.get(BEST_EPOCH_ATTR, '-')} / {attrs.get(EPOCHS_RUN_ATTR, '-')}",
+                f"{attrs[SECONDS_ATTR]:.1f}" if isinstance(attrs.get(SECONDS_ATTR), (int, float)) else "-",
                 params,
             )
         )

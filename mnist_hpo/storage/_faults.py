@@ -13,7 +13,7 @@ from mnist_hpo.errors import UserError
 _FAULTS = (
     (
         "database or disk is full",
-        "the disk under the study database is full: free some space, then run the same command again (finished trials are kept)",
+        "the disk under the study database is full: free some space, then {then} (finished trials are kept)",
     ),
     (
         "attempt to write a readonly database",
@@ -30,12 +30,17 @@ _FAULTS = (
         "the study database stayed locked by another process past the busy timeout: let that process finish, "
         "or use PostgreSQL or journal:PATH for many processes",
     ),
-    ("disk I/O error", "the disk under the study database failed to read or write (disk I/O error): check the disk, then run again"),
+    ("disk I/O error", "the disk under the study database failed to read or write (disk I/O error): check the disk, then {then}"),
 )
 
 
-def storage_fault(exc: BaseException) -> UserError | None:
-    """The one-line error for a storage fault anywhere in ``exc``'s chain, or None if it is no storage fault."""
+def storage_fault(exc: BaseException, then: str = "run the same command again") -> UserError | None:
+    """The one-line error for a storage fault anywhere in ``exc``'s chain, or None if it is no storage fault.
+
+    ``then``: what to do once the fault is fixed, where the caller knows better than "the same command
+    again" (a search that added N trials to its budget would add them twice: the engine names the
+    command that continues the study).
+    """
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -43,6 +48,6 @@ def storage_fault(exc: BaseException) -> UserError | None:
         text = str(getattr(current, "orig", None) or current)
         for fragment, line in _FAULTS:
             if fragment in text:
-                return UserError(line)
+                return UserError(line.format(then=then))
         current = current.__cause__ or current.__context__
     return None

@@ -11,8 +11,8 @@ the counts the others read) holds this lock meanwhile:
   when the holder dies. (SQLite's own locks are POSIX record locks, which ``flock`` does not touch
   on a local filesystem, as long as no descriptor of the file is ever closed: see ``_descriptor``.
   Like SQLite itself, this is not meant for network filesystems.)
-- A gRPC proxy offers no lock: concurrent budget changes through one are not serialised (use the
-  SQL storage behind it for `study create` and `search`; workers only take trials).
+- A gRPC proxy offers no lock, so budget changes through one are refused (``tuning._budget.
+  refuse_through_proxy``): `study create` and `search` run on the SQL storage behind it; workers only take trials.
 
 With a ``deadline`` (a command's --timeout) the wait gives up at it with ``StudyLocked``, before
 anything is written; without one it waits as long as the holder holds the lock.

@@ -14,6 +14,7 @@ the interrupted command's line names one that does so without raising the budget
 from __future__ import annotations
 
 import contextlib
+import shlex
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -31,11 +32,11 @@ from mnist_hpo.deadline import NEVER, Deadline
 from mnist_hpo.errors import SearchInterrupted, UserError
 from mnist_hpo.signals import Interrupts
 from mnist_hpo.tuning._owner import process_gone, this_process
+from mnist_hpo.tuning.attrs import CREATING_ATTR, DATA_SOURCE_ATTR, PUBLISHED_BASELINE_ATTR, REPLACES_ATTR, RETRY_OF_ATTR, SETTINGS_ATTR
 from mnist_hpo.tuning.copies import copied_counts, copy_trials, own_trials, recount_copies
-from mnist_hpo.tuning.settings import ATTR, StudySettings, check_study_name
+from mnist_hpo.tuning.settings import StudySettings, check_study_name
 from mnist_hpo.tuning.space import Space
 
-CREATING_ATTR = "mnist_hpo:creating"  # study system attribute while its budget is being queued
 SETTINGS_WAIT_S = 60  # how long a worker waits for a study that another process is still creating
 MARK_WAIT_S = 5  # how long an empty study without settings or creator may be one whose creator has not marked it yet
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -93,7 +94,7 @@ def queue_budget(study: optuna.Study, settings: StudySettings, count: int, basel
     """Queue ``count`` waiting trials: the published configuration first when ``baseline``, then free ones."""
     for index in range(count):
         if index == 0 and baseline:
-            study.enqueue_trial(Space.from_dict(settings.space).published(), user_attrs={"published_baseline": True})
+            study.enqueue_trial(Space.from_dict(settings.space).published(), user_attrs={PUBLISHED_BASELINE_ATTR: True})
         else:
             study.enqueue_trial({})
 
@@ -124,12 +125,45 @@ def ensure_budget_study(
     adding again, which an interrupted raise names (None: the command sets the budget, so the same
     command again finishes the job). Returns the study, its settings and a one-line account.
     """
+    refuse_through_proxy(storage, name)
     try:
         storage.get_study_id_from_name(name)
     except KeyError:
         check_study_name(name)  # a new study only: one made by an older release keeps its name
     with _continuable(storage, name, finish) as change, stores.study_lock(storage, name, deadline=deadline):  # one budget change at a time
         return _ensure(storage, name, settings, budget, data_source, copies, deadline, change)
+
+
+def check_objectives(name: str, stored: StudySettings, asked: StudySettings) -> None:
+    """An existing study keeps what it optimises: another --objectives is a one-line error, not a second study's values."""
+    if stored.objectives != asked.objectives:
+        raise UserError(
+            f"study {name!r} optimises {','.join(stored.objectives)}, not {','.join(asked.objectives)}; "
+            f"pass --objectives {','.join(stored.objectives)} or a new --study name"
+        )
+
+
+def refuse_through_proxy(storage: BaseStorage | str, name: str) -> None:
+    """A budget change through a gRPC proxy is refused before anything is written: the proxy cannot hold the study's lock.
+
+    Optuna's proxy serves single storage calls, no lock and no transaction, so two commands changing
+    a budget through it would both read the old one and both queue. The storage behind the proxy has
+    the lock; workers only take trials, so they join through the proxy. ``storage``: the storage, or
+    its URL (a command checks before opening anything).
+    """
+    if isinstance(storage, str):
+        if not storage.startswith("grpc://"):
+            return
+        proxy = storage
+    elif isinstance(storage, optuna.storages.GrpcStorageProxy):
+        proxy = stores.describe(storage)
+    else:
+        return
+    raise UserError(
+        f"the budget of study {name!r} cannot be set through the gRPC proxy {proxy} (it cannot hold the study's lock, so "
+        "two commands could both queue): run this command with the proxy's own --storage URL, then join workers with "
+        f"`mnist-hpo worker --study {shlex.quote(name)} --storage {proxy}`"
+    )
 
 
 @dataclass
@@ -169,7 +203,7 @@ def _interrupted(storage: BaseStorage, name: str, change: _Change, finish: str |
     """
     head = f"interrupted while queueing the budget of study {name!r}"
     try:
-        recorded = (storage.get_study_user_attrs(storage.get_study_id_from_name(name)).get(ATTR) or {}).get("n_trials")
+        recorded = (storage.get_study_user_attrs(storage.get_study_id_from_name(name)).get(SETTINGS_ATTR) or {}).get("n_trials")
     except KeyError:  # not created yet
         recorded = None
     except Exception:  # the storage is out of reach: what was written is unknown
@@ -209,7 +243,7 @@ def _ensure(
         queue_budget(study, settings, settings.n_trials, baseline=True)
         warm = _warm_start(study, settings, copies)
         if data_source:
-            study.set_user_attr("data_source", data_source)
+            study.set_user_attr(DATA_SOURCE_ATTR, data_source)
         settings.save(study)  # last: a study with settings has its whole budget queued
         return (
             study,
@@ -224,18 +258,14 @@ def _ensure(
         settings.n_trials = budget(None, None)
         return _finish_creation(study, storage, settings, data_source, copies)
     change.existed, change.before = True, stored.n_trials
-    if stored.objectives != settings.objectives:
-        raise UserError(
-            f"study {name!r} optimises {','.join(stored.objectives)}, not {','.join(settings.objectives)}; "
-            f"pass --objectives {','.join(stored.objectives)} or a new --study name"
-        )
+    check_objectives(name, stored, settings)
     new_budget = budget(stored, budget_view(storage, study_id, stored.n_trials or 0))
     if new_budget != stored.n_trials:
         stored.n_trials = new_budget
         stored.save(study)
     queued = _top_up(study, storage, study_id, stored, new_budget)
-    if data_source and "data_source" not in study.user_attrs:
-        study.set_user_attr("data_source", data_source)
+    if data_source and DATA_SOURCE_ATTR not in study.user_attrs:
+        study.set_user_attr(DATA_SOURCE_ATTR, data_source)
     account = f"study {name!r} exists: {budget_view(storage, study_id, new_budget).describe()}"
     if queued:
         account += f"; queued {queued} more"
@@ -261,7 +291,7 @@ def _finish_creation(
     warm = _warm_start(study, settings, copies)
     settings.warm_start = present or settings.warm_start
     if data_source:
-        study.set_user_attr("data_source", data_source)
+        study.set_user_attr(DATA_SOURCE_ATTR, data_source)
     settings.save(study)  # last, as in a creation: a study with settings is whole
     return study, settings, f"finished creating study {name!r} (budget {settings.n_trials}, {queued} trials queued){warm}"
 
@@ -278,7 +308,7 @@ def _top_up(study: optuna.Study, storage: BaseStorage, study_id: int, settings: 
     view = budget_view(storage, study_id, budget)
     missing = budget - view.finished - view.in_flight
     if missing > 0:
-        first = not any(t.user_attrs.get("published_baseline") for t in study.get_trials(deepcopy=False))
+        first = not any(t.user_attrs.get(PUBLISHED_BASELINE_ATTR) for t in study.get_trials(deepcopy=False))
         queue_budget(study, settings, missing, baseline=first)
     return max(0, missing)
 
@@ -304,17 +334,17 @@ def queue_missing(
         return 0  # the usual case: one count, no lock
     with _continuable(storage, name, finish, topping_up=True), stores.study_lock(storage, name, deadline=deadline):
         trials = own_trials(study.get_trials(deepcopy=False))
-        replaced = {t.user_attrs.get(key) for t in trials for key in ("retry_of", "replaces")}
+        replaced = {t.user_attrs.get(key) for t in trials for key in (RETRY_OF_ATTR, REPLACES_ATTR)}
         held = sum(t.state != TrialState.FAIL or t.number not in replaced for t in trials)
         missing = (StudySettings.load(study).n_trials or 0) - held  # as recorded now: a raise may have come meanwhile
         if missing > 0:
-            queue_budget(study, settings, missing, baseline=not any(t.user_attrs.get("published_baseline") for t in trials))
+            queue_budget(study, settings, missing, baseline=not any(t.user_attrs.get(PUBLISHED_BASELINE_ATTR) for t in trials))
         return max(0, missing)
 
 
 def is_half_made(storage: BaseStorage, study_id: int) -> bool:
     """A study whose creator has not (yet) written its settings."""
-    return not storage.get_study_user_attrs(study_id).get(ATTR) and CREATING_ATTR in storage.get_study_system_attrs(study_id)
+    return not storage.get_study_user_attrs(study_id).get(SETTINGS_ATTR) and CREATING_ATTR in storage.get_study_system_attrs(study_id)
 
 
 def wait_for_settings(
@@ -330,8 +360,8 @@ def wait_for_settings(
     marked_by = time.monotonic() + MARK_WAIT_S  # a creator marks its empty study right after creating it
     while True:
         attrs = storage.get_study_user_attrs(study_id)
-        if attrs.get(ATTR):
-            return StudySettings.from_dict(attrs[ATTR], study.study_name)
+        if attrs.get(SETTINGS_ATTR):
+            return StudySettings.from_dict(attrs[SETTINGS_ATTR], study.study_name)
         system = storage.get_study_system_attrs(study_id)
         if CREATING_ATTR not in system and (time.monotonic() > marked_by or storage.get_n_trials(study_id) > 0):
             return StudySettings.load(study)  # raises: a study that mnist-hpo did not make

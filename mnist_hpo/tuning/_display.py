@@ -7,10 +7,18 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mnist_hpo.console import accuracy, console, plural
 from mnist_hpo.storage import Pasteable
+from mnist_hpo.tuning.attrs import (
+    EPOCHS_RUN_ATTR,
+    FAIL_REASON_SYSTEM_ATTR,
+    LEARNING_CURVE_ATTR,
+    PARAMETERS_ATTR,
+    SECONDS_ATTR,
+    STOPPED_ATTR,
+    TRIAL_STOPPED_ATTR,
+)
 from mnist_hpo.tuning.baseline import baseline_comparison
 from mnist_hpo.tuning.copies import own_pareto_front, own_trials
 from mnist_hpo.tuning.settings import StudySettings
-from mnist_hpo.tuning.stopping import STOPPED_ATTR
 
 
 def trial_line(trial: FrozenTrial) -> str:
@@ -20,15 +28,15 @@ def trial_line(trial: FrozenTrial) -> str:
         value = accuracy("validation", trial.values[0]) + (f", {int(trial.values[1]):,} params" if len(trial.values) > 1 else "")
     elif trial.intermediate_values:
         value = f"last {accuracy('validation', list(trial.intermediate_values.values())[-1])}"
-    elif attrs.get("learning_curve"):
-        value = f"last {accuracy('validation', attrs['learning_curve'][-1]['val_accuracy'])}"
+    elif attrs.get(LEARNING_CURVE_ATTR):
+        value = f"last {accuracy('validation', attrs[LEARNING_CURVE_ATTR][-1]['val_accuracy'])}"
     else:
-        reason = trial.system_attrs.get("fail_reason", "")
-        value = attrs.get("stopped") or (reason.splitlines()[-1] if reason else "")
+        reason = trial.system_attrs.get(FAIL_REASON_SYSTEM_ATTR, "")
+        value = attrs.get(TRIAL_STOPPED_ATTR) or (reason.splitlines()[-1] if reason else "")
     params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
     return (
-        f"trial {trial.number:>3} {trial.state.name:<8} {value}  {plural(attrs.get('parameters', 0), 'parameter')}  "
-        f"{plural(attrs.get('epochs_run', 0), 'epoch')}  {attrs.get('seconds', 0):.1f} s  [{params}]"
+        f"trial {trial.number:>3} {trial.state.name:<8} {value}  {plural(attrs.get(PARAMETERS_ATTR, 0), 'parameter')}  "
+        f"{plural(attrs.get(EPOCHS_RUN_ATTR, 0), 'epoch')}  {attrs.get(SECONDS_ATTR, 0):.1f} s  [{params}]"
     )
 
 
@@ -65,7 +73,8 @@ def print_outcome(study: optuna.Study, settings: StudySettings, where: str, past
         attrs = best.user_attrs
         console.print(
             f"best trial {best.number}: {accuracy('validation', best.values[0])} "
-            f"({plural(attrs.get('parameters', 0), 'parameter')}, {plural(attrs.get('epochs_run') or 0, 'epoch')}, {attrs.get('seconds', 0):.0f} s)"
+            f"({plural(attrs.get(PARAMETERS_ATTR, 0), 'parameter')}, {plural(attrs.get(EPOCHS_RUN_ATTR) or 0, 'epoch')}, "
+            f"{attrs.get(SECONDS_ATTR, 0):.0f} s)"
         )
         console.print(baseline_comparison(best, trials))
     console.print("next:" + (f" ({paste.secret_note})" if paste.secret_note else ""))

@@ -32,12 +32,21 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mnist_hpo import storage as stores
 from mnist_hpo.console import console
-from mnist_hpo.deadline import NEVER, Deadline
 from mnist_hpo.errors import StorageUnavailable, UserError
 from mnist_hpo.signals import Interrupts
 from mnist_hpo.tuning._budget import BudgetView, budget_view, view_of_trials
 from mnist_hpo.tuning._owner import this_process
-from mnist_hpo.tuning._retries import OWNER_ATTR, RETRY_KEY, Faults, Heartbeats, RetryDeadTrial, queue_replacement, requeue
+from mnist_hpo.tuning._retries import Heartbeats, RetryDeadTrial, queue_replacement, requeue
+from mnist_hpo.tuning._spec import EngineHooks, WorkerSpec
+from mnist_hpo.tuning.attrs import (
+    FAIL_REASON_ATTR,
+    FAIL_REASON_SYSTEM_ATTR,
+    GPU_ATTR,
+    OPTUNA_RETRY_HISTORY_ATTR,
+    OWNER_ATTR,
+    PUBLISHED_BASELINE_ATTR,
+    WORKER_ATTR,
+)
 from mnist_hpo.tuning.copies import copied_counts
 from mnist_hpo.tuning.settings import StudySettings
 
@@ -70,34 +79,30 @@ class Worker:
         study: optuna.Study,
         storage: BaseStorage,
         objective: Objective,
-        faults: Faults,
+        spec: WorkerSpec,
         *,
+        hooks: EngineHooks = EngineHooks(),
+        stop_rule: StopRule | None = None,
+        interrupts: Interrupts | None = None,
         label: str | None = None,
         gpu: dict[str, Any] | None = None,
-        deadline: Deadline = NEVER,
-        on_trial: Callable[[FrozenTrial], None] | None = None,
-        on_poll: Callable[[BudgetView], None] | None = None,
-        interrupts: Interrupts | None = None,
-        stop_rule: StopRule | None = None,
-        on_refused: Callable[[optuna.Study, int], str] | None = None,
-        again: str | None = None,
     ) -> None:
         stores.check_optuna(storage)
         self.study = study
         self.storage = storage
         self.study_id = storage.get_study_id_from_name(study.study_name)
         self.objective = objective
-        self.faults = faults
+        self.faults = faults = spec.faults
+        self.deadline = spec.deadline  # the command's --timeout, counted from its start: no trial starts after it
+        self.again = spec.continue_command(study.study_name)
         self.label = label or worker_label()
         self.gpu = gpu
-        self.deadline = deadline  # the command's --timeout, counted from its start: no trial starts after it
-        self.on_trial = on_trial or (lambda trial: None)
-        self.on_poll = on_poll or (lambda view: None)
+        self.on_trial = hooks.on_trial or (lambda trial: None)
+        self.on_poll = hooks.on_poll or (lambda view: None)
+        self.on_refused = hooks.on_refused
         self.interrupts = interrupts or Interrupts()
         self.stop_rule = stop_rule
-        self.on_refused = on_refused  # cleans up what the refused trial left (its resume state); says what it did
         self.sql = stores.is_sql(storage)
-        self.again = again or f"mnist-hpo worker --study {study.study_name}"  # the command that continues the study
         self._owner = this_process() if self.sql else None  # recorded on each trial by the take itself: no extra write
         # Idle polls: SQL storages count in one cheap query; journal and gRPC re-read the trials, so less often.
         self.poll_s = 0.5 if self.sql else min(2.0, max(0.5, faults.heartbeat_interval / 2))
@@ -181,11 +186,12 @@ class Worker:
         tried from a random start, so workers starting together do not all race for the same trial.
         """
         if self.sql:
-            taken = stores.take_waiting_trial(self.storage, self.study_id, RETRY_KEY, (OWNER_ATTR, self._owner))
+            taken = stores.take_waiting_trial(self.storage, self.study_id, OPTUNA_RETRY_HISTORY_ATTR, (OWNER_ATTR, self._owner))
             return (*taken, bool(self.storage.heartbeat_interval)) if taken else None
         waiting = self._waiting  # as the view just before read them; a trial taken meanwhile is refused below
         first = sorted(
-            (t for t in waiting if RETRY_KEY in t.system_attrs or t.user_attrs.get("published_baseline")), key=lambda t: t.number
+            (t for t in waiting if OPTUNA_RETRY_HISTORY_ATTR in t.system_attrs or t.user_attrs.get(PUBLISHED_BASELINE_ATTR)),
+            key=lambda t: t.number,
         )
         early = {t.number for t in first}
         rest = [t for t in waiting if t.number not in early]
@@ -210,7 +216,7 @@ class Worker:
         except UserError:
             raise  # already its own line (a lost PostgreSQL server: the trial's heartbeat stops, another worker retries it)
         except Exception as exc:
-            fault = stores.storage_fault(exc)
+            fault = stores.storage_fault(exc, then=f"continue with `{self.again}`")
             if fault is None:
                 raise
             raise self._give_back(trial_id, number, fault) from exc
@@ -273,9 +279,9 @@ class Worker:
 
     def _start(self, trial_id: int, number: int) -> optuna.Trial:
         trial = stores.trial_handle(self.study, trial_id, number)
-        trial.set_user_attr("worker", self.label)
+        trial.set_user_attr(WORKER_ATTR, self.label)
         if self.gpu:
-            trial.set_user_attr("gpu", self.gpu)
+            trial.set_user_attr(GPU_ATTR, self.gpu)
         return trial
 
     def _fail(self, trial_id: int, number: int, reason: str, resume: bool) -> str | None:
@@ -327,12 +333,12 @@ class Worker:
     def _mark_failed(self, trial_id: int, reason: str) -> bool:
         """True if this worker failed the trial; the storage's state change is atomic, so exactly one process does."""
         try:
-            self.storage.set_trial_system_attr(trial_id, "fail_reason", reason)
-            self.storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+            self.storage.set_trial_system_attr(trial_id, FAIL_REASON_SYSTEM_ATTR, reason)
+            self.storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
             return self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
         except UpdateFinishedTrialError:  # failed by another worker, or by this one's first attempt (a repeat)
             frozen = self.storage.get_trial(trial_id)
-            return frozen.state == TrialState.FAIL and frozen.system_attrs.get("fail_reason") == reason
+            return frozen.state == TrialState.FAIL and frozen.system_attrs.get(FAIL_REASON_SYSTEM_ATTR) == reason
 
     def _refused(self, number: int) -> None:
         self.report.refused += 1

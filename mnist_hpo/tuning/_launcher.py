@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import optuna
@@ -29,7 +29,8 @@ from mnist_hpo.signals import Interrupts
 from mnist_hpo.trainer import default_threads
 from mnist_hpo.tuning._budget import FINISHED, budget_view
 from mnist_hpo.tuning._display import trial_line
-from mnist_hpo.tuning._retries import Faults
+from mnist_hpo.tuning._spec import WorkerSpec
+from mnist_hpo.tuning.attrs import WORKER_ATTR
 from mnist_hpo.tuning.copies import own_trials
 from mnist_hpo.tuning.settings import StudySettings
 from mnist_hpo.tuning.tracking import MLFLOW_ENV
@@ -108,33 +109,20 @@ def refuse_shared_sqlite(url: str, workers: int) -> None:
         )
 
 
-def launch_workers(
-    url: str,
-    storage: BaseStorage,
-    study: optuna.Study,
-    slots: list[Slot],
-    faults: Faults,
-    *,
-    device: str,
-    artifacts: str | Path | None,
-    seed: int | None,
-    deadline: Deadline,
-    again: str,
-    threads: int | None = None,
-    mlflow: str | None = None,
-) -> None:
+def launch_workers(url: str, storage: BaseStorage, study: optuna.Study, slots: list[Slot], spec: WorkerSpec) -> None:
     """Start one `mnist-hpo worker` process per slot and show their combined progress until all exit.
 
     Their logs are local files: in the artifact folder, or ./mnist-hpo-worker-logs with an object store.
-    Each trains on ``threads`` CPU threads, by default its share of the cores this process may use.
-    With ``mlflow`` (a tracking URI) each logs the trials it finishes there. Each inherits ``deadline``
-    (the command's --timeout, counted from the command's start), so none starts a trial after it.
+    Each trains on ``spec.threads`` CPU threads, by default its share of the cores this process may use.
+    With ``spec.mlflow`` (a tracking URI) each logs the trials it finishes there. Each inherits
+    ``spec.deadline`` (the command's --timeout, counted from the command's start), so none starts a trial after it.
     """
+    deadline, again = spec.deadline, spec.continue_command(study.study_name)
     if deadline.passed:
         console.print(f"--timeout reached before the workers started; what is left of the budget stays queued: continue with `{again}`")
         return
-    threads = threads if threads is not None else default_threads(share=len(slots))
-    location = str(artifacts if artifacts is not None else stores.DEFAULT_ARTIFACTS)
+    threads = spec.threads if spec.threads is not None else default_threads(share=len(slots))
+    location = str(spec.artifacts if spec.artifacts is not None else stores.DEFAULT_ARTIFACTS)
     stores.open_artifacts(location)
     if stores.is_object_store(location):
         logs = Path("mnist-hpo-worker-logs")
@@ -142,7 +130,8 @@ def launch_workers(
         location = str(Path(location).expanduser())
         logs = Path(location) / "worker-logs"
     logs.mkdir(exist_ok=True)
-    processes = [_start(url, study.study_name, slot, faults, threads, device, location, seed, deadline, logs, mlflow) for slot in slots]
+    each = replace(spec, artifacts=location, threads=threads)
+    processes = [_start(url, study.study_name, slot, each, logs) for slot in slots]
     placement = ", ".join(f"GPU {s.gpu}" for s in slots) if slots[0].gpu is not None else f"the CPU, {plural(threads, 'thread')} each"
     console.print(f"started {len(slots)} worker processes on {placement}; their logs: {logs}/")
     interrupted = _watch(study, processes, deadline)
@@ -161,31 +150,22 @@ def launch_workers(
     console.print(f"all workers done: {view.describe()}")
 
 
-def _start(
-    url: str,
-    study: str,
-    slot: Slot,
-    faults: Faults,
-    threads: int,
-    device: str,
-    artifacts: str,
-    seed: int | None,
-    deadline: Deadline,
-    logs: Path,
-    mlflow: str | None = None,
-) -> tuple[Slot, subprocess.Popen, Path]:
+def _start(url: str, study: str, slot: Slot, spec: WorkerSpec, logs: Path) -> tuple[Slot, subprocess.Popen, Path]:
+    """`mnist-hpo worker` for ``slot``, with ``spec``'s options (its artifacts and threads already resolved)."""
+    assert spec.threads is not None
+    threads, deadline, mlflow = spec.threads, spec.deadline, spec.mlflow
     env = dict(os.environ)
     env[stores.STORAGE_ENV] = url
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    command = [sys.executable, "-m", "mnist_hpo", "worker", "--study", study, "--artifacts", artifacts, "--threads", str(threads)]
-    command += faults.cli_args()
+    command = [sys.executable, "-m", "mnist_hpo", "worker", "--study", study, "--artifacts", str(spec.artifacts), "--threads", str(threads)]
+    command += spec.faults.cli_args()
     if slot.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = slot.gpu
         command += ["--device", "cuda"]
     else:
-        command += ["--device", device]
-    if seed is not None:
-        command += ["--seed", str(seed + slot.index)]
+        command += ["--device", spec.device]
+    if spec.seed is not None:
+        command += ["--seed", str(spec.seed + slot.index)]
     if deadline.bounded:  # what is left of it, not --timeout again; to the instant through the environment
         command += ["--timeout", f"{max(0.1, deadline.left()):.1f}"]
     env.pop(DEADLINE_ENV, None)
@@ -214,7 +194,7 @@ def _watch(study: optuna.Study, processes: list[tuple[Slot, subprocess.Popen, Pa
             for trial in sorted(trials, key=lambda t: t.number):
                 if trial.state.is_finished() and trial.number not in reported:
                     reported.add(trial.number)
-                    console.print(f"{trial_line(trial)}  ({trial.user_attrs.get('worker', '?')})")
+                    console.print(f"{trial_line(trial)}  ({trial.user_attrs.get(WORKER_ATTR, '?')})")
             counts = Counter(t.state for t in own_trials(trials))
             alive = sum(1 for _, p, _ in processes if p.poll() is None)
             bar.update(

@@ -13,6 +13,7 @@ from pathlib import Path
 from mnist_hpo.errors import UserError
 from mnist_hpo.trainer import check_threads
 from mnist_hpo.tuning._budget import BudgetView
+from mnist_hpo.tuning._networks import check_networks
 from mnist_hpo.tuning.profiles import Profile, get_profile
 from mnist_hpo.tuning.pruners import check_pruner
 from mnist_hpo.tuning.samplers import make_sampler
@@ -91,6 +92,8 @@ def new_settings(request: SearchRequest, profile: Profile) -> StudySettings:
     check_pruner(pruner, multi)
     if multi and (request.stop_after is not None or request.target is not None or request.terminator):
         raise UserError("--stop-after, --target and --terminator watch one objective; leave them out with --objectives accuracy,params")
+    origin = f"space file {request.space_file} (on profile {profile.name})" if request.space_file else f"profile {profile.name}"
+    check_networks(space, request.max_params, origin)  # last: it builds the smallest and largest network (imports torch)
     return StudySettings(
         profile=profile.name,
         space=space.to_dict(),

@@ -29,13 +29,22 @@ from optuna.trial import FrozenTrial, TrialState
 from mnist_hpo import storage as stores
 from mnist_hpo.errors import UserError
 from mnist_hpo.tuning._owner import process_gone
+from mnist_hpo.tuning.attrs import (
+    FAIL_REASON_ATTR,
+    HEARTBEAT_ATTR,
+    OPTUNA_FAILED_TRIAL_ATTR,
+    OPTUNA_FIXED_PARAMS_ATTR,
+    OPTUNA_RETRY_HISTORY_ATTR,
+    OWNER_ATTR,
+    PUBLISHED_BASELINE_ATTR,
+    REPLACES_ATTR,
+    RETRY_HISTORY_ATTR,
+    RETRY_OF_ATTR,
+)
 
 HEARTBEAT_S = 10
 GRACE_FACTOR = 6  # default grace period: six missed heartbeats
 MAX_RETRIES = 3
-HEARTBEAT_ATTR = "mnist_hpo:heartbeat"  # journal and gRPC storages: seconds since the epoch
-RETRY_KEY = "retry_history"  # the system attribute Optuna's retry callback keeps; retries are taken first
-OWNER_ATTR = "mnist_hpo:owner"  # SQL storages: the process that took a trial (_owner.this_process), set by the take
 
 
 @dataclass(frozen=True)
@@ -71,8 +80,8 @@ class Faults:
 
 
 def retry_history(trial: FrozenTrial) -> list[int]:
-    """Numbers of the trials this one retries, oldest first (Optuna's retry bookkeeping)."""
-    return list(trial.system_attrs.get(RETRY_KEY, []))
+    """Numbers of the trials this one retries, oldest first (Optuna's retry bookkeeping, not our user attribute copy)."""
+    return list(trial.system_attrs.get(OPTUNA_RETRY_HISTORY_ATTR, []))
 
 
 class RetryDeadTrial:
@@ -87,20 +96,22 @@ class RetryDeadTrial:
 
 def queue_replacement(study: optuna.Study, trial: FrozenTrial) -> None:
     """A fresh trial in a failed one's place; the published baseline's place goes to the published configuration again."""
-    if trial.user_attrs.get("published_baseline"):
-        published = trial.system_attrs.get("fixed_params") or trial.params
-        study.enqueue_trial(dict(published), user_attrs={"replaces": trial.number, "published_baseline": True})
+    if trial.user_attrs.get(PUBLISHED_BASELINE_ATTR):
+        published = trial.system_attrs.get(OPTUNA_FIXED_PARAMS_ATTR) or trial.params
+        study.enqueue_trial(dict(published), user_attrs={REPLACES_ATTR: trial.number, PUBLISHED_BASELINE_ATTR: True})
     else:
-        study.enqueue_trial({}, user_attrs={"replaces": trial.number})
+        study.enqueue_trial({}, user_attrs={REPLACES_ATTR: trial.number})
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> str:
     """Queue the retry of failed ``trial`` (a fresh trial once it ran out of retries); says which.
 
-    The retry is made by Optuna's RetryHeartbeatStaleTrialCallback (system attributes
-    "failed_trial" and "retry_history", which the objective reads to resume from the dead trial's
-    checkpoint), from a copy of the trial that carries only what a retry should inherit; "retry_of"
-    and "retry_history" are added as user attributes for people.
+    The retry is made by Optuna's RetryHeartbeatStaleTrialCallback, which keeps its own system
+    attributes "failed_trial" and "retry_history" (OPTUNA_FAILED_TRIAL_ATTR, OPTUNA_RETRY_HISTORY_ATTR),
+    from a copy of the trial that carries only what a retry should inherit. Our user attributes
+    "retry_of" and "retry_history" (RETRY_HISTORY_ATTR: the same list under the same key, but ours)
+    are added for people, and for the objective, which reads the latter to resume from the dead
+    trial's checkpoint.
     """
     history = [*retry_history(trial), trial.number]
     if len(history) > max_retries:
@@ -108,13 +119,12 @@ def requeue(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> str:
         return f"trial {trial.number} ran out of retries ({max_retries}); a fresh trial takes its place"
     inherit = copy.deepcopy(trial)
     # "fixed_params" (how Optuna enqueues): a trial that died before sampling has no params of its own to pass on
-    inherit.system_attrs = {
-        key: trial.system_attrs[key] for key in ("failed_trial", RETRY_KEY, "fixed_params") if key in trial.system_attrs
-    }
+    passed_on = (OPTUNA_FAILED_TRIAL_ATTR, OPTUNA_RETRY_HISTORY_ATTR, OPTUNA_FIXED_PARAMS_ATTR)
+    inherit.system_attrs = {key: trial.system_attrs[key] for key in passed_on if key in trial.system_attrs}
     inherit.user_attrs = {
-        "retry_of": trial.number,
-        "retry_history": history,
-        **({"published_baseline": True} if trial.user_attrs.get("published_baseline") else {}),
+        RETRY_OF_ATTR: trial.number,
+        RETRY_HISTORY_ATTR: history,
+        **({PUBLISHED_BASELINE_ATTR: True} if trial.user_attrs.get(PUBLISHED_BASELINE_ATTR) else {}),
     }
     RetryHeartbeatStaleTrialCallback(max_retry=max_retries)(study, inherit)
     return f"trial {trial.number} re-queued (retry {len(history)} of {max_retries})"
@@ -197,7 +207,7 @@ class Heartbeats:
         for trial_id in trial_ids:
             try:
                 if trial_id in reasons:  # written while RUNNING: a finished trial takes no attributes
-                    self.storage.set_trial_user_attr(trial_id, "fail_reason", reasons[trial_id])
+                    self.storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reasons[trial_id])
                 if not self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                     continue
             except UpdateFinishedTrialError:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
@@ -19,6 +18,8 @@ from mnist_hpo.tuning._budget import BudgetView, queue_missing, wait_for_setting
 from mnist_hpo.tuning._display import trial_line
 from mnist_hpo.tuning._engine import Worker, WorkerReport, worker_label
 from mnist_hpo.tuning._retries import Faults, RetryDeadTrial
+from mnist_hpo.tuning._spec import EngineHooks, WorkerSpec
+from mnist_hpo.tuning.attrs import DATA_SOURCE_ATTR, LEARNING_CURVE_ATTR
 from mnist_hpo.tuning.pruners import make_pruner
 from mnist_hpo.tuning.samplers import make_sampler
 from mnist_hpo.tuning.settings import StudySettings
@@ -71,45 +72,39 @@ def study_settings(study: optuna.Study, storage: optuna.storages.BaseStorage, de
 def work(
     url: str,
     study_name: str,
-    faults: Faults,
+    spec: WorkerSpec,
     *,
-    device: str = "auto",
-    artifacts: str | Path | None = None,
-    seed: int | None = None,
-    deadline: Deadline = NEVER,
-    threads: int | None = None,
     splits: Splits | None = None,
     on_finish: Callable | None = None,
     on_stop: Callable[[optuna.Study, str], None] | None = None,
     on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-    again: str | None = None,
 ) -> WorkerReport:
     """Run one worker in this process against an existing study until its budget is met or a stop rule stops it.
 
-    ``on_stop(study, reason)`` runs when the study stopped early (the dashboard note says why).
-    ``on_trial(study, trial)`` runs for every trial this worker finishes (complete, pruned or failed), as
-    Optuna's ``study.optimize`` runs its callbacks (the MLflow tracker).
-    ``threads``: CPU threads to train with (default: $OMP_NUM_THREADS, else every core this process may use).
-    ``deadline``: the command's --timeout, counted from the command's start: waiting for a study being
-    created gives up at it, and no trial starts after it.
+    ``spec``: how it runs (its faults, device, artifacts, sampler seed, deadline, threads). ``splits``:
+    the study's data if the caller has loaded it. ``on_finish(trial, end)``: the objective's "trial
+    finished" hook (the dashboard's pictures). ``on_stop(study, reason)`` runs when the study stopped
+    early (the dashboard note says why). ``on_trial(study, trial)`` runs for every trial this worker
+    finishes (complete, pruned or failed), as Optuna's ``study.optimize`` runs its callbacks (the MLflow
+    tracker). Waiting for a study being created gives up at ``spec.deadline``, and no trial starts after it.
     """
     from mnist_hpo.trainer import resolve_device, use_threads
     from mnist_hpo.tuning.objective import Objective
 
-    target = resolve_device(device)
-    stores.check_artifacts(artifacts)  # a wrong folder, bucket or credentials: one line, creating nothing
-    use_threads(threads)
-    rdb = open_for_workers(url, faults)
+    target = resolve_device(spec.device)
+    stores.check_artifacts(spec.artifacts)  # a wrong folder, bucket or credentials: one line, creating nothing
+    use_threads(spec.threads)
+    rdb = open_for_workers(url, spec.faults)
     study = stores.load_study(rdb, study_name)
-    settings = study_settings(study, rdb, deadline)
-    if queued := queue_missing(study, rdb, settings, again, deadline):  # a budget raise that was cut short: its trials, never more
+    settings = study_settings(study, rdb, spec.deadline)
+    if queued := queue_missing(study, rdb, settings, spec.again, spec.deadline):  # a budget raise cut short: its trials, never more
         console.print(f"queued {plural(queued, 'trial')} that the budget of study {study_name!r} lacked (a budget change was cut short)")
-    store = stores.open_artifacts(artifacts)  # the storage and the study's settings are there: now make the folder
+    store = stores.open_artifacts(spec.artifacts)  # the storage and the study's settings are there: now make the folder
     splits = _study_data(study, settings, splits)
-    sampler = make_sampler(settings.sampler, seed, settings.multi_objective, constant_liar=True)
+    sampler = make_sampler(settings.sampler, spec.seed, settings.multi_objective, constant_liar=True)
     study = stores.load_study(rdb, study_name, sampler=sampler, pruner=make_pruner(settings.pruner, settings.epochs))
     objective = Objective(settings, splits, target, store, seed=settings.seed or 0, on_finish=on_finish)
-    report = _run_engine(study, rdb, objective, faults, settings, splits, target, store, deadline=deadline, again=again, on_trial=on_trial)
+    report = _run_engine(study, rdb, objective, spec, settings, splits, target, store, on_trial=on_trial)
     label = worker_label()
     assert report.view is not None
     if report.stopped:
@@ -126,14 +121,12 @@ def _run_engine(
     study: optuna.Study,
     rdb: BaseStorage,
     objective: Objective,
-    faults: Faults,
+    spec: WorkerSpec,
     settings: StudySettings,
     splits: Splits,
     target: torch.device,
     store: object,  # the artifact store, shown in the worker's first line
     *,
-    deadline: Deadline,
-    again: str | None,
     on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
 ) -> WorkerReport:
     """Announce this worker, then run the trial engine with a progress bar until it stops."""
@@ -143,13 +136,14 @@ def _run_engine(
     where = f"on {target}" + (
         f" ({gpu['name']}, CUDA_VISIBLE_DEVICES={gpu['cuda_visible_devices']})" if gpu else f", {plural(_threads(), 'CPU thread')}"
     )
+    faults = spec.faults
     console.print(
         f"worker {label} joined study {study_name!r} in {stores.describe(rdb)} {where}, artifacts in {store}; "
         f"heartbeat every {faults.heartbeat_interval} s, grace {faults.grace_period} s, up to {faults.max_retries} retries"
     )
     interrupts = Interrupts()
     with interrupts.installed(), progress() as bar:
-        task = bar.add_task("trials", total=None, timeout=deadline.seconds(), unit="trials finished")
+        task = bar.add_task("trials", total=None, timeout=spec.deadline.seconds(), unit="trials finished")
 
         def on_poll(view: BudgetView) -> None:
             bar.update(task, total=view.budget, completed=view.finished)
@@ -164,32 +158,19 @@ def _run_engine(
 
         def on_step(trial: optuna.Trial, done: int, total: int) -> None:
             if done == 1:  # an epoch starts: one read of the trial's curve says which (a resumed trial starts past 1)
-                epoch_of[trial.number] = len(trial.user_attrs.get("learning_curve") or []) + 1
+                epoch_of[trial.number] = len(trial.user_attrs.get(LEARNING_CURVE_ATTR) or []) + 1
             epoch = epoch_of.get(trial.number, 1)
             bar.update(task, description=f"trial {trial.number} epoch {epoch}/{settings.epochs} batch {done}/{total}")
 
         objective.on_epoch, objective.on_step = on_epoch, on_step
-        engine = Worker(
-            study,
-            rdb,
-            objective,
-            faults,
-            label=label,
-            gpu=gpu,
-            deadline=deadline,
-            on_trial=_finished(study, on_trial),
-            on_poll=on_poll,
-            interrupts=interrupts,
-            stop_rule=stop_rule_for(settings, len(splits.val)),
-            on_refused=objective.abandon,
-            again=again,
-        )
+        hooks = EngineHooks(on_trial=_finished(study, on_trial), on_poll=on_poll, on_refused=objective.abandon)
+        stop_rule = stop_rule_for(settings, len(splits.val))
+        engine = Worker(study, rdb, objective, spec, hooks=hooks, stop_rule=stop_rule, interrupts=interrupts, label=label, gpu=gpu)
         try:
             report = engine.run()
         except KeyboardInterrupt:
             raise SearchInterrupted(
-                "interrupted: the running trial was marked FAIL and re-queued; any worker resumes it "
-                f"(`{again or f'mnist-hpo worker --study {study_name}'}`)"
+                f"interrupted: the running trial was marked FAIL and re-queued; any worker resumes it (`{spec.continue_command(study_name)}`)"
             ) from None
     return report
 
@@ -215,8 +196,8 @@ def _study_data(study: optuna.Study, settings: StudySettings, splits: Splits | N
         raise UserError(
             f"this worker's {settings.data} data (sha256 {splits.digest}) differ from the study's ({settings.data_digest}); fetch the same MNIST"
         )
-    if "data_source" not in study.user_attrs:
-        study.set_user_attr("data_source", splits.describe())
+    if DATA_SOURCE_ATTR not in study.user_attrs:
+        study.set_user_attr(DATA_SOURCE_ATTR, splits.describe())
     return splits
 
 

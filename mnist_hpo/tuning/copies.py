@@ -25,14 +25,13 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from mnist_hpo import storage as stores
 from mnist_hpo.errors import UserError
+from mnist_hpo.tuning.attrs import COPIED_ATTR, DATA_SOURCE_ATTR, PUBLISHED_BASELINE_ATTR, SETTINGS_ATTR, WARM_START_ATTR
 from mnist_hpo.tuning.mo_asha import Point, pareto_fronts
-from mnist_hpo.tuning.settings import ATTR, StudySettings
+from mnist_hpo.tuning.settings import StudySettings
 from mnist_hpo.tuning.space import Param
 
-COPIED_ATTR = "copied_from"  # trial user attribute of a copied trial: {"study": name, "trial": number there}
-WARM_START_ATTR = "warm_start"  # study user attribute: {"study": name, "copied": {"COMPLETE": n, "PRUNED": m}}
 COPIED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-_NOT_COPIED = ("published_baseline",)  # a copy is not this study's baseline
+_NOT_COPIED = (PUBLISHED_BASELINE_ATTR,)  # a copy is not this study's baseline
 
 
 def is_copied(trial: FrozenTrial) -> bool:
@@ -86,7 +85,7 @@ def warm_start_source(storage: BaseStorage, name: str, source: str, settings: St
     if source == name:
         raise UserError("a study cannot warm-start from itself; name an earlier study with --warm-start")
     other = stores.load_study(storage, source)
-    if not other.user_attrs.get(ATTR):
+    if not other.user_attrs.get(SETTINGS_ATTR):
         raise UserError(
             f"study {source!r} was not made by mnist-hpo (no settings recorded), so its space cannot be compared; warm-start from an mnist-hpo study"
         )
@@ -114,7 +113,7 @@ def warm_start_trials(other: optuna.Study, settings: StudySettings) -> list[Froz
 def _digest(study: optuna.Study) -> str:
     """The data digest a study recorded: in its settings, or (a study made by `study create`) in its data source line."""
     recorded = StudySettings.load(study).data_digest
-    found = re.search(r"sha256 ([0-9a-f]+)", str(study.user_attrs.get("data_source", "")))
+    found = re.search(r"sha256 ([0-9a-f]+)", str(study.user_attrs.get(DATA_SOURCE_ATTR, "")))
     return recorded or (found.group(1) if found else "")
 
 

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial
 
+from mnist_hpo.tuning.attrs import PARAMETERS_ATTR, RUNGS_ATTR
+
 REDUCTION_FACTOR = 3
-RUNGS_ATTR = "mo_asha_rungs"  # trial user attribute: {"1": validation accuracy after epoch 1, "3": ...}
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def rung_points(trials: Iterable[FrozenTrial], rung: int) -> list[Point]:
     points = []
     for trial in trials:
         value = (trial.user_attrs.get(RUNGS_ATTR) or {}).get(str(rung))
-        parameters = trial.user_attrs.get("parameters")
+        parameters = trial.user_attrs.get(PARAMETERS_ATTR)
         if value is not None and parameters is not None:
             points.append(Point(trial.number, float(value), float(parameters)))
     return points

@@ -24,6 +24,24 @@ from mnist_hpo.data import Split, Splits
 from mnist_hpo.errors import TrainingDiverged
 from mnist_hpo.models import build_model, count_parameters, mult_adds
 from mnist_hpo.trainer import EpochReport, TrainConfig, TrainResult, train
+from mnist_hpo.tuning.attrs import (
+    BEST_EPOCH_ATTR,
+    DEVICE_ATTR,
+    EPOCHS_RUN_ATTR,
+    IMAGES_PER_S_ATTR,
+    LEARNING_CURVE_ATTR,
+    MODEL_SPEC_ATTR,
+    MULT_ADDS_ATTR,
+    PARAMETERS_ATTR,
+    RESUME_FAILED_ATTR,
+    RESUMED_FROM_ATTR,
+    RETRY_HISTORY_ATTR,
+    SECONDS_ATTR,
+    SEED_ATTR,
+    TRAIN_CONFIG_ATTR,
+    TRIAL_STOPPED_ATTR,
+    VERSIONS_ATTR,
+)
 from mnist_hpo.tuning.settings import StudySettings
 from mnist_hpo.tuning.space import Space
 from mnist_hpo.versions import library_versions
@@ -82,8 +100,10 @@ class Objective:
         parameters = count_parameters(model)
         stores.ride_out(self._describe, trial, spec, model, parameters, config)
         if self.settings.max_params and parameters > self.settings.max_params:
-            trial.set_user_attr("stopped", f"over the parameter budget ({parameters:,} > {self.settings.max_params:,}); not trained")
-            trial.set_user_attr("epochs_run", 0)
+            trial.set_user_attr(
+                TRIAL_STOPPED_ATTR, f"over the parameter budget ({parameters:,} > {self.settings.max_params:,}); not trained"
+            )
+            trial.set_user_attr(EPOCHS_RUN_ATTR, 0)
             raise optuna.TrialPruned(f"{parameters:,} parameters exceed --max-params {self.settings.max_params:,}")
 
         resume = self._resume_state(trial)
@@ -112,11 +132,11 @@ class Objective:
             stopped = str(exc) or "pruned"
             self._finish(trial, TrialEnd(curve, None, self.splits.val, stopped, self.settings.epochs, self.artifacts))
             if isinstance(exc, TrainingDiverged):
-                trial.set_user_attr("stopped", stopped)
+                trial.set_user_attr(TRIAL_STOPPED_ATTR, stopped)
                 raise optuna.TrialPruned(stopped) from None
             raise
         finally:
-            trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
+            trial.set_user_attr(SECONDS_ATTR, round(time.perf_counter() - started, 2))
 
         metrics = {"val_accuracy": result.val_accuracy}
         data = checkpoint_bytes(result.model, spec, metrics, {"train_config": config.to_dict()})
@@ -133,14 +153,14 @@ class Objective:
 
         def record(report: EpochReport) -> str | None:
             """One epoch into the storage (repeatable: a lost connection runs it again) and the judge's verdict."""
-            trial.set_user_attr("epochs_run", report.epoch)
-            trial.set_user_attr("learning_curve", curve)
-            trial.set_user_attr("images_per_s", round(report.images_per_s, 1))
+            trial.set_user_attr(EPOCHS_RUN_ATTR, report.epoch)
+            trial.set_user_attr(LEARNING_CURVE_ATTR, curve)
+            trial.set_user_attr(IMAGES_PER_S_ATTR, round(report.images_per_s, 1))
             # The judge never stops a trial after its last epoch: there is nothing left to save, and
             # pruning then would only throw the finished result away (Hyperband puts a rung at 3, 9, 27).
             stopped = self.judge(trial, report, parameters, report.epoch >= epochs)
             if stopped:
-                trial.set_user_attr("stopped", stopped)
+                trial.set_user_attr(TRIAL_STOPPED_ATTR, stopped)
             return stopped
 
         def on_epoch(report: EpochReport) -> None:
@@ -156,32 +176,32 @@ class Objective:
     def _describe(self, trial: optuna.Trial, spec: dict, model: torch.nn.Module, parameters: int, config: TrainConfig) -> None:
         device = str(self.device) + (f" ({torch.cuda.get_device_name(self.device)})" if self.device.type == "cuda" else "")
         for key, value in {
-            "model_spec": spec,
-            "parameters": parameters,
-            "mult_adds": mult_adds(model),
-            "device": device,
-            "seed": config.seed,
-            "train_config": config.to_dict(),
-            "versions": library_versions(),
+            MODEL_SPEC_ATTR: spec,
+            PARAMETERS_ATTR: parameters,
+            MULT_ADDS_ATTR: mult_adds(model),
+            DEVICE_ATTR: device,
+            SEED_ATTR: config.seed,
+            TRAIN_CONFIG_ATTR: config.to_dict(),
+            VERSIONS_ATTR: library_versions(),
         }.items():
             trial.set_user_attr(key, value)
 
     def _keep(self, trial: optuna.Trial, kept_epoch: int, checkpoint: bytes) -> None:
-        trial.set_user_attr("best_epoch", kept_epoch)
+        trial.set_user_attr(BEST_EPOCH_ATTR, kept_epoch)
         stores.upload_bytes(trial, self.artifacts, MODEL_ARTIFACT, checkpoint)
 
     def _finish(self, trial: optuna.Trial, end: TrialEnd) -> None:
         """The trial is over for good: its resume states (and its retried trials') are no longer needed."""
         if self.on_finish:
             self.on_finish(trial, end)
-        for number in [*trial.user_attrs.get("retry_history", []), trial.number]:
+        for number in [*trial.user_attrs.get(RETRY_HISTORY_ATTR, []), trial.number]:
             stores.remove_blob(self.artifacts, resume_key(trial.study.study_name, number))
 
     def abandon(self, study: optuna.Study, number: int) -> str:
         """Trial ``number`` was failed by another worker while this one ran it (a partition, a stall):
         remove its resume state unless a queued or running retry still reads it; says which."""
         live = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING))
-        retries = [t.number for t in live if number in (t.user_attrs.get("retry_history") or [])]
+        retries = [t.number for t in live if number in (t.user_attrs.get(RETRY_HISTORY_ATTR) or [])]
         if retries:
             return f"its resume state stays for its retry, trial {retries[0]}, which removes it when done"
         stores.remove_blob(self.artifacts, resume_key(study.study_name, number))
@@ -189,7 +209,7 @@ class Objective:
 
     def _resume_state(self, trial: optuna.Trial) -> dict[str, Any] | None:
         """A retried trial continues from the last training state of the trial it replaces."""
-        history = trial.user_attrs.get("retry_history") or []
+        history = trial.user_attrs.get(RETRY_HISTORY_ATTR) or []
         if not history:
             return None
         previous = history[-1]
@@ -203,10 +223,10 @@ class Objective:
             except Exception as exc:  # truncated, corrupt, or not a training state
                 problem = f"its training state cannot be read ({type(exc).__name__})"
             else:
-                trial.set_user_attr("resumed_from", {"trial": previous, "epoch": epoch})
+                trial.set_user_attr(RESUMED_FROM_ATTR, {"trial": previous, "epoch": epoch})
                 console.print(f"trial {trial.number}: resuming trial {previous} after epoch {epoch}")
                 return state
         message = f"cannot resume trial {previous}: {problem}; starting over from epoch 1"
-        trial.set_user_attr("resume_failed", message)
+        trial.set_user_attr(RESUME_FAILED_ATTR, message)
         console.print(f"trial {trial.number}: {message}")
         return None

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from mnist_hpo.errors import UserError
 from mnist_hpo.tuning import mo_asha
+from mnist_hpo.tuning.attrs import RUNGS_ATTR
 from mnist_hpo.tuning.copies import own_trials
 from mnist_hpo.tuning.settings import StudySettings
 
@@ -112,8 +113,8 @@ def _mo_asha(epochs: int):
         """At a rung: record this trial's value there, then rank it against every trial that reached the rung."""
         if last or report.epoch not in rungs:
             return None
-        recorded = {**(trial.user_attrs.get(mo_asha.RUNGS_ATTR) or {}), str(report.epoch): report.val_accuracy}
-        trial.set_user_attr(mo_asha.RUNGS_ATTR, recorded)
+        recorded = {**(trial.user_attrs.get(RUNGS_ATTR) or {}), str(report.epoch): report.val_accuracy}
+        trial.set_user_attr(RUNGS_ATTR, recorded)
         others = [t for t in own_trials(trial.study.get_trials(deepcopy=False, states=RUNG_STATES)) if t.number != trial.number]
         points = [*mo_asha.rung_points(others, report.epoch), mo_asha.Point(trial.number, report.val_accuracy, parameters)]
         verdict = mo_asha.judge(points, trial.number)

@@ -16,11 +16,9 @@ import optuna
 
 from mnist_hpo import redact
 from mnist_hpo.errors import UserError
+from mnist_hpo.tuning.attrs import SETTINGS_ATTR
 from mnist_hpo.versions import VERSION
 
-ATTR = "mnist_hpo"  # the study user attribute holding the settings
-STOPPED_ATTR = "stopped"  # study user attribute: why a stop rule stopped the study (one line); None once lifted
-LIFTED_ATTR = "stops_lifted"  # study user attribute: earlier stops, lifted by a later `search`
 SCHEMA = 2  # 1: no schema field (mnist-hpo 0.1); 2: schema, stop rules, warm start
 OBJECTIVES = {"accuracy": "maximize", "params": "minimize"}
 
@@ -65,11 +63,11 @@ class StudySettings:
         return asdict(self)
 
     def save(self, study: optuna.Study) -> None:
-        study.set_user_attr(ATTR, {**self.to_dict(), "command": redact.redact(self.command)})
+        study.set_user_attr(SETTINGS_ATTR, {**self.to_dict(), "command": redact.redact(self.command)})
 
     @classmethod
     def load(cls, study: optuna.Study) -> StudySettings:
-        data = study.user_attrs.get(ATTR)
+        data = study.user_attrs.get(SETTINGS_ATTR)
         if not data:
             raise UserError(f"study {study.study_name!r} was not created by mnist-hpo (no settings recorded); use another --study name")
         return cls.from_dict(data, study.study_name)
@@ -92,7 +90,7 @@ class StudySettings:
 
 def upgrade_settings(study: optuna.Study) -> str | None:
     """Rewrite a study's settings in the current schema; a line saying so, or None if there was nothing to do."""
-    data = study.user_attrs.get(ATTR)
+    data = study.user_attrs.get(SETTINGS_ATTR)
     if not data or int(data.get("schema", 1)) == SCHEMA:
         return None
     settings = StudySettings.from_dict(data, study.study_name)

@@ -31,10 +31,10 @@ from optuna.terminator import BaseImprovementEvaluator, RegretBoundEvaluator, St
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_hpo.tuning._budget import FINISHED, BudgetView
+from mnist_hpo.tuning.attrs import LIFTED_ATTR, STOP_RULES_FROM_ATTR, STOPPED_ATTR
 from mnist_hpo.tuning.copies import own_study, own_trials
-from mnist_hpo.tuning.settings import LIFTED_ATTR, STOPPED_ATTR, StudySettings
+from mnist_hpo.tuning.settings import StudySettings
 
-FROM_ATTR = "stop_rules_from"  # study user attribute: own finished trials when the rules were last set
 TERMINATOR_MIN_TRIALS = 20  # Optuna's default: the regret bound needs that many completed trials
 
 
@@ -113,7 +113,7 @@ class StopRules:
         if view.finished == self._seen:
             return None
         self._seen = view.finished
-        reason = self.reason(study, int(attrs.get(FROM_ATTR) or 0))
+        reason = self.reason(study, int(attrs.get(STOP_RULES_FROM_ATTR) or 0))
         return record_stop(study, reason) if reason else None
 
     def reason(self, study: optuna.Study, since: int) -> str | None:
@@ -167,7 +167,7 @@ def set_stop_rules(
         settings.stop_after, settings.target, settings.terminator = stop_after, target, terminator
         settings.save(study)
     if lifted or changed:
-        study.set_user_attr(FROM_ATTR, len(own_trials(study, states=FINISHED)))
+        study.set_user_attr(STOP_RULES_FROM_ATTR, len(own_trials(study, states=FINISHED)))
     if lifted or changed or rules_given(stop_after, target, terminator):
         lines.append(describe_rules(settings))
     return lines

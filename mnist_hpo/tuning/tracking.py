@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from mnist_hpo.console import console
 from mnist_hpo.errors import UserError
 from mnist_hpo.redact import mask_url, redact
+from mnist_hpo.tuning.attrs import LEARNING_CURVE_ATTR, PARAMETERS_ATTR
 
 if TYPE_CHECKING:
     import optuna
@@ -146,10 +147,10 @@ def _extra_metrics(trial: FrozenTrial, multi: bool) -> list:
 
     now = int(time.time() * 1000)
     metrics = []
-    parameters = trial.user_attrs.get("parameters")
+    parameters = trial.user_attrs.get(PARAMETERS_ATTR)
     if not multi and isinstance(parameters, (int, float)):
         metrics.append(Metric("parameters", float(parameters), now, 0))
-    for point in trial.user_attrs.get("learning_curve") or []:
+    for point in trial.user_attrs.get(LEARNING_CURVE_ATTR) or []:
         for key, name in (("val_accuracy", "epoch_validation_accuracy"), ("train_loss", "epoch_train_loss")):
             if isinstance(point.get(key), (int, float)):
                 metrics.append(Metric(name, float(point[key]), now, int(point.get("epoch", 0))))

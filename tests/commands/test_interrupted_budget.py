@@ -21,13 +21,13 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from outside import CLI, assert_exact_budget, cli_env, load, ok, run, settings_of, sqlite_url, trials_of, wait_for
+from outside import CLI, TINY_SPACE, assert_exact_budget, cli_env, load, ok, run, settings_of, sqlite_url, trials_of, wait_for
 
 pytestmark = pytest.mark.slow  # real processes: `-m 'not slow'` leaves it out
 
 RAISE = 800  # queued at ~200 trials a second: long enough to interrupt half way
-# --max-params 1: every trial is over the parameter budget and ends before training (these tests are about the queue)
-SMOKE = ["--profile", "smoke", "--max-params", "1"]
+# the tiny space for one epoch: each trial that runs trains about a second (these tests are about the queue)
+SMOKE = ["--profile", "smoke", "--space", str(TINY_SPACE), "--epochs", "1"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 COPIES = 400  # added to the warm start's source: ~25 commits a second on a plain disk, many more on tmpfs
 
@@ -92,6 +92,17 @@ def test_an_interrupted_search_raise_names_the_command_that_queues_the_rest(tmp_
     intact(tmp_path)
 
 
+def test_ctrl_c_just_after_a_raise_was_queued_names_the_command_that_continues_without_raising_again(tmp_path):
+    """SIGINT as soon as `search --n-trials 3` has queued its raise, wherever that lands (before or in the worker)."""
+    ok(run(tmp_path, "study", "create", "--study", "a", *SMOKE, "--n-trials", "2"))
+    line = interrupted(tmp_path, ["search", "--study", "a", "--n-trials", "3", *SMOKE, "--device", "cpu"], "a", at=5)
+    assert "continue with `mnist-hpo search --study a`" in line, line
+    named = shlex.split(line.split("`")[1])
+    ok(run(tmp_path, *named[1:]))
+    assert_exact_budget(trials_of(sqlite_url(tmp_path), "a"), 5)  # raised once, not twice
+    intact(tmp_path)
+
+
 def test_an_interrupted_study_create_raise_is_finished_by_a_worker_or_the_same_command(tmp_path):
     create = ["study", "create", "--study", "c", *SMOKE]
     ok(run(tmp_path, *create, "--n-trials", "2"))
@@ -117,7 +128,7 @@ def test_an_interrupted_warm_start_copies_each_source_trial_exactly_once(tmp_pat
     fast = [*SMOKE, "--sampler", "random", "--device", "cpu"]
     ok(run(tmp_path, "search", "--study", "src", "--n-trials", "2", *fast))
     source = load(sqlite_url(tmp_path), "src")
-    model = next(t for t in source.get_trials() if t.state == TrialState.PRUNED and not t.user_attrs.get("published_baseline"))
+    model = next(t for t in source.get_trials() if t.state in FINISHED and not t.user_attrs.get("published_baseline"))
     extra = optuna.trial.create_trial(state=TrialState.PRUNED, params=model.params, distributions=model.distributions)
     source.add_trials([extra] * COPIES)  # finished trials of its own: copying them takes seconds (each is a commit)
     own = sorted(t.number for t in source.get_trials() if t.state in FINISHED)

@@ -13,13 +13,15 @@ import subprocess
 
 import pytest
 from optuna.trial import TrialState
-from outside import CLI, cli_env, ok, run, sqlite_url, trials_of, wait_for
+from outside import CLI, TINY_SPACE, cli_env, ok, run, sqlite_url, trials_of, wait_for
 
 pytestmark = pytest.mark.slow  # real processes: `-m 'not slow'` leaves it out
 
 BUDGET = 800  # queued at ~200 trials a second: long enough to interrupt half way
-# --max-params 1: every trial is over the parameter budget and ends before training (this test is about the queue)
-SEARCH = ["search", "--study", "i", "--profile", "smoke", "--n-trials", str(BUDGET), "--max-params", "1", "--device", "cpu"]
+# the tiny space for one epoch: any trial the second run starts before its --timeout trains about a second (this test is
+# about the queue)
+TINY = ["--profile", "smoke", "--space", str(TINY_SPACE), "--epochs", "1"]
+SEARCH = ["search", "--study", "i", *TINY, "--n-trials", str(BUDGET), "--device", "cpu"]
 
 
 def queued(database) -> int:

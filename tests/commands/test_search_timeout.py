@@ -15,7 +15,22 @@ import subprocess
 import sys
 
 import pytest
-from outside import Unchanged, error_line, finish, load, ok, run, settings_of, sqlite_url, start, stop_all, tree, trials_of, wait_for
+from outside import (
+    TINY_SPACE,
+    Unchanged,
+    error_line,
+    finish,
+    load,
+    ok,
+    run,
+    settings_of,
+    sqlite_url,
+    start,
+    stop_all,
+    tree,
+    trials_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow  # real processes: `-m 'not slow'` leaves it out
 
@@ -54,8 +69,10 @@ def test_search_gives_up_on_a_locked_study_at_its_timeout_and_writes_nothing(stu
 
 
 BUDGET = 800  # queued at ~200 trials a second: long enough to stop its creator half way
-# --max-params 1: every trial ends over the parameter budget before training (this test is about waiting)
-CREATE = ["search", "--study", "i", "--profile", "smoke", "--n-trials", str(BUDGET), "--max-params", "1", "--device", "cpu"]
+# the tiny space for one epoch, the cheapest real trials; none starts here: the creator's deadline passes while it is
+# stopped, and the other commands give up waiting (this test is about waiting)
+TINY = ["--profile", "smoke", "--space", str(TINY_SPACE), "--epochs", "1"]
+CREATE = ["search", "--study", "i", *TINY, "--n-trials", str(BUDGET), "--device", "cpu"]
 
 
 def queued(url: str) -> int:

@@ -102,6 +102,7 @@ def test_a_disk_filling_under_a_trial_is_one_line_and_the_next_search_requeues_t
         assert code == 2 and len(errors) == 1 and "Traceback" not in out, out[-6000:]
         line = errors[0]
         assert "the disk under the study database is full" in line, line
+        assert "the same command" not in line, "`search --n-trials 2` again would add 2 more trials"
         # The disk was still full, so the worker could not fail and re-queue its trial: the line says who will.
         assert f"trial {trial.number} stays RUNNING" in line and "on this machine re-queues it at once" in line, line
         said = re.search(r"the next `mnist-hpo ([^`]+)` on this machine", line)

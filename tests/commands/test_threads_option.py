@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from outside import CLI, cli_env, error_line, ok, run
+from outside import CLI, TINY_SPACE, cli_env, error_line, ok, run
 
 needs_taskset = pytest.mark.skipif(shutil.which("taskset") is None, reason="needs taskset (util-linux)")
 
@@ -78,8 +78,9 @@ def test_search_workers_share_the_cores_and_threads_is_per_worker(tmp_path):
     )
     each = max(1, int(cores.stdout) // 2)  # 1 unless a CPU quota says less than two cores
     storage = ["--storage", f"journal:{tmp_path / 'study.log'}"]
-    # --max-params 1: every trial ends over the parameter budget before training (this test is about the threads)
-    search = ["search", "--study", "t", "--profile", "smoke", "--n-trials", "2", "--max-params", "1", "--device", "cpu", *storage]
+    # the tiny space for one epoch: each worker's trial trains about a second (this test is about the threads)
+    tiny = ["--profile", "smoke", "--space", str(TINY_SPACE), "--epochs", "1"]
+    search = ["search", "--study", "t", *tiny, "--n-trials", "2", "--device", "cpu", *storage]
     done = ok(pinned("0,1", tmp_path, *search, "--workers", "2", env=env))
     assert f"started 2 worker processes on the CPU, {each} thread{'s' if each > 1 else ''} each" in done.stdout, done.stdout
     logs = sorted((tmp_path / "mnist-hpo-artifacts" / "worker-logs").glob("t-worker-*.log"))

@@ -162,16 +162,15 @@ def test_trial_notes_say_outcome_size_device_and_epochs():
 
 
 def test_study_note_keeps_command_line_and_search_space():
+    from mnist_hpo.tuning.attrs import SETTINGS_ATTR
     from mnist_hpo.tuning.profiles import get_profile
-    from mnist_hpo.tuning.settings import ATTR
     from mnist_hpo.tuning.space import Space
 
-    assert notes.SETTINGS_ATTR == ATTR
     space = Space().with_overrides(get_profile("smoke", False).space).to_dict()
     note = notes.study_note(
         "s",
         {
-            ATTR: {
+            SETTINGS_ATTR: {
                 "command": "mnist-hpo search --profile smoke",
                 "profile": "smoke",
                 "objectives": ["accuracy"],

@@ -103,7 +103,7 @@ def proxy(pg_url, tmp_path):
 
 def test_a_killed_worker_behind_the_grpc_proxy_is_retried_from_its_checkpoint(proxy, pg_url, tmp_path):
     url, _, _ = proxy
-    create(tmp_path, url, "kill", budget=2, epochs=5)
+    create(tmp_path, pg_url, "kill", budget=2, epochs=5)  # budgets are set on the storage behind the proxy
     victim = kill_a_worker_mid_trial(tmp_path, url, "kill", watch=pg_url)
     trials = trials_of(pg_url, "kill")  # straight from PostgreSQL: the proxy wrote it all through
     assert_exact_budget(trials, 2)
@@ -215,7 +215,7 @@ def test_a_lost_resume_state_is_reported(lost_resume_state):
 def test_workers_ride_out_a_grpc_proxy_restart(proxy, pg_url, tmp_path):
     """The proxy is stopped mid-study and started again on the same port; the study still ends at its exact budget."""
     url, port, handle = proxy
-    create(tmp_path, url, "restart", budget=3, epochs=3)
+    create(tmp_path, pg_url, "restart", budget=3, epochs=3)
     workers = [
         start(
             tmp_path,

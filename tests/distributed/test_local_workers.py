@@ -25,6 +25,7 @@ from mnist_hpo.tuning import (
     Faults,
     SearchRequest,
     Worker,
+    WorkerSpec,
     budget_view,
     ensure_budget_study,
     get_profile,
@@ -130,7 +131,7 @@ def test_cuda_out_of_memory_fails_the_trial_with_its_reason_and_the_worker_carri
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.19 GiB total capacity)")
         return trial.suggest_float("x", 0, 1)
 
-    report = Worker(study, rdb, objective, Faults(1, 4, 3).validated()).run()
+    report = Worker(study, rdb, objective, WorkerSpec(Faults(1, 4, 3).validated())).run()
     trials = study.get_trials()
     assert_exact_budget(trials, 4)
     failed = [t for t in trials if t.state == TrialState.FAIL]
@@ -150,7 +151,7 @@ def test_a_trial_interrupted_in_process_is_failed_and_re_queued_with_its_paramet
         return x
 
     with pytest.raises(KeyboardInterrupt):
-        Worker(study, rdb, objective, Faults(1, 4, 3).validated()).run()
+        Worker(study, rdb, objective, WorkerSpec(Faults(1, 4, 3).validated())).run()
     trials = {t.number: t for t in study.get_trials()}
     assert trials[1].state == TrialState.FAIL and trials[1].user_attrs["fail_reason"].startswith("interrupted by SIGTERM")
     retry = next(t for t in trials.values() if t.user_attrs.get("retry_of") == 1)
@@ -175,7 +176,7 @@ def test_a_signal_that_a_library_turned_into_another_error_still_stops_the_worke
         return x
 
     with interrupts.installed(), pytest.raises(KeyboardInterrupt):
-        Worker(study, rdb, objective, Faults(1, 4, 3).validated(), interrupts=interrupts).run()
+        Worker(study, rdb, objective, WorkerSpec(Faults(1, 4, 3).validated()), interrupts=interrupts).run()
     trials = {t.number: t for t in study.get_trials()}
     assert trials[1].state == TrialState.FAIL, "the worker took no trial after the signal"
     assert trials[1].user_attrs["fail_reason"].startswith("interrupted by SIGTERM (RuntimeError: Error: did not possess lock)")
@@ -191,7 +192,7 @@ def test_a_worker_whose_trials_keep_failing_stops_and_leaves_the_budget_whole(tm
         raise ValueError("broken objective")
 
     with pytest.raises(UserError, match="its last 3 trials failed .ValueError: broken objective"):
-        Worker(study, rdb, objective, Faults(1, 4, 3).validated()).run()
+        Worker(study, rdb, objective, WorkerSpec(Faults(1, 4, 3).validated())).run()
     view = budget_view(rdb, rdb.get_study_id_from_name("s"), 5)
     assert view.finished + view.in_flight == 5, view.describe()  # each failure was replaced by a waiting trial
     assert view.counts[TrialState.FAIL] == 3

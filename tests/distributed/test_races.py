@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from outside import cli_env, ok, run
+from outside import TINY_SPACE, cli_env, ok, run
 from racer import race
 
 pytestmark = pytest.mark.slow  # real processes: `-m 'not slow'` leaves it out
@@ -49,8 +49,9 @@ def test_concurrent_raises_of_one_budget_end_at_it_with_nothing_queued_beyond(ba
 
 def test_concurrent_searches_each_add_their_trials_exactly(tmp_path):
     url = f"sqlite:///{tmp_path / 'r.db'}"
-    # --max-params 1: every trial ends over the parameter budget before training (this test is about the budget)
-    ok(run(tmp_path, "study", "create", "--study", "r", "--profile", "smoke", "--n-trials", "2", "--max-params", "1", "--storage", url))
+    # the tiny space for one epoch: each of the 8 trials trains about a second (this test is about the budget)
+    tiny = ["--profile", "smoke", "--space", str(TINY_SPACE), "--epochs", "1"]
+    ok(run(tmp_path, "study", "create", "--study", "r", *tiny, "--n-trials", "2", "--storage", url))
     # --timeout bounds the whole command, waiting for the other's lock included: long enough for that
     search = ["search", "--study", "r", "--storage", url, "--n-trials", "3", "--timeout", "120", "--device", "cpu"]
     done = race(tmp_path, [search, search], cli_env())

@@ -50,3 +50,14 @@ def test_the_summary_compares_with_the_baseline_that_finished_not_the_one_that_f
     line = baseline_comparison(trials[2], trials)
     assert "published baseline (trial 1)" in line and "+0.20 pp" in line, line
     assert "(105,352 vs 1,124,180)" in line and "10.7x fewer parameters" in line, line
+
+
+def test_the_summary_says_plainly_when_the_best_trial_has_the_baselines_size():
+    """The search often changes only the training of the published network: "1.0x fewer parameters" said nothing."""
+    baseline = _trial(0, TrialState.COMPLETE, 0.9874, published_baseline=True, parameters=112_664, seconds=322)
+    same = _trial(2, TrialState.COMPLETE, 0.9898, parameters=112_664, seconds=432)
+    close = _trial(3, TrialState.COMPLETE, 0.9899, parameters=110_000, seconds=400)
+    line = baseline_comparison(same, [baseline, same])
+    assert "; the same 112,664 parameters; 432 s vs 322 s of training" in line and "1.0x" not in line, line
+    line = baseline_comparison(close, [baseline, close])
+    assert "about as many parameters (110,000 vs 112,664)" in line and "1.0x" not in line, line

@@ -19,7 +19,17 @@ from optuna.trial import TrialState
 
 from mnist_hpo import storage
 from mnist_hpo.errors import UserError
-from mnist_hpo.tuning import Faults, SearchRequest, Worker, budget_view, ensure_budget_study, get_profile, new_settings, quiet_optuna
+from mnist_hpo.tuning import (
+    Faults,
+    SearchRequest,
+    Worker,
+    WorkerSpec,
+    budget_view,
+    ensure_budget_study,
+    get_profile,
+    new_settings,
+    quiet_optuna,
+)
 
 HOUR_GRACE = Faults(1, 3600, 3).validated()
 
@@ -54,7 +64,7 @@ def test_a_storage_fault_during_a_trial_gives_the_trial_back_before_the_one_line
         return x
 
     with pytest.raises(UserError) as raised:
-        Worker(study, rdb, objective, HOUR_GRACE).run()
+        Worker(study, rdb, objective, WorkerSpec(HOUR_GRACE)).run()
     line = str(raised.value)
     assert line.startswith("the disk under the study database is full") and "trial 1 re-queued (retry 1 of 3)" in line, line
     trials = {t.number: t for t in study.get_trials()}
@@ -70,7 +80,7 @@ def test_a_trial_whose_process_is_gone_from_this_machine_is_requeued_at_once(tmp
     owner = {"host": socket.gethostname(), "pid": gone_pid()}
     orphan_id, orphan = storage.take_waiting_trial(rdb, study_id, "retry_history", ("mnist_hpo:owner", owner))
     elsewhere_id, _ = storage.take_waiting_trial(rdb, study_id, "retry_history", ("mnist_hpo:owner", {**owner, "host": "elsewhere"}))
-    worker = Worker(study, rdb, lambda trial: trial.suggest_float("x", 0, 1), HOUR_GRACE)
+    worker = Worker(study, rdb, lambda trial: trial.suggest_float("x", 0, 1), WorkerSpec(HOUR_GRACE))
     worker.heartbeats.fail_dead_trials()
     assert rdb.get_trial(orphan_id).state == TrialState.FAIL
     assert rdb.get_trial(elsewhere_id).state == TrialState.RUNNING, "another machine's process: only its heartbeat can tell"

@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from mnist_hpo.trainer import EpochReport
-from mnist_hpo.tuning import mo_asha
+from mnist_hpo.tuning.attrs import RUNGS_ATTR
 from mnist_hpo.tuning.mo_asha import Point, crowding_distances, judge, pareto_fronts, ranking, rung_points, rungs
 from mnist_hpo.tuning.pruners import judge_for
 from mnist_hpo.tuning.settings import StudySettings
@@ -78,7 +78,7 @@ def test_with_one_parameter_count_it_is_successive_halving_on_accuracy():
 
 def test_rung_points_come_from_the_trials_recorded_values():
     def trial(number: int, rungs_seen: dict, parameters: int | None = 1000) -> optuna.trial.FrozenTrial:
-        attrs = {mo_asha.RUNGS_ATTR: rungs_seen} | ({"parameters": parameters} if parameters is not None else {})
+        attrs = {RUNGS_ATTR: rungs_seen} | ({"parameters": parameters} if parameters is not None else {})
         made = create_trial(state=TrialState.PRUNED, user_attrs=attrs)
         made.number = number
         return made
@@ -145,7 +145,7 @@ def test_the_multi_objective_default_prunes_at_rungs_by_the_pareto_ranking(tmp_p
         for rung in (1, 3):
             if trial.user_attrs["epochs_run"] < rung:
                 continue
-            recorded = trial.user_attrs[mo_asha.RUNGS_ATTR][str(rung)]
+            recorded = trial.user_attrs[RUNGS_ATTR][str(rung)]
             assert recorded == trial.user_attrs["learning_curve"][rung - 1]["val_accuracy"]
             # one worker, trials in number order: its competitors are the earlier trials that reached the rung
             verdict = judge(rung_points([t for t in trials if t.number <= trial.number], rung), trial.number)

@@ -6,7 +6,8 @@ import optuna
 import pytest
 
 from mnist_hpo.tuning import SearchRequest, StudySettings, get_profile, new_settings
-from mnist_hpo.tuning.settings import ATTR, SCHEMA, SettingsVersionError, upgrade_settings
+from mnist_hpo.tuning.attrs import SETTINGS_ATTR
+from mnist_hpo.tuning.settings import SCHEMA, SettingsVersionError, upgrade_settings
 
 
 def stored(**changes) -> dict:
@@ -21,11 +22,11 @@ def test_settings_of_schema_1_load_and_are_rewritten_by_upgrade():
         old.pop(key)
     old["objectives"], old["pruner"] = ["accuracy", "params"], "hyperband"  # schema 1 ignored --pruner with two objectives
     study = optuna.create_study(directions=["maximize", "minimize"], study_name="old")
-    study.set_user_attr(ATTR, old)
+    study.set_user_attr(SETTINGS_ATTR, old)
     settings = StudySettings.load(study)
     assert settings.schema == SCHEMA and settings.pruner == "threshold" and settings.stop_after is None
     assert upgrade_settings(study) == f"study 'old': settings schema 1 -> {SCHEMA}"
-    assert study.user_attrs[ATTR]["schema"] == SCHEMA and upgrade_settings(study) is None
+    assert study.user_attrs[SETTINGS_ATTR]["schema"] == SCHEMA and upgrade_settings(study) is None
 
 
 def test_settings_of_a_newer_mnist_hpo_are_refused_with_both_versions_and_the_fix():

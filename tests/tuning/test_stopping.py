@@ -15,7 +15,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from mnist_hpo import storage
-from mnist_hpo.tuning import Faults, SearchRequest, Worker, ensure_budget_study, get_profile, new_settings
+from mnist_hpo.tuning import Faults, SearchRequest, Worker, WorkerSpec, ensure_budget_study, get_profile, new_settings
 from mnist_hpo.tuning.stopping import StopRules, stop_after_reason, target_reason, terminator_reason, validation_noise
 
 CLI = [sys.executable, "-m", "mnist_hpo"]
@@ -77,7 +77,9 @@ def test_every_worker_stops_taking_trials_once_one_records_the_stop(tmp_path: Pa
     faults = Faults(1, 4, 3).validated()
 
     def worker() -> Worker:
-        return Worker(study, rdb, lambda trial: accuracies[trial.number], faults, label="w", stop_rule=StopRules(settings, 1000))
+        return Worker(
+            study, rdb, lambda trial: accuracies[trial.number], WorkerSpec(faults), label="w", stop_rule=StopRules(settings, 1000)
+        )
 
     first = worker().run()
     assert first.ran == 4 and first.stopped.startswith("--stop-after 2: no better best validation accuracy in the last 2")

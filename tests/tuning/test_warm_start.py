@@ -21,7 +21,8 @@ from mnist_hpo.commands.search import search as run_search
 from mnist_hpo.commands.status import completed_by_validation
 from mnist_hpo.errors import UserError
 from mnist_hpo.tuning import SearchRequest, budget_view, get_profile, new_settings, own_trials
-from mnist_hpo.tuning.copies import COPIED_ATTR, check_compatible, copy_trials
+from mnist_hpo.tuning.attrs import COPIED_ATTR
+from mnist_hpo.tuning.copies import check_compatible, copy_trials
 from mnist_hpo.tuning.settings import StudySettings
 from mnist_hpo.tuning.space import Space
 from mnist_hpo.tuning.stopping import StopRules, target_reason
