@@ -13,21 +13,14 @@ import optuna
 
 from mnist_hpo import storage as stores
 from mnist_hpo.console import console
-from mnist_hpo.errors import UserError
 from mnist_hpo.tuning import (
     SearchHooks,
     SearchRequest,
     StudySettings,
-    apply_stop_rules,
-    create_budget,
-    ensure_budget_study,
+    create,
     join,
-    new_settings,
     prepare,
     print_outcome,
-    quiet_optuna,
-    resolve_profile,
-    rules_given,
     run,
 )
 
@@ -88,23 +81,10 @@ def worker(request: SearchRequest) -> None:
 
 def study_create(request: SearchRequest) -> optuna.Study:
     """`mnist-hpo study create`: make a study for workers, or check and keep an existing one (idempotent)."""
-    quiet_optuna()
-    request.check_counts()
-    if not request.study:
-        raise UserError("--study NAME is required")
-    profile = resolve_profile(request)
-    settings = new_settings(request, profile)
-    url = stores.resolve_url(request.storage)
-    storage = stores.open_storage(url)
-    existed = request.study in stores.list_study_names(storage)
-    study, settings, account = ensure_budget_study(storage, request.study, settings, budget=create_budget(request, profile, settings))
-    shown = stores.mask_url(url)
-    console.print(f"{account} in {shown}")
-    if existed and rules_given(request.stop_after, request.target, request.terminator):  # given: they replace the stored ones
-        apply_stop_rules(study, settings, request, note)
+    study, settings = create(request, note)
     console.print(f"profile {settings.profile}, objectives {','.join(settings.objectives)}, {settings.epochs} epochs max")
     paste = stores.pasteable(request.storage, None)
     if paste.secret_note:
         console.print(paste.secret_note)
-    console.print(f"workers join with: mnist-hpo worker --study {shlex.quote(request.study)}{paste.storage}")
+    console.print(f"workers join with: mnist-hpo worker --study {shlex.quote(study.study_name)}{paste.storage}")
     return study

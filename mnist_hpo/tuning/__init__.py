@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from mnist_hpo.tuning._engine import Worker as Worker, WorkerReport as WorkerReport
     from mnist_hpo.tuning._prepare import (
         SearchRequest as SearchRequest,
-        create_budget as create_budget,
         new_settings as new_settings,
         resolve_profile as resolve_profile,
     )
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
         Prepared as Prepared,
         SearchHooks as SearchHooks,
         apply_stop_rules as apply_stop_rules,
+        create as create,
         join as join,
         prepare as prepare,
         run as run,
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     from mnist_hpo.tuning.profiles import PROFILES as PROFILES, get_profile as get_profile
     from mnist_hpo.tuning.settings import StudySettings as StudySettings
     from mnist_hpo.tuning.space import Space as Space, load_space_file as load_space_file
-    from mnist_hpo.tuning.stopping import rules_given as rules_given, set_stop_rules as set_stop_rules
     from mnist_hpo.tuning.tracking import MLFLOW_ENV as MLFLOW_ENV, MlflowTracker as MlflowTracker, require_mlflow as require_mlflow
 
 __getattr__, __all__ = lazy_face(__name__, __file__)

@@ -1,4 +1,4 @@
-"""Dead workers' trials: heartbeats while a trial runs, and the re-queue that resumes it elsewhere.
+"""Dead workers' trials: heartbeats while a trial runs, the re-queue, and the resume state a retry continues from.
 
 On SQL storages Optuna's heartbeats are used: the take records the first beat, a thread records one
 every --heartbeat-interval seconds, and ``optuna.storages.fail_stale_trials`` marks FAIL a RUNNING
@@ -9,12 +9,17 @@ timed on this process's own clock, so no two machines' clocks are compared. On S
 also records who took the trial (``OWNER_ATTR``, ``_owner.this_process``): a trial whose process is
 gone from this machine (killed, or stopped by a storage fault it could not give the trial back
 through) is failed and re-queued at once by the next worker here, without waiting for the grace period.
+
+A running trial keeps its full training state in the artifact store (``resume_key``) after every
+better epoch; its retry continues from it (``load_resume_state``), or starts over and says why when it
+is missing or unreadable. The states go when the trial is over for good (``forget_resume_states``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +32,7 @@ from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback, fail_
 from optuna.trial import FrozenTrial, TrialState
 
 from mnist_hpo import storage as stores
+from mnist_hpo.console import console
 from mnist_hpo.errors import UserError
 from mnist_hpo.tuning._owner import process_gone
 from mnist_hpo.tuning.attrs import (
@@ -38,6 +44,8 @@ from mnist_hpo.tuning.attrs import (
     OWNER_ATTR,
     PUBLISHED_BASELINE_ATTR,
     REPLACES_ATTR,
+    RESUME_FAILED_ATTR,
+    RESUMED_FROM_ATTR,
     RETRY_HISTORY_ATTR,
     RETRY_OF_ATTR,
 )
@@ -213,3 +221,66 @@ class Heartbeats:
             except UpdateFinishedTrialError:
                 continue  # another worker failed it first, and re-queued it
             self.on_dead(self.study, self.storage.get_trial(trial_id))
+
+
+# -------------------------------------------------------------- resume states: what a retry continues from
+
+
+def resume_key(study_name: str, trial_number: int) -> str:
+    """Where a trial's full training state lives in the artifact store while it may be retried."""
+    return f"resume-{study_name}-{trial_number}.pt"
+
+
+def save_resume_state(store: Any, trial: optuna.Trial, state: dict[str, Any]) -> None:
+    """The trainer's state after an epoch (network, optimiser, schedule, EMA, epoch), for a retry of ``trial``."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    stores.write_blob(store, resume_key(trial.study.study_name, trial.number), buffer.getvalue())
+
+
+def load_resume_state(store: Any, trial: optuna.Trial, device: Any) -> dict[str, Any] | None:
+    """A retried trial's state to continue from: the last one of the trial it replaces; None (and why, recorded) to start over."""
+    history = trial.user_attrs.get(RETRY_HISTORY_ATTR) or []
+    if not history:
+        return None
+    import torch
+
+    from mnist_hpo.checkpoints import zip_entries
+
+    previous = history[-1]
+    problem = "its training state is missing (it died before its first epoch ended)"
+    data = stores.read_blob(store, resume_key(trial.study.study_name, previous))
+    if data is not None:
+        try:
+            zip_entries(data)  # the zip checked as any model file is, before torch reads it (checkpoints.py)
+            state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+            epoch = int(state["epoch"])
+        except Exception as exc:  # truncated, corrupt, or not a training state
+            problem = f"its training state cannot be read ({type(exc).__name__})"
+        else:
+            trial.set_user_attr(RESUMED_FROM_ATTR, {"trial": previous, "epoch": epoch})
+            console.print(f"trial {trial.number}: resuming trial {previous} after epoch {epoch}")
+            return state
+    message = f"cannot resume trial {previous}: {problem}; starting over from epoch 1"
+    trial.set_user_attr(RESUME_FAILED_ATTR, message)
+    console.print(f"trial {trial.number}: {message}")
+    return None
+
+
+def forget_resume_states(store: Any, trial: optuna.Trial) -> None:
+    """The trial is over for good: its resume state and its retried trials' are no longer needed."""
+    for number in [*trial.user_attrs.get(RETRY_HISTORY_ATTR, []), trial.number]:
+        stores.remove_blob(store, resume_key(trial.study.study_name, number))
+
+
+def abandon_resume_state(store: Any, study: optuna.Study, number: int) -> str:
+    """Trial ``number`` was failed by another worker while this one ran it (a partition, a stall):
+    remove its resume state unless a queued or running retry still reads it; says which."""
+    live = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    retries = [t.number for t in live if number in (t.user_attrs.get(RETRY_HISTORY_ATTR) or [])]
+    if retries:
+        return f"its resume state stays for its retry, trial {retries[0]}, which removes it when done"
+    stores.remove_blob(store, resume_key(study.study_name, number))
+    return "its resume state was removed (its retry is done), so nothing is left behind"

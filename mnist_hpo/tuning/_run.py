@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import optuna
@@ -17,7 +18,7 @@ from mnist_hpo.signals import Interrupts
 from mnist_hpo.tuning._budget import BudgetView, queue_missing, wait_for_settings
 from mnist_hpo.tuning._display import trial_line
 from mnist_hpo.tuning._engine import Worker, WorkerReport, worker_label
-from mnist_hpo.tuning._retries import Faults, RetryDeadTrial
+from mnist_hpo.tuning._retries import Faults, RetryDeadTrial, abandon_resume_state
 from mnist_hpo.tuning._spec import EngineHooks, WorkerSpec
 from mnist_hpo.tuning.attrs import DATA_SOURCE_ATTR, LEARNING_CURVE_ATTR
 from mnist_hpo.tuning.pruners import make_pruner
@@ -163,7 +164,7 @@ def _run_engine(
             bar.update(task, description=f"trial {trial.number} epoch {epoch}/{settings.epochs} batch {done}/{total}")
 
         objective.on_epoch, objective.on_step = on_epoch, on_step
-        hooks = EngineHooks(on_trial=_finished(study, on_trial), on_poll=on_poll, on_refused=objective.abandon)
+        hooks = EngineHooks(on_trial=_finished(study, on_trial), on_poll=on_poll, on_refused=partial(abandon_resume_state, store))
         stop_rule = stop_rule_for(settings, len(splits.val))
         engine = Worker(study, rdb, objective, spec, hooks=hooks, stop_rule=stop_rule, interrupts=interrupts, label=label, gpu=gpu)
         try:

@@ -3,7 +3,8 @@
 ``prepare`` checks every option, opens the storage, resolves the device, the MLflow server and the
 data, once, and writes nothing. ``run`` sets the study's budget (``ensure_budget_study``) and runs
 its workers: this process, or K worker processes. `mnist-hpo search` and ``mnist_hpo.search`` both
-call the two, so the command line and the API give the same study; `worker` joins with ``join``.
+call the two, so the command line and the API give the same study; `worker` joins with ``join``,
+and `study create` makes a study for workers with ``create``.
 What the layers above add (the dashboard's pictures and notes) comes in as ``SearchHooks``.
 """
 
@@ -23,7 +24,15 @@ from mnist_hpo.deadline import Deadline
 from mnist_hpo.errors import SearchInterrupted, UserError
 from mnist_hpo.tuning._budget import check_objectives, ensure_budget_study, is_half_made, refuse_through_proxy
 from mnist_hpo.tuning._launcher import Slot, in_process, launch_workers, plan_slots, refuse_shared_sqlite
-from mnist_hpo.tuning._prepare import STUDY_DEFINING, SearchRequest, check_same_study, new_settings, resolve_profile, search_budget
+from mnist_hpo.tuning._prepare import (
+    STUDY_DEFINING,
+    SearchRequest,
+    check_same_study,
+    create_budget,
+    new_settings,
+    resolve_profile,
+    search_budget,
+)
 from mnist_hpo.tuning._retries import Faults
 from mnist_hpo.tuning._run import open_for_workers, quiet_optuna, work
 from mnist_hpo.tuning._spec import WorkerSpec
@@ -31,7 +40,7 @@ from mnist_hpo.tuning.attrs import STOPPED_ATTR
 from mnist_hpo.tuning.copies import warm_start_source, warm_start_trials
 from mnist_hpo.tuning.profiles import Profile, get_profile
 from mnist_hpo.tuning.settings import StudySettings
-from mnist_hpo.tuning.stopping import set_stop_rules
+from mnist_hpo.tuning.stopping import rules_given, set_stop_rules
 from mnist_hpo.tuning.tracking import MlflowTracker
 
 if TYPE_CHECKING:
@@ -171,6 +180,27 @@ def join(request: SearchRequest, hooks: SearchHooks = SearchHooks()) -> None:
     again = f"mnist-hpo worker --study {shlex.quote(request.study)}{paste.storage}{paste.artifacts}"
     spec = WorkerSpec(faults, request.device, request.artifacts, request.seed, deadline, request.threads, request.mlflow, again)
     run_workers(request, url, request.study, slots, spec, hooks, tracker=tracker)
+
+
+def create(request: SearchRequest, note: Callable[[optuna.Study, str], None] | None = None) -> tuple[optuna.Study, StudySettings]:
+    """`study create`: make a study for workers with its budget queued, or check and raise an existing one (idempotent).
+
+    Runs no trial. Stop rules given for an existing study replace its own (``note`` says a lifted stop).
+    """
+    quiet_optuna()
+    request.check_counts()
+    if not request.study:
+        raise UserError("--study NAME is required")
+    profile = resolve_profile(request)
+    settings = new_settings(request, profile)
+    url = stores.resolve_url(request.storage)
+    storage = stores.open_storage(url)
+    existed = request.study in stores.list_study_names(storage)
+    study, settings, account = ensure_budget_study(storage, request.study, settings, budget=create_budget(request, profile, settings))
+    console.print(f"{account} in {stores.mask_url(url)}")
+    if existed and rules_given(request.stop_after, request.target, request.terminator):  # given: they replace the stored ones
+        apply_stop_rules(study, settings, request, note)
+    return study, settings
 
 
 def run_workers(

@@ -8,7 +8,6 @@ missing or unreadable it starts over and says so.
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -18,12 +17,12 @@ import optuna
 import torch
 
 from mnist_hpo import storage as stores
-from mnist_hpo.checkpoints import checkpoint_bytes, zip_entries
-from mnist_hpo.console import console
+from mnist_hpo.checkpoints import checkpoint_bytes
 from mnist_hpo.data import Split, Splits
 from mnist_hpo.errors import TrainingDiverged
 from mnist_hpo.models import build_model, count_parameters, mult_adds
 from mnist_hpo.trainer import EpochReport, TrainConfig, TrainResult, train
+from mnist_hpo.tuning._retries import forget_resume_states, load_resume_state, save_resume_state
 from mnist_hpo.tuning.attrs import (
     BEST_EPOCH_ATTR,
     DEVICE_ATTR,
@@ -33,9 +32,6 @@ from mnist_hpo.tuning.attrs import (
     MODEL_SPEC_ATTR,
     MULT_ADDS_ATTR,
     PARAMETERS_ATTR,
-    RESUME_FAILED_ATTR,
-    RESUMED_FROM_ATTR,
-    RETRY_HISTORY_ATTR,
     SECONDS_ATTR,
     SEED_ATTR,
     TRAIN_CONFIG_ATTR,
@@ -47,11 +43,6 @@ from mnist_hpo.tuning.space import Space
 from mnist_hpo.versions import library_versions
 
 MODEL_ARTIFACT = "model.pt"  # the trial's kept weights (best validation epoch): what export, best and ensemble read
-
-
-def resume_key(study_name: str, trial_number: int) -> str:
-    """Where a trial's full training state lives in the artifact store while it may be retried."""
-    return f"resume-{study_name}-{trial_number}.pt"
 
 
 @dataclass
@@ -106,15 +97,13 @@ class Objective:
             trial.set_user_attr(EPOCHS_RUN_ATTR, 0)
             raise optuna.TrialPruned(f"{parameters:,} parameters exceed --max-params {self.settings.max_params:,}")
 
-        resume = self._resume_state(trial)
+        resume = load_resume_state(self.artifacts, trial, self.device)
         started = time.perf_counter()
         curve: list[dict[str, float]] = []
         on_epoch = self._epoch_hook(trial, curve, parameters, config.epochs)
 
         def on_checkpoint(state: dict[str, Any]) -> None:
-            buffer = io.BytesIO()
-            torch.save(state, buffer)
-            stores.write_blob(self.artifacts, resume_key(trial.study.study_name, trial.number), buffer.getvalue())
+            save_resume_state(self.artifacts, trial, state)
 
         try:
             result = train(
@@ -191,42 +180,7 @@ class Objective:
         stores.upload_bytes(trial, self.artifacts, MODEL_ARTIFACT, checkpoint)
 
     def _finish(self, trial: optuna.Trial, end: TrialEnd) -> None:
-        """The trial is over for good: its resume states (and its retried trials') are no longer needed."""
+        """The trial is over for good: show it, and drop its resume states (and its retried trials')."""
         if self.on_finish:
             self.on_finish(trial, end)
-        for number in [*trial.user_attrs.get(RETRY_HISTORY_ATTR, []), trial.number]:
-            stores.remove_blob(self.artifacts, resume_key(trial.study.study_name, number))
-
-    def abandon(self, study: optuna.Study, number: int) -> str:
-        """Trial ``number`` was failed by another worker while this one ran it (a partition, a stall):
-        remove its resume state unless a queued or running retry still reads it; says which."""
-        live = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING))
-        retries = [t.number for t in live if number in (t.user_attrs.get(RETRY_HISTORY_ATTR) or [])]
-        if retries:
-            return f"its resume state stays for its retry, trial {retries[0]}, which removes it when done"
-        stores.remove_blob(self.artifacts, resume_key(study.study_name, number))
-        return "its resume state was removed (its retry is done), so nothing is left behind"
-
-    def _resume_state(self, trial: optuna.Trial) -> dict[str, Any] | None:
-        """A retried trial continues from the last training state of the trial it replaces."""
-        history = trial.user_attrs.get(RETRY_HISTORY_ATTR) or []
-        if not history:
-            return None
-        previous = history[-1]
-        problem = "its training state is missing (it died before its first epoch ended)"
-        data = stores.read_blob(self.artifacts, resume_key(trial.study.study_name, previous))
-        if data is not None:
-            try:
-                zip_entries(data)  # the zip checked as any model file is, before torch reads it (checkpoints.py)
-                state = torch.load(io.BytesIO(data), map_location=self.device, weights_only=True)
-                epoch = int(state["epoch"])
-            except Exception as exc:  # truncated, corrupt, or not a training state
-                problem = f"its training state cannot be read ({type(exc).__name__})"
-            else:
-                trial.set_user_attr(RESUMED_FROM_ATTR, {"trial": previous, "epoch": epoch})
-                console.print(f"trial {trial.number}: resuming trial {previous} after epoch {epoch}")
-                return state
-        message = f"cannot resume trial {previous}: {problem}; starting over from epoch 1"
-        trial.set_user_attr(RESUME_FAILED_ATTR, message)
-        console.print(f"trial {trial.number}: {message}")
-        return None
+        forget_resume_states(self.artifacts, trial)
