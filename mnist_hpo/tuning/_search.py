@@ -118,7 +118,7 @@ def prepare(request: SearchRequest) -> Prepared:
         settings.data_digest = splits.digest
     paste = stores.pasteable(request.storage, request.artifacts)
     again = f"mnist-hpo search --study {shlex.quote(name)}{paste.storage}{paste.artifacts}"  # continues it, as printed
-    spec = WorkerSpec(faults, request.device, request.artifacts, request.seed, deadline, request.threads, request.mlflow, again)
+    spec = worker_spec(request, faults, deadline, again)
     copies = warm_start_trials(source, settings) if source else ()
     return Prepared(request, profile, name, url, storage, settings, existed, slots, spec, splits, copies, tracker)
 
@@ -178,7 +178,7 @@ def join(request: SearchRequest, hooks: SearchHooks = SearchHooks()) -> None:
     tracker = mlflow_tracker(request, request.study)
     paste = stores.pasteable(request.storage, request.artifacts)
     again = f"mnist-hpo worker --study {shlex.quote(request.study)}{paste.storage}{paste.artifacts}"
-    spec = WorkerSpec(faults, request.device, request.artifacts, request.seed, deadline, request.threads, request.mlflow, again)
+    spec = worker_spec(request, faults, deadline, again)
     run_workers(request, url, request.study, slots, spec, hooks, tracker=tracker)
 
 
@@ -225,6 +225,20 @@ def run_workers(
         return
     storage = stores.open_storage(url, must_exist=True)
     launch_workers(url, storage, stores.load_study(storage, name), slots, replace(spec, again=spec.continue_command(name) + workers_flag))
+
+
+def worker_spec(request: SearchRequest, faults: Faults, deadline: Deadline, again: str) -> WorkerSpec:
+    """The request's options every worker runs with, and the command that continues the study."""
+    return WorkerSpec(
+        faults=faults,
+        device=request.device,
+        artifacts=request.artifacts,
+        seed=request.seed,
+        deadline=deadline,
+        threads=request.threads,
+        mlflow=request.mlflow,
+        again=again,
+    )
 
 
 def search_timeout(request: SearchRequest, settings: StudySettings) -> float | None:
