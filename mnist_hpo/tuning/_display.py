@@ -9,6 +9,7 @@ from mnist_hpo.console import accuracy, console, plural
 from mnist_hpo.storage import Pasteable
 from mnist_hpo.tuning.attrs import (
     EPOCHS_RUN_ATTR,
+    FAIL_REASON_ATTR,
     FAIL_REASON_SYSTEM_ATTR,
     LEARNING_CURVE_ATTR,
     PARAMETERS_ATTR,
@@ -31,7 +32,8 @@ def trial_line(trial: FrozenTrial) -> str:
     elif attrs.get(LEARNING_CURVE_ATTR):
         value = f"last {accuracy('validation', attrs[LEARNING_CURVE_ATTR][-1]['val_accuracy'])}"
     else:
-        reason = trial.system_attrs.get(FAIL_REASON_SYSTEM_ATTR, "")
+        # the engine's own failures carry the system attribute; a trial failed for its dead worker only the user one
+        reason = trial.system_attrs.get(FAIL_REASON_SYSTEM_ATTR) or attrs.get(FAIL_REASON_ATTR, "")
         value = attrs.get(TRIAL_STOPPED_ATTR) or (reason.splitlines()[-1] if reason else "")
     params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
     return (
