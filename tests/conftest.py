@@ -166,6 +166,7 @@ ADVERSARIAL = {
     "tests/commands/test_storage_faults.py": "a disk filling under a trial: one line, the trial re-queued",
     "tests/commands/test_space_networks.py": "a space whose largest network no trial can train: one line, nothing stored",
     "tests/distributed/test_faults.py": "full disks, lost servers and killed workers",
+    "tests/commands/test_pbt_refusals.py": "population-based training where it cannot work: one line, nothing stored",
 }
 
 

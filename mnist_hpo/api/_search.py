@@ -38,6 +38,9 @@ def search(
     max_retries: int = 3,
     threads: int | None = None,
     mlflow: str | None = None,
+    pbt: bool = False,
+    population: int | None = None,
+    exploit_every: int | None = None,
     progress: bool = False,
     command: str = "mnist_hpo.search() in Python",
 ) -> StudyResult:
@@ -48,7 +51,9 @@ def search(
     or ``$MNIST_HPO_STORAGE``), ``artifacts`` a folder or ``s3://BUCKET/PREFIX`` (default
     ``./mnist-hpo-artifacts``), ``space`` a TOML space file. Nothing is printed unless ``progress``
     is true (then the bars and one line per trial, as on the command line). ``mlflow`` is an MLflow
-    tracking URI that receives every finished trial as a run (needs the ``[mlflow]`` extra). ``command`` is recorded in
+    tracking URI that receives every finished trial as a run (needs the ``[mlflow]`` extra). ``pbt`` makes a new
+    study population-based (``population`` members, an exploit step every ``exploit_every`` epochs; its budget
+    is one trial per member and segment, and no timeout applies unless given). ``command`` is recorded in
     the study as what made or continued it. Bad options raise ``mnist_hpo.UserError`` before anything
     is stored; Ctrl-C raises ``SearchInterrupted`` with the running trial re-queued. ``timeout`` bounds the
     whole call from its start (the README's budget section): no trial starts after it, and still waiting
@@ -81,6 +86,9 @@ def search(
         max_retries=max_retries,
         threads=threads,
         mlflow=mlflow,
+        pbt=pbt,
+        population=population,
+        exploit_every=exploit_every,
         command=command,
     )
     with shown(progress):

@@ -45,6 +45,14 @@ MlflowOpt = typer.Option(
     help="Log every trial this process's workers finish as an MLflow run (experiment: the study's name) to this tracking URI; "
     "needs pip install -e '.[mlflow]'.",
 )
+PbtOpt = typer.Option(
+    False,
+    "--pbt",
+    help="Population-based training: a population trains side by side; every --exploit-every epochs a member in the "
+    "bottom quarter copies one in the top quarter and perturbs its learning rate, dropouts, weight decay and augmentation.",
+)
+PopulationOpt = typer.Option(None, "--population", help="--pbt: members of the population (default: the profile's; quick 8).")
+ExploitEveryOpt = typer.Option(None, "--exploit-every", help="--pbt: epochs between exploit steps (default: the profile's; quick 2).")
 app.add_typer(study_app, name="study")
 
 
@@ -84,6 +92,9 @@ def search(
     max_retries: int = MaxRetriesOpt,
     threads: Optional[int] = WorkerThreadsOpt,
     mlflow: Optional[str] = MlflowOpt,
+    pbt: bool = PbtOpt,
+    population: Optional[int] = PopulationOpt,
+    exploit_every: Optional[int] = ExploitEveryOpt,
 ) -> None:
     """Create or continue a study and run its trials (no arguments: the quick profile into ./mnist-hpo.db)."""
     from mnist_hpo.api import search as run
@@ -116,6 +127,9 @@ def search(
         max_retries=max_retries,
         threads=threads,
         mlflow=mlflow,
+        pbt=pbt,
+        population=population,
+        exploit_every=exploit_every,
         progress=True,
         command=command_line(),
     )
@@ -184,6 +198,9 @@ def study_create(
     stop_after: Optional[int] = StopAfterOpt,
     target: Optional[float] = TargetOpt,
     terminator: bool = TerminatorOpt,
+    pbt: bool = PbtOpt,
+    population: Optional[int] = PopulationOpt,
+    exploit_every: Optional[int] = ExploitEveryOpt,
 ) -> None:
     """Create a study for workers with its settings and trial budget; an existing one is kept (idempotent)."""
     from mnist_hpo.commands.search import study_create as run
@@ -206,6 +223,9 @@ def study_create(
             stop_after=stop_after,
             target=target,
             terminator=terminator,
+            pbt=pbt,
+            population=population,
+            exploit_every=exploit_every,
             command=command_line(),
         )
     )

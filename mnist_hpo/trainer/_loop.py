@@ -39,6 +39,7 @@ class TrainResult:
     val_accuracy: float | None  # of the kept weights; None without a validation split
     history: list[EpochReport] = field(default_factory=list)
     val_predictions: torch.Tensor | None = None  # the kept weights' predicted validation labels
+    last_state: dict[str, Any] | None = None  # with ``until``: the training state after the last epoch, to go on from
 
     @property
     def epochs_run(self) -> int:
@@ -56,6 +57,7 @@ def train(
     on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     resume: dict[str, Any] | None = None,
+    until: int | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_split``; the only split that may choose anything is ``val``.
 
@@ -64,19 +66,22 @@ def train(
     kept weights change; passing such a state back as ``resume`` continues after its epoch.
     ``config.seed`` fixes the batch order, the augmentation and dropout; seed torch before
     building the model if its initial weights must be reproducible too. Whatever ``on_epoch``
-    raises (for example ``optuna.TrialPruned``) stops training.
+    raises (for example ``optuna.TrialPruned``) stops training. ``until`` stops after that epoch of
+    the ``config.epochs`` schedule and returns the state to go on from (``last_state``; it keeps no
+    accuracy, so the run it resumes keeps the best of its own epochs): a PBT segment.
     """
     config.validate()
     run = _Run(model, train_split, config, device, judged_on_validation=val is not None)
     kept = _Kept(run.evaluated)
     first_epoch = 1
     if resume:
-        kept.epoch, kept.accuracy = restore(resume, run.model, run.ema, run.optimizer, run.scheduler)
+        kept.epoch, kept.accuracy = restore(resume, run.model, run.ema, run.optimizer, run.scheduler, config)
         kept.weights = _copy(run.evaluated)
         first_epoch = kept.epoch + 1
 
     history: list[EpochReport] = []
-    for epoch in range(first_epoch, config.epochs + 1):
+    last_epoch = config.epochs if until is None else min(until, config.epochs)
+    for epoch in range(first_epoch, last_epoch + 1):
         started = time.perf_counter()
         train_loss = run.one_epoch(epoch, on_step)
         seconds = time.perf_counter() - started
@@ -97,10 +102,13 @@ def train(
         if on_epoch:
             on_epoch(report)
 
+    last_state = None
+    if until is not None:
+        last_state = training_state(run.model, run.ema, run.optimizer, run.scheduler, last_epoch, None, config)
     run.evaluated.load_state_dict(kept.weights)
     if val is not None and kept.predictions is None:  # kept before a resume: predict once more
         kept.accuracy, kept.predictions = evaluate_with_predictions(run.evaluated, val, device, config.eval_batch_size)
-    return TrainResult(run.evaluated.eval(), kept.epoch, kept.accuracy, history, kept.predictions)
+    return TrainResult(run.evaluated.eval(), kept.epoch, kept.accuracy, history, kept.predictions, last_state)
 
 
 class _Run:

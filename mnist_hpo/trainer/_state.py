@@ -105,15 +105,41 @@ def training_state(
 
 
 def restore(
-    state: dict[str, Any], model: nn.Module, ema: AveragedModel | None, optimizer: torch.optim.Optimizer, scheduler: Scheduler
+    state: dict[str, Any],
+    model: nn.Module,
+    ema: AveragedModel | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Scheduler,
+    config: TrainConfig,
 ) -> tuple[int, float | None]:
-    """Load a ``training_state``; returns the epoch it was taken after and the accuracy kept then."""
+    """Load a ``training_state``; returns the epoch it was taken after and the accuracy kept then.
+
+    The run goes on with ``config``'s learning rate and weight decay (the schedule's progress is kept):
+    a retry has the same ones; a population-based training member may have new ones (``retune``).
+    """
     model.load_state_dict(state["model"])
     if ema and state.get("ema"):
         ema.load_state_dict(state["ema"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    retune(optimizer, scheduler, float(state["train_config"]["lr"]), config)
     torch.set_rng_state(state["rng_cpu"])
     if state.get("rng_cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng_cuda"])
     return int(state["epoch"]), state.get("best_val_accuracy")
+
+
+def retune(optimizer: torch.optim.Optimizer, scheduler: Scheduler, old_lr: float, config: TrainConfig) -> None:
+    """Scale the learning rate, from here on, by ``config.lr / old_lr``, and take ``config``'s weight decay.
+
+    Every schedule here (exponential, cosine, plateau) computes the next rate from the current one
+    and its base, so scaling both scales the rest of the schedule: PBT's explore step.
+    """
+    ratio = config.lr / old_lr
+    for group in optimizer.param_groups:
+        group["lr"] *= ratio
+        group["weight_decay"] = config.weight_decay
+        if "initial_lr" in group:
+            group["initial_lr"] *= ratio
+    if hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [lr * ratio for lr in scheduler.base_lrs]

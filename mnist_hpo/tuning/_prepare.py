@@ -14,6 +14,7 @@ from mnist_hpo.errors import UserError
 from mnist_hpo.trainer import check_threads
 from mnist_hpo.tuning._budget import BudgetView
 from mnist_hpo.tuning._networks import check_networks
+from mnist_hpo.tuning.pbt import Pbt
 from mnist_hpo.tuning.profiles import Profile, get_profile
 from mnist_hpo.tuning.pruners import check_pruner
 from mnist_hpo.tuning.samplers import make_sampler
@@ -55,6 +56,9 @@ class SearchRequest:
     max_retries: int = 3
     threads: int | None = None  # CPU threads per worker (default: this process's cores shared among its workers)
     mlflow: str | None = None  # an MLflow tracking URI: every trial this process's workers finish is logged there
+    pbt: bool = False  # population-based training (tuning.pbt)
+    population: int | None = None  # its members (default: the profile's)
+    exploit_every: int | None = None  # epochs between its exploit steps (default: the profile's)
     command: str = ""  # the command line that made the study, recorded in it
 
     def check_counts(self) -> None:
@@ -90,6 +94,7 @@ def new_settings(request: SearchRequest, profile: Profile) -> StudySettings:
     pruner = request.pruner or ("mo-asha" if multi else "hyperband")
     make_sampler(sampler, request.seed, multi)
     check_pruner(pruner, multi)
+    pbt = population_of(request, profile, epochs, multi)
     if multi and (request.stop_after is not None or request.target is not None or request.terminator):
         raise UserError("--stop-after, --target and --terminator watch one objective; leave them out with --objectives accuracy,params")
     origin = f"space file {request.space_file} (on profile {profile.name})" if request.space_file else f"profile {profile.name}"
@@ -105,20 +110,63 @@ def new_settings(request: SearchRequest, profile: Profile) -> StudySettings:
         max_params=request.max_params,
         seed=request.seed,
         sampler=sampler,
-        pruner=pruner,
+        pruner="none" if pbt else pruner,
         stop_after=request.stop_after,
         target=request.target,
         terminator=request.terminator,
         warm_start=request.warm_start,
+        pbt=pbt.to_dict() if pbt else None,
         versions=library_versions(),
         command=request.command,
     )
 
 
-def search_budget(request: SearchRequest, profile: Profile):
+def population_of(request: SearchRequest, profile: Profile, epochs: int, multi: bool) -> Pbt | None:
+    """--pbt's population, checked; None without --pbt. PBT is refused where it cannot work, with the reason."""
+    if not request.pbt:
+        if request.population is not None or request.exploit_every is not None:
+            raise UserError("--population and --exploit-every set up population-based training; add --pbt")
+        return None
+    if multi:
+        raise UserError("--pbt ranks its members by validation accuracy alone; leave out --objectives accuracy,params")
+    if request.pruner not in (None, "none"):
+        raise UserError(
+            f"--pbt stops no member early: its bottom quantile copies the top instead, so --pruner {request.pruner} would "
+            "discard members it needs; leave out --pruner"
+        )
+    if request.n_trials is not None:
+        raise UserError("--pbt's budget is its population times its generations (epochs / --exploit-every); leave out --n-trials")
+    pbt = Pbt(request.population or profile.population, request.exploit_every or profile.exploit_every)
+    pbt.check(epochs)
+    return pbt
+
+
+def pbt_budget(request: SearchRequest, stored: StudySettings | None, asked: StudySettings, view: BudgetView | None) -> int | None:
+    """A PBT study's budget, one trial per member and generation, set once; None for other studies."""
+    settings = stored or asked
+    if not settings.pbt:
+        return None
+    pbt = Pbt.from_dict(settings.pbt)
+    if stored is None:
+        return pbt.budget(settings.epochs)
+    if request.n_trials is not None:
+        raise UserError(f"study {request.study!r} is population-based: its budget is {stored.n_trials} trials; leave out --n-trials")
+    assert view is not None and stored.n_trials is not None
+    if view.finished >= stored.n_trials:
+        raise UserError(
+            f"study {request.study!r} is done: its {pbt.population} members trained their {pbt.generations(stored.epochs)} "
+            "generations; start another study (--study NAME) to search again"
+        )
+    return stored.n_trials
+
+
+def search_budget(request: SearchRequest, profile: Profile, asked: StudySettings):
     """The budget rule of `search` (see the module docstring)."""
 
     def budget(stored: StudySettings | None, view: BudgetView | None) -> int:
+        population = pbt_budget(request, stored, asked, view)
+        if population is not None:
+            return population
         if stored is None:
             return request.n_trials or profile.n_trials
         assert view is not None
@@ -136,9 +184,13 @@ def create_budget(request: SearchRequest, profile: Profile, asked: StudySettings
     """The budget rule of `study create`: set it once, raise it later, never lower it; options must agree."""
 
     def budget(stored: StudySettings | None, view: BudgetView | None) -> int:
+        if stored is not None:
+            check_same_study(request, stored, asked)
+        population = pbt_budget(request, stored, asked, view)
+        if population is not None:
+            return population
         if stored is None:
             return request.n_trials or profile.n_trials
-        check_same_study(request, stored, asked)
         if request.n_trials is None:
             if stored.n_trials is None:
                 raise UserError(f"study {request.study!r} has no trial budget yet (an older mnist-hpo made it); pass --n-trials N")
@@ -154,7 +206,7 @@ def create_budget(request: SearchRequest, profile: Profile, asked: StudySettings
 
 
 #: What `search` on an existing study would otherwise ignore: the study keeps its own.
-STUDY_DEFINING = ("profile", "epochs", "max_params", "space")
+STUDY_DEFINING = ("profile", "epochs", "max_params", "space", "pbt")
 
 
 def check_same_study(request: SearchRequest, stored: StudySettings, asked: StudySettings, keys: tuple[str, ...] | None = None) -> None:
@@ -167,10 +219,11 @@ def check_same_study(request: SearchRequest, stored: StudySettings, asked: Study
         "sampler": request.sampler,
         "pruner": request.pruner,
         "space": asked.space if request.space_file is not None else None,
+        "pbt": asked.pbt if request.pbt else None,
     }
     differ = [key for key, value in given.items() if value is not None and getattr(stored, key) != value and key in (keys or given)]
     if differ:
-        shown = ", ".join(f"{key} {getattr(stored, key)!r}" if key != "space" else "another space" for key in differ)
+        shown = ", ".join(f"{key} {getattr(stored, key)!r}" if key not in ("space", "pbt") else f"another {key}" for key in differ)
         raise UserError(f"study {request.study!r} exists with {shown}; leave those options out to keep it, or use another --study name")
 
 

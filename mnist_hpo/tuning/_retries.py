@@ -42,6 +42,7 @@ from mnist_hpo.tuning.attrs import (
     OPTUNA_FIXED_PARAMS_ATTR,
     OPTUNA_RETRY_HISTORY_ATTR,
     OWNER_ATTR,
+    PBT_SEGMENT_ATTR,
     PUBLISHED_BASELINE_ATTR,
     REPLACES_ATTR,
     RESUME_FAILED_ATTR,
@@ -133,6 +134,7 @@ def requeue(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> str:
         RETRY_OF_ATTR: trial.number,
         RETRY_HISTORY_ATTR: history,
         **({PUBLISHED_BASELINE_ATTR: True} if trial.user_attrs.get(PUBLISHED_BASELINE_ATTR) else {}),
+        **({PBT_SEGMENT_ATTR: trial.user_attrs[PBT_SEGMENT_ATTR]} if PBT_SEGMENT_ATTR in trial.user_attrs else {}),  # its place
     }
     RetryHeartbeatStaleTrialCallback(max_retry=max_retries)(study, inherit)
     return f"trial {trial.number} re-queued (retry {len(history)} of {max_retries})"

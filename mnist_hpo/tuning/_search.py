@@ -134,7 +134,7 @@ def run(prepared: Prepared, hooks: SearchHooks = SearchHooks()) -> optuna.Study:
         p.storage,
         p.name,
         p.settings,
-        budget=search_budget(request, p.profile),
+        budget=search_budget(request, p.profile, p.settings),
         data_source=p.splits.describe(),
         copies=p.copies,
         deadline=p.spec.deadline,
@@ -243,7 +243,7 @@ def worker_spec(request: SearchRequest, faults: Faults, deadline: Deadline, agai
 
 def search_timeout(request: SearchRequest, settings: StudySettings) -> float | None:
     """--timeout, else the profile's (the quick profile: 600 s) unless --n-trials asks for a trial count."""
-    if request.timeout is not None:
+    if request.timeout is not None or settings.pbt:  # a population trains to its end
         return request.timeout
     return get_profile(settings.profile, False).timeout if request.n_trials is None else None
 

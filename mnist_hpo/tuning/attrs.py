@@ -42,6 +42,7 @@ WORKER_ATTR = "worker"  # the worker's label (_engine.py)
 GPU_ATTR = "gpu"  # the GPU the worker was given (_engine.py)
 COPIED_ATTR = "copied_from"  # {"study", "trial"}: the trial is a warm start's copy (copies.py)
 PUBLISHED_BASELINE_ATTR = "published_baseline"  # True: the trial trains the published configuration (_budget.py)
+PBT_SEGMENT_ATTR = "pbt_segment"  # {"member", "generation", "first_epoch", "last_epoch", "source", "donor"} (pbt.py)
 REPLACES_ATTR = "replaces"  # the number of the failed trial a fresh trial replaces (_retries.py)
 RETRY_OF_ATTR = "retry_of"  # the number of the dead trial a retry re-runs (_retries.py)
 # Ours, not Optuna's OPTUNA_RETRY_HISTORY_ATTR below, though key and list are the same: the numbers of

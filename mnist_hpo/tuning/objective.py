@@ -3,7 +3,8 @@
 It knows the trainer and the models, and Optuna's trial; the dashboard's pictures and notes come
 from the ``on_finish`` hook the command wires in, so this layer never imports ``dashboards``.
 A retried trial continues from the last training state of the trial it replaces; if that state is
-missing or unreadable it starts over and says so.
+missing or unreadable it starts over and says so. In a population-based training study a trial is one
+segment of a member (``_population.take_segment``): it starts from the training state its place names.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mnist_hpo.data import Split, Splits
 from mnist_hpo.errors import TrainingDiverged
 from mnist_hpo.models import build_model, count_parameters, mult_adds
 from mnist_hpo.trainer import EpochReport, TrainConfig, TrainResult, train
+from mnist_hpo.tuning._population import load_end_state, segment_done, take_segment
 from mnist_hpo.tuning._retries import forget_resume_states, load_resume_state, save_resume_state
 from mnist_hpo.tuning.attrs import (
     BEST_EPOCH_ATTR,
@@ -38,6 +40,7 @@ from mnist_hpo.tuning.attrs import (
     TRIAL_STOPPED_ATTR,
     VERSIONS_ATTR,
 )
+from mnist_hpo.tuning.pbt import Segment
 from mnist_hpo.tuning.settings import StudySettings
 from mnist_hpo.tuning.space import Space
 from mnist_hpo.versions import library_versions
@@ -81,11 +84,14 @@ class Objective:
             self.judge = judge_for(self.settings)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        segment = None
+        if self.settings.pbt:  # population-based training: this trial trains one segment of a member
+            trial, segment = take_segment(trial, self.settings, self.artifacts)
         family, sampled = self._space.sample(trial)
         spec = {"name": "family", "config": family.to_dict()}
-        config = replace(
-            TrainConfig(epochs=self.settings.epochs, epoch_images=self.settings.epoch_images, seed=self.seed + trial.number), **sampled
-        )
+        # a member keeps its batch order whichever worker trains it
+        seed = self.seed + trial.number if segment is None else (self.settings.seed or 0) + segment.member
+        config = replace(TrainConfig(epochs=self.settings.epochs, epoch_images=self.settings.epoch_images, seed=seed), **sampled)
         torch.manual_seed(config.seed)
         model = build_model(spec)
         parameters = count_parameters(model)
@@ -97,7 +103,7 @@ class Objective:
             trial.set_user_attr(EPOCHS_RUN_ATTR, 0)
             raise optuna.TrialPruned(f"{parameters:,} parameters exceed --max-params {self.settings.max_params:,}")
 
-        resume = load_resume_state(self.artifacts, trial, self.device)
+        resume = self._resume(trial, segment)
         started = time.perf_counter()
         curve: list[dict[str, float]] = []
         on_epoch = self._epoch_hook(trial, curve, parameters, config.epochs)
@@ -116,6 +122,7 @@ class Objective:
                 on_step=(lambda done, total: self.on_step(trial, done, total)) if self.on_step else None,
                 on_checkpoint=on_checkpoint,
                 resume=resume,
+                until=segment.last_epoch if segment else None,
             )
         except (TrainingDiverged, optuna.TrialPruned) as exc:
             stopped = str(exc) or "pruned"
@@ -130,10 +137,19 @@ class Objective:
         metrics = {"val_accuracy": result.val_accuracy}
         data = checkpoint_bytes(result.model, spec, metrics, {"train_config": config.to_dict()})
         stores.ride_out(self._keep, trial, result.kept_epoch, data)
+        if segment is not None:
+            stores.ride_out(segment_done, trial, self.settings, segment, result.last_state, self.artifacts)
         self._finish(trial, TrialEnd(curve, result, self.splits.val, None, self.settings.epochs, self.artifacts))
         if self.settings.multi_objective:
             return result.val_accuracy, float(parameters)
         return result.val_accuracy
+
+    def _resume(self, trial: optuna.Trial, segment: Segment | None) -> dict[str, Any] | None:
+        """What to go on from: a retry's own checkpoint, else the state its PBT place starts from; None: a new network."""
+        resume = load_resume_state(self.artifacts, trial, self.device)
+        if resume is None and segment is not None and segment.source is not None:
+            return load_end_state(self.artifacts, trial.study.study_name, segment.source, self.device)
+        return resume
 
     def _epoch_hook(
         self, trial: optuna.Trial, curve: list[dict[str, float]], parameters: int, epochs: int

@@ -19,6 +19,8 @@ class Profile:
     n_trials: int
     timeout: float | None  # seconds; the default budget of `search`
     space: dict[str, dict[str, Any]] = field(default_factory=dict)  # overrides on the default space
+    population: int = 8  # --pbt: members
+    exploit_every: int = 2  # --pbt: epochs between exploit steps
 
 
 PROFILES: dict[str, Profile] = {
@@ -31,6 +33,8 @@ PROFILES: dict[str, Profile] = {
         epoch_images=None,
         n_trials=6,
         timeout=None,
+        population=3,
+        exploit_every=1,
         space={
             "first_channels": {"low": 4, "high": 8, "step": 4},
             "growth": {"low": 0, "high": 4, "step": 4},
@@ -85,6 +89,7 @@ PROFILES: dict[str, Profile] = {
         epoch_images=None,
         n_trials=30,
         timeout=None,
+        exploit_every=5,
     ),
 }
 

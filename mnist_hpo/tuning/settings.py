@@ -19,7 +19,7 @@ from mnist_hpo.errors import UserError
 from mnist_hpo.tuning.attrs import SETTINGS_ATTR
 from mnist_hpo.versions import VERSION
 
-SCHEMA = 2  # 1: no schema field (mnist-hpo 0.1); 2: schema, stop rules, warm start
+SCHEMA = 3  # 1: no schema field (mnist-hpo 0.1); 2: schema, stop rules, warm start; 3: population-based training
 OBJECTIVES = {"accuracy": "maximize", "params": "minimize"}
 
 
@@ -46,6 +46,7 @@ class StudySettings:
     target: float | None = None  # stop once a trial reaches this validation accuracy
     terminator: bool = False  # stop when Optuna's Terminator says the regret bound is below the noise
     warm_start: str | None = None  # the study whose finished trials seeded this one's sampler
+    pbt: dict[str, Any] | None = None  # population-based training (tuning.pbt.Pbt.to_dict), or None
     data_digest: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     command: str = ""

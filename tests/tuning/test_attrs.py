@@ -38,6 +38,7 @@ STORED = {
     "TRIAL_STOPPED_ATTR": "stopped",
     "RESUMED_FROM_ATTR": "resumed_from",
     "RESUME_FAILED_ATTR": "resume_failed",
+    "PBT_SEGMENT_ATTR": "pbt_segment",
     "RUNGS_ATTR": "mo_asha_rungs",
     "WORKER_ATTR": "worker",
     "GPU_ATTR": "gpu",

@@ -16,7 +16,7 @@ from mnist_hpo.trainer import EpochReport
 from mnist_hpo.tuning.attrs import RUNGS_ATTR
 from mnist_hpo.tuning.mo_asha import Point, crowding_distances, judge, pareto_fronts, ranking, rung_points, rungs
 from mnist_hpo.tuning.pruners import judge_for
-from mnist_hpo.tuning.settings import StudySettings
+from mnist_hpo.tuning.settings import SCHEMA, StudySettings
 
 CLI = [sys.executable, "-m", "mnist_hpo"]
 
@@ -93,7 +93,7 @@ def test_threshold_stays_available_and_schema_1_keeps_it():
     report = EpochReport(epoch=1, train_loss=2.0, val_accuracy=0.3, seconds=1.0, images_per_s=1.0, lr=1e-3)
     assert "0.3000 < 0.5 after epoch 1" in judge_for(settings)(None, report, 1000, False)
     old = StudySettings.from_dict({**settings.to_dict(), "pruner": "hyperband", "schema": 1})
-    assert old.pruner == "threshold" and old.schema == 2
+    assert old.pruner == "threshold" and old.schema == SCHEMA
 
 
 def test_the_multi_objective_default_prunes_at_rungs_by_the_pareto_ranking(tmp_path: Path):

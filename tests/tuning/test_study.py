@@ -30,7 +30,7 @@ from mnist_hpo.errors import UserError
 from mnist_hpo.trainer import predict_logits
 from mnist_hpo.tuning import SearchRequest
 from mnist_hpo.tuning.objective import MODEL_ARTIFACT
-from mnist_hpo.tuning.settings import StudySettings
+from mnist_hpo.tuning.settings import SCHEMA, StudySettings
 from mnist_hpo.tuning.space import Space
 
 pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
@@ -91,7 +91,7 @@ def test_smoke_study_completes_prunes_and_records_everything(smoke_study):
             for key in ("parameters", "mult_adds", "epochs_run", "seconds", "images_per_s", "device", "seed", "versions"):
                 assert key in trial.user_attrs, key
     assert settings.profile == "smoke" and settings.data_digest and settings.versions["optuna"] == optuna.__version__
-    assert settings.n_trials == 6 and settings.schema == 2
+    assert settings.n_trials == 6 and settings.schema == SCHEMA
     assert not list((tmp / "artifacts").glob("resume-*")), "finished trials must not leave resume states behind"
 
 

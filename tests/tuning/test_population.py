@@ -1,0 +1,128 @@
+"""`mnist-hpo search --pbt` from outside: one worker, two workers, a worker killed mid-segment, then export.
+
+What each study must show, read back through Optuna's API: exactly population x generations finished
+trials, each member placed once per generation on the epochs of that generation; a generation starts
+only after every member finished the one before; an exploiting member has its donor's network, and
+perturbed values within the space; the others keep their parameters; no training state is left behind.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import optuna
+import pytest
+from outside import (
+    FAST,
+    TINY_SPACE,
+    assert_exact_budget,
+    finish,
+    kill,
+    ok,
+    run,
+    running_past_epoch,
+    start,
+    stop_all,
+    trials_of,
+    wait_for,
+    worker_pid,
+)
+
+pytestmark = pytest.mark.slow
+MUTABLE = {"lr", "weight_decay", "dropout_in", "dropout_hidden", "rotation", "translation", "label_smoothing"}
+COMPLETE = optuna.trial.TrialState.COMPLETE
+
+
+def check_population(trials: list[optuna.trial.FrozenTrial], population: int, generations: int, interval: int) -> int:
+    """The invariants of a finished PBT study; returns how many exploits it made."""
+    assert_exact_budget(trials, population * generations)
+    counted = [t for t in trials if t.state == COMPLETE]
+    places = sorted((t.user_attrs["pbt_segment"]["member"], t.user_attrs["pbt_segment"]["generation"]) for t in counted)
+    assert places == [(m, g) for m in range(population) for g in range(generations)], places
+    by_number = {t.number: t for t in trials}
+    exploits = 0
+    for trial in counted:
+        segment = trial.user_attrs["pbt_segment"]
+        epochs = [point["epoch"] for point in trial.user_attrs["learning_curve"]]
+        first = segment["generation"] * interval + 1
+        assert epochs[-1] == segment["last_epoch"] == first + interval - 1 and segment["first_epoch"] == first, segment
+        if segment["generation"] == 0:
+            assert segment["source"] is None
+            continue
+        source = by_number[segment["source"]]
+        assert source.state == COMPLETE and source.user_attrs["pbt_segment"]["generation"] == segment["generation"] - 1
+        before = [t for t in counted if t.user_attrs["pbt_segment"]["generation"] == segment["generation"] - 1]
+        placed = datetime.datetime.fromtimestamp(segment["placed_at"])  # synchronous generations:
+        assert placed >= max(t.datetime_complete for t in before)  # placed once the one before is over
+        network = {k: v for k, v in trial.params.items() if k not in MUTABLE}
+        assert network == {k: v for k, v in source.params.items() if k not in MUTABLE}  # the weights fit their network
+        if segment["donor"] is None:
+            assert trial.params == source.params and source.user_attrs["pbt_segment"]["member"] == segment["member"]
+        else:
+            exploits += 1
+            assert source.user_attrs["pbt_segment"]["member"] == segment["donor"] != segment["member"]
+            assert any(trial.params[k] != source.params[k] for k in MUTABLE & set(trial.params))
+            for name in MUTABLE & set(trial.params):
+                distribution = trial.distributions[name]
+                assert distribution.low <= trial.params[name] <= distribution.high
+    return exploits
+
+
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory) -> tuple[Path, str]:
+    folder = tmp_path_factory.mktemp("pbt")
+    url = f"sqlite:///{folder / 'mnist-hpo.db'}"
+    done = ok(run(folder, "search", "--study", "p", "--profile", "smoke", "--pbt", "--population", "4", "--epochs", "3", "--seed", "0"))
+    assert "with a budget of 12 trials" in done.stdout
+    return folder, url
+
+
+def test_one_worker_trains_the_population_generation_by_generation(one_worker):
+    folder, url = one_worker
+    trials = trials_of(url, "p")
+    assert check_population(trials, population=4, generations=3, interval=1) >= 2  # one quantile of 4 each generation
+    assert not list((folder / "mnist-hpo-artifacts").glob("pbt-*")), "training states left behind"
+    settings = optuna.load_study(study_name="p", storage=url).user_attrs["mnist_hpo"]
+    assert settings["pbt"]["population"] == 4 and settings["pbt"]["interval"] == 1 and settings["pruner"] == "none"
+
+
+def test_the_best_member_exports_and_a_done_study_is_not_extended(one_worker):
+    folder, url = one_worker
+    ok(run(folder, "export", "--study", "p", "--out", "best.pt"))
+    assert (folder / "best.pt").stat().st_size > 0
+    done = run(folder, "search", "--study", "p")
+    assert done.returncode == 2 and "study 'p' is done: its 4 members trained their 3 generations" in done.stderr
+    assert len(trials_of(url, "p")) == 12
+
+
+def test_two_workers_on_a_journal_file_place_each_member_once_per_generation(tmp_path):
+    url = f"journal:{tmp_path / 'study.log'}"
+    args = ["search", "--study", "p", "--storage", url, "--profile", "smoke", "--space", str(TINY_SPACE), "--pbt"]
+    ok(run(tmp_path, *args, "--population", "3", "--epochs", "4", "--exploit-every", "2", "--workers", "2", "--seed", "1"))
+    check_population(trials_of(url, "p"), population=3, generations=2, interval=2)
+    assert not list((tmp_path / "mnist-hpo-artifacts").glob("pbt-*"))
+
+
+def test_a_member_whose_worker_is_killed_resumes_its_segment_in_its_place(tmp_path):
+    url = f"journal:{tmp_path / 'study.log'}"
+    search = start(
+        tmp_path,
+        *["search", "--study", "p", "--storage", url, "--profile", "smoke", "--space", str(TINY_SPACE), "--pbt", "--workers", "2"],
+        *["--population", "3", "--epochs", "4", "--exploit-every", "2", "--seed", "2", *FAST],
+        log="search.log",
+    )
+    try:
+        victim = wait_for(lambda: running_past_epoch(url, "p"), "a segment past its first epoch", processes=(search,))
+        kill(worker_pid(victim))
+        code = finish(search)
+    finally:
+        stop_all(search)
+    out = (tmp_path / "search.log").read_text()
+    assert code == 0 and "exited with status -9" in out and "Traceback" not in out, out
+    trials = trials_of(url, "p")
+    check_population(trials, population=3, generations=2, interval=2)
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == victim.number)
+    assert retry.state == COMPLETE and retry.user_attrs["pbt_segment"] == victim.user_attrs["pbt_segment"]
+    assert retry.user_attrs["resumed_from"]["trial"] == victim.number and retry.params == victim.params
+    assert retry.datetime_complete > victim.datetime_start > datetime.datetime(2000, 1, 1)
