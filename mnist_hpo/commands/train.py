@@ -115,6 +115,8 @@ def train_from_study(
         raise UserError(f"trial {best.number} has no recorded training configuration; it was made by an older mnist-hpo")
     settings = StudySettings.load(study)
     changed = {key: value for key, value in overrides.items() if value is not None}
+    if settings.pbt:
+        return replay_member(study, settings, best, changed, source, subset, target, save)
     config = replace(TrainConfig.from_dict(best.user_attrs[TRAIN_CONFIG_ATTR]), **{"epochs": settings.epochs, **changed})
     config.validate()
     if source is None:  # the study's own data, unless the user names other data (then all of it unless --subset)
@@ -169,7 +171,13 @@ def _data_record(splits: data.Splits, joined: bool = False) -> dict:
 
 
 def _train_with_progress(
-    model: torch.nn.Module, train_split: data.Split, config: TrainConfig, device: torch.device, val: data.Split | None
+    model: torch.nn.Module,
+    train_split: data.Split,
+    config: TrainConfig,
+    device: torch.device,
+    val: data.Split | None,
+    resume: dict | None = None,
+    until: int | None = None,
 ):
     with progress() as bar:
         epochs = bar.add_task("training", total=config.epochs, unit="epochs")
@@ -187,4 +195,68 @@ def _train_with_progress(
                 f"{report.seconds:.1f} s  {report.images_per_s:,.0f} images/s"
             )
 
-        return train(model, train_split, config, device, val=val, on_epoch=on_epoch, on_step=on_step)
+        return train(model, train_split, config, device, val=val, on_epoch=on_epoch, on_step=on_step, resume=resume, until=until)
+
+
+def replay_member(
+    study, settings, best, changed: dict, source: str | None, subset: int | None, target: torch.device, save: Path | None
+) -> Trained:
+    """A PBT study's best member retrained on train + validation with its schedule, epoch by epoch.
+
+    The segments that made the best trial's weights (``pbt.lineage``: across every copy) are trained
+    in order, each with its own parameters, from the state the one before left; the network keeps its
+    shape throughout. The last epoch is kept, and nothing is chosen.
+    """
+    from optuna.trial import FixedTrial
+
+    from mnist_hpo.tuning.attrs import MODEL_SPEC_ATTR, TRAIN_CONFIG_ATTR
+    from mnist_hpo.tuning.copies import own_trials
+    from mnist_hpo.tuning.pbt import MUTABLE, Segment, lineage
+    from mnist_hpo.tuning.space import Space
+
+    defined = sorted(key for key in changed if key in (*MUTABLE, "epochs"))
+    if defined:
+        raise UserError(f"--{defined[0].replace('_', '-')} cannot be used with a population-based study: its schedule sets it; drop it")
+    segments = [(t, Segment.of(t)) for t in lineage(own_trials(study), best.number)]
+    if source is None:
+        source, subset = settings.data, subset if subset is not None else settings.train_subset
+    splits = data.load_splits(source, subset=subset, log=console.print)
+    joined = splits.train + splits.val
+    space = Space.from_dict(settings.space)
+    console.print(
+        f"replaying trial {best.number}'s schedule (chosen on validation) on train + validation ({len(joined):,} images from "
+        f"{splits.source}), {plural(len(segments), 'segment')} to epoch {segments[-1][1].last_epoch} on {_where(target)}; "
+        "the last epoch is kept"
+    )
+    state, history, schedule = None, [], []
+    for trial, segment in segments:
+        family, sampled = space.sample(FixedTrial(trial.params))
+        config = replace(TrainConfig.from_dict(best.user_attrs[TRAIN_CONFIG_ATTR]), **sampled, epochs=settings.epochs, **changed)
+        torch.manual_seed(config.seed)
+        model = build_model({"name": "family", "config": family.to_dict()})
+        copied = f", copied member {segment.donor}" if segment.donor is not None else ""
+        shown = ", ".join(f"{k} {v:.3g}" for k, v in trial.params.items() if k in MUTABLE)
+        console.print(f"epochs {segment.first_epoch}-{segment.last_epoch} (trial {trial.number}{copied}): {shown}")
+        result = _train_with_progress(model, joined, config, target, None, resume=state, until=segment.last_epoch)
+        state, history = result.last_state, history + result.history
+        schedule += [{"epoch": r.epoch, "trial": trial.number, "lr_used": r.lr, **trial.params} for r in result.history]
+    metrics = {}
+    if len(splits.test):
+        metrics["test_accuracy"] = evaluate(result.model, splits.test, target)
+        console.print(
+            f"{accuracy('test', metrics['test_accuracy'], len(splits.test))} of the last epoch's weights "
+            "(trained on train + validation, chose nothing)"
+        )
+    record = {
+        "study": study.study_name,
+        "trial": best.number,
+        "train_config": config.to_dict(),
+        "changed_from_trial": changed,
+        "schedule": schedule,
+        "data": _data_record(splits, joined=True),
+        "retrained_on": "train + validation, the member's schedule replayed, last epoch kept",
+    }
+    if save:
+        digest = save_checkpoint(save, result.model, best.user_attrs[MODEL_SPEC_ATTR], metrics, record)
+        console.print(f"saved checkpoint {save} (sha256 {digest}): exactly the weights trained above")
+    return Trained(result.model, history, result.kept_epoch, None, metrics.get("test_accuracy"), config, save, record)

@@ -9,10 +9,12 @@ perturbed values within the space; the others keep their parameters; no training
 from __future__ import annotations
 
 import datetime
+import math
 from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from outside import (
     FAST,
     TINY_SPACE,
@@ -73,7 +75,7 @@ def check_population(trials: list[optuna.trial.FrozenTrial], population: int, ge
 def one_worker(tmp_path_factory) -> tuple[Path, str]:
     folder = tmp_path_factory.mktemp("pbt")
     url = f"sqlite:///{folder / 'mnist-hpo.db'}"
-    done = ok(run(folder, "search", "--study", "p", "--profile", "smoke", "--pbt", "--population", "4", "--epochs", "3", "--seed", "0"))
+    done = ok(run(folder, "search", "--study", "p", "--profile", "smoke", "--pbt", "--population", "4", "--epochs", "3", "--seed", "1"))
     assert "with a budget of 12 trials" in done.stdout
     return folder, url
 
@@ -126,3 +128,28 @@ def test_a_member_whose_worker_is_killed_resumes_its_segment_in_its_place(tmp_pa
     assert retry.state == COMPLETE and retry.user_attrs["pbt_segment"] == victim.user_attrs["pbt_segment"]
     assert retry.user_attrs["resumed_from"]["trial"] == victim.number and retry.params == victim.params
     assert retry.datetime_complete > victim.datetime_start > datetime.datetime(2000, 1, 1)
+
+
+def test_train_from_study_replays_the_best_members_schedule_epoch_by_epoch(one_worker):
+    folder, url = one_worker
+    trials = trials_of(url, "p")
+    best = max((t for t in trials if t.state == COMPLETE), key=lambda t: (t.value, -t.number))
+    chain, current = [], best
+    while current is not None:  # the segments that made the best weights, through every copy
+        chain.insert(0, current)
+        source = current.user_attrs["pbt_segment"]["source"]
+        current = next((t for t in trials if t.number == source), None) if source is not None else None
+    assert any(t.user_attrs["pbt_segment"]["donor"] is not None for t in chain), "seed 1: the best member copied another"
+    done = ok(run(folder, "train", "--from-study", "p", "--save", "replay.pt"))
+    assert f"replaying trial {best.number}'s schedule" in done.stdout and "Traceback" not in done.stdout
+    record = torch.load(folder / "replay.pt", weights_only=True)
+    schedule = record["schedule"]
+    assert [e["epoch"] for e in schedule] == [1, 2, 3] and [e["trial"] for e in schedule] == [t.number for t in chain]
+    for epoch, segment in zip(schedule, chain):
+        assert {k: epoch[k] for k in segment.params} == segment.params
+        kind, e = segment.params.get("schedule", "exponential"), epoch["epoch"]
+        factor = segment.params.get("lr_gamma", 0.98) ** (e - 1) if kind == "exponential" else (1 + math.cos(math.pi * e / 3)) / 2
+        assert epoch["lr_used"] == pytest.approx(segment.params["lr"] * factor, rel=1e-6, abs=1e-12)  # the schedule, rescaled
+    assert "test_accuracy" in record["metrics"] and "val_accuracy" not in record["metrics"]
+    refused = run(folder, "train", "--from-study", "p", "--lr", "0.01")
+    assert refused.returncode == 2 and "--lr cannot be used with a population-based study" in refused.stderr
