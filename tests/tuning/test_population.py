@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import signal
 from pathlib import Path
 
 import optuna
@@ -153,3 +154,44 @@ def test_train_from_study_replays_the_best_members_schedule_epoch_by_epoch(one_w
     assert "test_accuracy" in record["metrics"] and "val_accuracy" not in record["metrics"]
     refused = run(folder, "train", "--from-study", "p", "--lr", "0.01")
     assert refused.returncode == 2 and "--lr cannot be used with a population-based study" in refused.stderr
+
+
+def test_three_workers_on_postgresql_decide_alike_whatever_their_seeds(pg_url, tmp_path):
+    """`study create --pbt` once, then three `mnist-hpo worker` processes, each with its own sampler seed."""
+    tiny = ["--profile", "smoke", "--space", str(TINY_SPACE), "--epochs", "3", "--exploit-every", "1"]
+    ok(run(tmp_path, "study", "create", "--study", "pg", "--storage", pg_url, "--pbt", "--population", "4", *tiny))
+    workers = [start(tmp_path, "worker", "--study", "pg", "--storage", pg_url, "--seed", str(i), *FAST, log=f"w{i}.log") for i in range(3)]
+    try:
+        codes = [finish(worker) for worker in workers]
+    finally:
+        stop_all(*workers)
+    logs = "".join((tmp_path / f"w{i}.log").read_text() for i in range(3))
+    assert codes == [0, 0, 0] and "Traceback" not in logs, logs
+    trials = trials_of(pg_url, "pg")
+    check_population(trials, population=4, generations=3, interval=1)
+    assert len({t.user_attrs["worker"] for t in trials}) >= 2  # the segments really were shared out
+
+
+def test_a_pbt_study_interrupted_by_ctrl_c_is_continued_to_its_exact_budget(tmp_path):
+    url = f"sqlite:///{tmp_path / 'mnist-hpo.db'}"
+    args = ["search", "--study", "p", "--profile", "smoke", "--space", str(TINY_SPACE), "--pbt", "--population", "3", "--epochs", "4"]
+    search = start(tmp_path, *args, "--exploit-every", "1", "--seed", "3", log="first.log")
+    try:
+        wait_for(lambda: finished_segments(url) >= 4, "four finished segments", processes=(search,))
+        search.send_signal(signal.SIGINT)
+        code = finish(search)
+    finally:
+        stop_all(search)
+    out = (tmp_path / "first.log").read_text()
+    assert code == 130 and "mnist-hpo search --study p" in out and "Traceback" not in out, out
+    assert finished_segments(url) < 12
+    ok(run(tmp_path, "search", "--study", "p"))
+    check_population(trials_of(url, "p"), population=3, generations=4, interval=1)
+    assert not list((tmp_path / "mnist-hpo-artifacts").glob("pbt-*"))
+
+
+def finished_segments(url: str) -> int:
+    try:
+        return sum(t.state == COMPLETE for t in trials_of(url, "p"))
+    except Exception:  # the study is not created yet
+        return 0
