@@ -19,6 +19,7 @@ from mnist_hpo.tuning.attrs import (
 )
 from mnist_hpo.tuning.baseline import baseline_comparison
 from mnist_hpo.tuning.copies import own_pareto_front, own_trials
+from mnist_hpo.tuning.pbt import Segment
 from mnist_hpo.tuning.settings import StudySettings
 
 
@@ -38,8 +39,17 @@ def trial_line(trial: FrozenTrial) -> str:
     params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
     return (
         f"trial {trial.number:>3} {trial.state.name:<8} {value}  {plural(attrs.get(PARAMETERS_ATTR, 0), 'parameter')}  "
-        f"{plural(attrs.get(EPOCHS_RUN_ATTR, 0), 'epoch')}  {attrs.get(SECONDS_ATTR, 0):.1f} s  [{params}]"
+        f"{plural(attrs.get(EPOCHS_RUN_ATTR, 0), 'epoch')}  {attrs.get(SECONDS_ATTR, 0):.1f} s{_place(trial)}  [{params}]"
     )
+
+
+def _place(trial: FrozenTrial) -> str:
+    """A PBT segment's place: ``  member 2, epochs 3-4, copied member 0``."""
+    segment = Segment.of(trial)
+    if segment is None:
+        return ""
+    copied = f", copied member {segment.donor}" if segment.donor is not None else ""
+    return f"  member {segment.member}, epochs {segment.first_epoch}-{segment.last_epoch}{copied}"
 
 
 def _short(value: object) -> str:
