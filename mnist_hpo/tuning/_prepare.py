@@ -136,6 +136,11 @@ def population_of(request: SearchRequest, profile: Profile, epochs: int, multi: 
         )
     if request.n_trials is not None:
         raise UserError("--pbt's budget is its population times its generations (epochs / --exploit-every); leave out --n-trials")
+    if request.stop_after is not None or request.terminator:
+        raise UserError(
+            "--stop-after and --terminator judge trials drawn one after another; a PBT trial is one member's segment, "
+            "so they would stop a population mid-generation: leave them out (--target works)"
+        )
     pbt = Pbt(request.population or profile.population, request.exploit_every or profile.exploit_every)
     pbt.check(epochs)
     return pbt

@@ -24,6 +24,7 @@ NEW_STUDY = {  # name: (arguments, fragments of the one error line)
     "a trial budget": ([*CREATE, "--pbt", "--n-trials", "5"], ["its population times its generations", "leave out --n-trials"]),
     "one member": ([*SEARCH, "--pbt", "--population", "1"], ["--population must be at least 2 members"]),
     "an interval past the epochs": ([*SEARCH, "--pbt", "--exploit-every", "3"], ["--exploit-every must be 1 to 2 epochs"]),
+    "a stop rule that counts trials": ([*SEARCH, "--pbt", "--stop-after", "3"], ["--stop-after and --terminator", "(--target works)"]),
     "a population without --pbt": ([*SEARCH, "--population", "4"], ["set up population-based training; add --pbt"]),
 }
 
