@@ -73,9 +73,10 @@ def test_tests_mirror_the_package():
     assert not unmirrored, f"subpackages without a tests/ folder: {sorted(unmirrored)}"
 
 
-#: What the dashboards may read of the search: its settings, space, own-trials helpers, the baseline sentence and
-#: the attribute names; never the engine, samplers or objective (an allow-list: a new tuning module is refused until named here).
-DASHBOARDS_MAY_IMPORT = {"attrs", "baseline", "copies", "mo_asha", "settings", "space"}
+#: What the dashboards may read of the search: its settings, space, own-trials helpers, the baseline sentence,
+#: PBT's pure lineage and schedule (the population picture) and the attribute names; never the engine, samplers or
+#: objective (an allow-list: a new tuning module is refused until named here).
+DASHBOARDS_MAY_IMPORT = {"attrs", "baseline", "copies", "mo_asha", "pbt", "settings", "space"}
 
 
 def test_dashboards_import_only_the_allowed_parts_of_the_search():

@@ -1,4 +1,5 @@
-"""The pictures of a trial, as PNG bytes: learning curves, confusion matrix, misclassified digits.
+"""The pictures of a trial, as PNG bytes: learning curves, confusion matrix, misclassified digits
+(and the size of a PBT study's population picture, drawn in ``population.py`` with the helpers here).
 
 Matplotlib's object API on the Agg canvas (no pyplot, no global state, safe in worker threads).
 Every figure has a fixed size in pixels (``SIZES``), is drawn in tens of milliseconds and
@@ -15,21 +16,22 @@ from typing import Any
 import numpy as np
 
 CURVES, CONFUSION, MISCLASSIFIED = "learning-curves.png", "confusion-matrix.png", "misclassified.png"
+POPULATION = "population.png"  # a PBT study's; uploaded once per generation as population-generation-G.png
 DPI = 100
 #: Width and height in pixels of each figure.
-SIZES: dict[str, tuple[int, int]] = {CURVES: (800, 360), CONFUSION: (520, 480), MISCLASSIFIED: (640, 700)}
+SIZES: dict[str, tuple[int, int]] = {CURVES: (800, 360), CONFUSION: (520, 480), MISCLASSIFIED: (640, 700), POPULATION: (1000, 460)}
 MAX_MISCLASSIFIED = 36
 CLASSES = 10
 
 
-def _figure(name: str):
+def blank_figure(name: str):
     from matplotlib.figure import Figure
 
     width, height = SIZES[name]
     return Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
 
 
-def _png(figure) -> bytes:
+def png_bytes(figure) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(figure)
@@ -48,7 +50,7 @@ def learning_curves_png(curve: Sequence[dict[str, Any]], title: str = "", stoppe
     epochs = [int(point["epoch"]) for point in curve]
     losses = [float(point["train_loss"]) for point in curve]
     accuracies = [100 * float(point["val_accuracy"]) for point in curve]
-    figure = _figure(CURVES)
+    figure = blank_figure(CURVES)
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     loss_axes.plot(epochs, losses, marker="o", color="tab:blue")
     loss_axes.set(title="train loss", xlabel="epoch", ylabel="cross-entropy")
@@ -74,7 +76,7 @@ def learning_curves_png(curve: Sequence[dict[str, Any]], title: str = "", stoppe
     if title:
         figure.suptitle(title, fontsize=10)
     figure.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.82 if title else 0.88, wspace=0.28)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def _epoch_ticks(epochs: list[int]) -> list[int]:
@@ -93,7 +95,7 @@ def confusion_matrix_png(labels: np.ndarray, predictions: np.ndarray, title: str
     counts = confusion_matrix(labels, predictions)
     total = int(counts.sum())
     correct = int(np.trace(counts))
-    figure = _figure(CONFUSION)
+    figure = blank_figure(CONFUSION)
     axes = figure.subplots()
     # Colour the errors: the diagonal dwarfs everything else, so it is drawn in grey.
     errors = counts.astype(float)
@@ -122,7 +124,7 @@ def confusion_matrix_png(labels: np.ndarray, predictions: np.ndarray, title: str
     accuracy = f"validation: {correct:,}/{total:,} correct ({100 * correct / total:.2f}%)" if total else "no images"
     axes.set_title(f"{title}\n{accuracy}" if title else accuracy, fontsize=9)
     figure.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.9)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def misclassified_png(
@@ -143,7 +145,7 @@ def misclassified_png(
     for slot, index in enumerate(shown):
         row, column = divmod(slot, columns)
         mosaic[row * cell : row * cell + side, column * cell : column * cell + side] = np.asarray(images[index], dtype=float) / 255.0
-    figure = _figure(MISCLASSIFIED)
+    figure = blank_figure(MISCLASSIFIED)
     axes = figure.add_axes((0.02, 0.02, 0.96, 0.86))
     axes.imshow(mosaic, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest", aspect="equal")
     for slot, index in enumerate(shown):
@@ -166,7 +168,7 @@ def misclassified_png(
         f"; first {len(shown)} shown" if len(wrong) > len(shown) else ""
     )
     figure.suptitle(f"{title}\n{count}" if title else count, fontsize=9)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def png_size(data: bytes) -> tuple[int, int]:

@@ -40,6 +40,7 @@ from mnist_hpo.tuning.space import Space
 
 METRIC_NAMES = {"accuracy": "validation accuracy", "params": "parameters"}
 STOPS_HEADING = "### Stopped early"
+POPULATION_HEADING = "### Population"
 
 
 def _number(value: Any) -> str:
@@ -210,6 +211,8 @@ def study_note(name: str, user_attrs: Mapping[str, Any]) -> str:
         if settings.get(key) is not None
     ]
     rows += stop_rule_rows(settings)
+    if settings.get("pbt"):
+        rows.append(("population-based training", pbt_line(settings["pbt"])))
     warm = user_attrs.get(WARM_START_ATTR) or {}
     if warm:
         copied = sum((warm.get("copied") or {}).values())
@@ -240,3 +243,41 @@ def study_note(name: str, user_attrs: Mapping[str, Any]) -> str:
     if stops:
         parts += [STOPS_HEADING, "\n".join(stops)]
     return "\n\n".join(parts) + "\n"
+
+
+def pbt_line(pbt: Mapping[str, Any]) -> str:
+    """A PBT study's settings in words (the study's note and the report)."""
+    interval = int(pbt["interval"])
+    share = f"{float(pbt.get('quantile', 0.25)):.0%}"
+    return (
+        f"{pbt['population']} members; every {interval} epoch{'s' if interval != 1 else ''} the bottom {share} by "
+        f"validation accuracy copy a member of the top {share} and perturb its parameters"
+    )
+
+
+def population_section(image: str, title: str) -> str:
+    """The study note's population section: the latest picture (``image``: its URL path on the dashboard) and how to read it."""
+    return (
+        f"{POPULATION_HEADING}\n\n![{title}]({image})\n\n"
+        "Left: each member's validation accuracy by epoch; a dashed jump ending in a triangle is an exploit (the member "
+        "copied a better member's weights and parameters, from that member's point at the end of the copied segment). "
+        "Right: the best trial's learning rate and dropouts epoch by epoch across every copy. Redrawn after each "
+        "generation; the study's artifacts keep every one (population-generation-G.png).\n"
+    )
+
+
+def with_section(note: str, heading: str, section: str, before: str = STOPS_HEADING) -> str:
+    """``note`` with the section under ``heading`` (up to the next heading of its level) replaced by ``section``.
+
+    A new section goes in before the ``before`` section, else at the end: the stops section stays last,
+    where ``publish.note_study_stop`` appends its lines.
+    """
+    lines = note.rstrip().splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
+    if start is None:
+        start = end = next((i for i, line in enumerate(lines) if line.rstrip() == before), len(lines))
+    else:
+        level = heading.split(" ", 1)[0] + " "
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith((level, "## "))), len(lines))
+    head, rest = "".join(lines[:start]).rstrip(), "".join(lines[end:]).rstrip()
+    return "\n\n".join(part for part in (head, section.strip(), rest) if part) + "\n"

@@ -4,7 +4,9 @@
 trials get learning curves, a validation confusion matrix and a grid of misclassified validation
 digits (from the predictions the trainer already made: nothing is run again here); pruned or
 diverged trials get their learning curves. Every trial gets a markdown note, and the study gets
-its note (command line, settings, search space) the first time one of its trials ends.
+its note (command line, settings, search space) the first time one of its trials ends. In a
+population-based-training study, the segment that ends a generation draws the population
+(``population.py``) as a study artifact and shows it in the study's note.
 Publishing never fails a trial: a problem is printed as one line and the search goes on.
 """
 
@@ -20,8 +22,9 @@ import optuna
 
 from mnist_hpo import redact, storage
 from mnist_hpo.console import console
-from mnist_hpo.dashboards import figures, notes
-from mnist_hpo.tuning.attrs import SETTINGS_ATTR, TRIAL_STOPPED_ATTR
+from mnist_hpo.dashboards import figures, notes, population
+from mnist_hpo.tuning.attrs import PBT_SEGMENT_ATTR, SETTINGS_ATTR, TRIAL_STOPPED_ATTR
+from mnist_hpo.tuning.copies import own_trials
 
 PNG = "image/png"
 
@@ -45,7 +48,9 @@ def publish_trial(
     weights' ``predictions`` (uint8 N×28×28 and int arrays); ``stopped`` says why a trial ended early.
     """
     started = time.perf_counter()
+    segment = False
     try:
+        segment = PBT_SEGMENT_ATTR in trial.user_attrs  # the running trial's attributes: no extra read for other studies
         completed = val_accuracy is not None
         title = f"trial {trial.number}"
         reason = None if completed else (stopped or trial.user_attrs.get(TRIAL_STOPPED_ATTR) or "pruned")
@@ -58,7 +63,50 @@ def publish_trial(
         _save_notes(trial, curve, completed, reason, val_accuracy, epochs)
     except Exception as exc:  # pictures are a convenience: never lose a trained trial over them
         console.print(f"trial {trial.number}: dashboard pictures/notes not saved ({type(exc).__name__}: {exc})")
+    if segment:
+        publish_population(trial.study, artifacts, trial.number)
     return time.perf_counter() - started
+
+
+def publish_population(study: optuna.Study, artifacts: Any, number: int) -> str | None:
+    """If trial ``number`` ends a generation of a PBT study: the population picture, uploaded as the study's
+    artifact population-generation-G.png and shown in the study's note. Returns the artifact's name, or None.
+
+    Two workers ending a generation's last segments at once may both draw it (harmless: the note shows one).
+    Never fails the trial: a problem is printed as one line.
+    """
+    try:
+        settings = study.user_attrs.get(SETTINGS_ATTR) or {}
+        if not settings.get("pbt"):
+            return None
+        trials = own_trials(study.get_trials(deepcopy=False))
+        pbt, epochs = settings["pbt"], int(settings["epochs"])
+        generation = population.generation_done(trials, number, int(pbt["population"]))
+        if generation is None:
+            return None
+        name = f"population-generation-{generation}.png"
+        if any(meta.filename == name for meta in optuna.artifacts.get_all_artifact_meta(study)):
+            return None
+        last = min((generation + 1) * int(pbt["interval"]), epochs)
+        title = f"study {study.study_name}: {pbt['population']} members after generation {generation} (epoch {last} of {epochs})"
+        artifact_id = storage.upload_bytes(study, artifacts, name, population.png(population.read(trials), title), PNG)
+        _show_population(study, artifact_id, title)
+        return name
+    except Exception as exc:  # a picture is a convenience: the trial is recorded
+        console.print(f"trial {number}: population picture not saved ({type(exc).__name__}: {exc})")
+        return None
+
+
+def _show_population(study: optuna.Study, artifact_id: str, title: str) -> None:
+    from optuna_dashboard import get_note, save_note
+    from optuna_dashboard.artifact import get_artifact_path
+
+    ensure_study_note(study)
+    note = get_note(study)
+    section = notes.population_section(get_artifact_path(study, artifact_id), title)
+    updated = notes.with_section(note, notes.POPULATION_HEADING, section)
+    if updated != note:
+        save_note(study, updated)
 
 
 def _save_notes(

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mnist_hpo import redact, storage
 from mnist_hpo.console import console
-from mnist_hpo.dashboards import figures
+from mnist_hpo.dashboards import figures, notes, population
 from mnist_hpo.errors import UserError
 from mnist_hpo.tuning.attrs import (
     BEST_EPOCH_ATTR,
@@ -107,6 +107,7 @@ def render_report(study: optuna.Study, storage_handle: Any, store: Any = None, a
         _header(study, trials, settings, len(all_trials) - len(trials)),
         _honest_numbers(study, ranked, trials, multi),
         _figures_section(own_study(study) if len(trials) < len(all_trials) else study, complete, multi),
+        _population_section(trials, ranked, settings),
         _top_trials(ranked, multi),
         _best_pictures(storage_handle, ranked, store, artifacts_folder),
     ]
@@ -157,6 +158,8 @@ def _header(study: optuna.Study, trials: list[FrozenTrial], settings: dict[str, 
             )
         )
     rows += stop_rule_rows(settings)
+    if settings.get("pbt"):
+        rows.append(("population-based training", notes.pbt_line(settings["pbt"])))
     for reason in study.user_attrs.get(LIFTED_ATTR) or []:
         rows.append(("stopped early (lifted since)", reason))
     if study.user_attrs.get(STOPPED_ATTR):
@@ -263,6 +266,18 @@ def _figures_section(study: optuna.Study, complete: list[FrozenTrial], multi: bo
     for index, (title, caption, make) in enumerate(plots):
         parts.append(f'<h3>{html.escape(title)}</h3>\n<p class="note">{html.escape(caption)}</p>')
         parts.append(_plot_html(make, f"plot-{index}", len(complete)))
+    return "\n".join(parts)
+
+
+def _population_section(trials: list[FrozenTrial], ranked: list[FrozenTrial], settings: dict[str, Any]) -> str:
+    """A PBT study's population over time and its best trial's schedule; nothing for any other study."""
+    if not settings.get("pbt"):
+        return ""
+    data = population.read(trials, ranked[0].number if ranked else None)
+    parts = ["<h2>The population</h2>"]
+    for div_id, title, caption, make in population.plotly_figures(data):
+        parts.append(f'<h3>{html.escape(title)}</h3>\n<p class="note">{html.escape(caption)}</p>')
+        parts.append(_plot_html(make, div_id, len(ranked)))
     return "\n".join(parts)
 
 
