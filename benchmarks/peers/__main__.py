@@ -2,7 +2,7 @@
 
     python -m benchmarks.peers [--tasks quick,small,pareto] [--systems mnist-hpo,optuna-default,random,...]
         [--seeds N | --seeds 0,3,4] [--budget-seconds S] [--data mnist|fixture] [--epochs N] [--epoch-images N]
-        [--results DIR] [--force]
+        [--population N] [--exploit-every K] [--results DIR] [--force]
     python -m benchmarks.peers --read [--tasks ...] [--results DIR]
 
 Every run is one (system, task, seed): its own process, alone on the machine (runs go one after
@@ -36,6 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--epochs", type=int, help="most epochs per trial (default: the profile's)")
     parser.add_argument("--epoch-images", type=int, help="training images per epoch (default: the profile's)")
+    parser.add_argument("--population", type=int, help="mnist-hpo-pbt and ray-pbt: members (default: the profile's, quick 8)")
+    parser.add_argument(
+        "--exploit-every", type=int, help="mnist-hpo-pbt and ray-pbt: epochs between exploit steps (default: the profile's, quick 2)"
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the result files are (default: %(default)s)")
     parser.add_argument("--read", action="store_true", help="run nothing: rebuild the tables and pictures from the result files")
     parser.add_argument("--force", action="store_true", help="run again where a result file exists")
@@ -62,7 +66,7 @@ def run_all(args: argparse.Namespace) -> int:
     threads, failed = usable_cores(), 0
     for task in (TASKS[n] for n in args.tasks.split(",")):
         budget = args.budget_seconds or task.budget_s
-        cond = condition(task.name, args.data, budget, args.epochs, args.epoch_images)
+        cond = condition(task.name, args.data, budget, args.epochs, args.epoch_images, args.population, args.exploit_every)
         systems = []
         for system in (SYSTEMS[n] for n in args.systems.split(",")):
             if not system.runs(task):
@@ -87,6 +91,8 @@ def run_all(args: argparse.Namespace) -> int:
                     "threads": threads,
                     "epochs": args.epochs,
                     "epoch_images": args.epoch_images,
+                    "population": args.population,
+                    "exploit_every": args.exploit_every,
                     "out": str(out),
                 }
                 failed += not run_one(spec, out)

@@ -4,7 +4,8 @@ Per system and condition (task, data, budget): best validation accuracy (two obj
 hypervolume) at a quarter, half and all of the budget, median and worst over the seeds; time to the
 task's target; trials started and finished and epochs trained within the budget; the chosen trial's
 test accuracy (reported only). A difference from mnist-hpo is called only where it exceeds the
-validation split's binomial standard error.
+validation split's binomial standard error. For the population-based systems a trial is one member's
+segment (the epochs between two exploit steps), and each run says how many segments exploited another member.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ def counts(run: dict) -> tuple[int, int, int]:
     started = sum(1 for t in run["trials"] if t["start"] is not None and t["start"] <= budget)
     ended = [t for t in run["trials"] if t["end"] is not None and t["end"] <= budget and t["state"] != "cut"]
     return started, len(ended), sum(t["epochs"] for t in ended)
+
+
+def exploits(run: dict) -> int:
+    """Segments of a population-based run that started from another member's state (an exploit step), within the budget."""
+    return sum(1 for t in run["trials"] if (t.get("pbt") or {}).get("donor") is not None and (t["start"] or 0) <= run["budget"])
 
 
 def noise(p: float, n: int) -> float:
@@ -137,6 +143,10 @@ def table(cond: str, runs: list[dict]) -> list[str]:
         tests = [r["chosen"]["test"] for r in rs if r["chosen"] and r["chosen"].get("test") is not None]
         cells.append(f"{pct(statistics.median(tests))} ({pct(min(tests))}–{pct(max(tests))})" if tests else "–")
         lines.append("| " + " | ".join(cells) + " |")
+    populations = {(r["system"], r["pbt"]["population"], r["pbt"]["interval"]) for r in runs if r.get("pbt")}
+    if populations:
+        shown = ", ".join(f"{s} (population {p}, exploit step every {k} epochs)" for s, p, k in sorted(populations))
+        lines += ["", f"Population-based: {shown}: a trial is one member's segment; epochs are those the segments trained."]
     lines += [
         "",
         "Per run (seed: best by the budget, chosen trial's validation / test, its parameters, trials started / finished, epochs):",
@@ -148,7 +158,8 @@ def table(cond: str, runs: list[dict]) -> list[str]:
             got = f"{pct(ch['value'])} / {pct(ch.get('test'))} %, {ch['parameters']:,} params" if ch else "nothing completed"
             final = score_at(r, budget)
             front = f"hypervolume {final:.4f}, most accurate member " if multi and final else ""
-            parts.append(f"{r['seed']}: {front}{got}, {started}/{finished}, {epochs} ep")
+            exploited = f", {exploits(r)} exploit{'' if exploits(r) == 1 else 's'}" if r.get("pbt") else ""
+            parts.append(f"{r['seed']}: {front}{got}, {started}/{finished}, {epochs} ep{exploited}")
         lines.append(f"- {s}: " + "; ".join(parts))
     return lines
 

@@ -8,15 +8,18 @@ clock's start), how many epochs it trained, how it ended, its validation accurac
 trial: that of its kept, best-validation epoch) and its parameter count. The chosen trial (the best
 completed trial by validation, ended within the budget; for two objectives every member of the
 final front) is then scored on the test split, reported only. One JSON file per run.
+
+The population-based systems (mnist-hpo-pbt, ray-pbt) record one member's *segment* (the epochs between
+two exploit steps) as a trial: its epochs are those it trained, and ``pbt`` says which member it
+belongs to, its generation and epochs, the segment whose training state it went on from (``source``)
+and the member it copied (``donor``, after an exploit step).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
-import functools
 import json
-import os
 import sys
 import tempfile
 import threading
@@ -25,8 +28,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from benchmarks.peers._adapter import Ours, our_objective, prepare_process, run_engine, sample_space
-from benchmarks.peers._tasks import ROOT, SYSTEMS, TASKS, Task
+from benchmarks.peers._adapter import Ours, our_objective, prepare_process, run_engine
+from benchmarks.peers._foreign import run_ray, run_ray_pbt, run_syne
+from benchmarks.peers._tasks import SYSTEMS, TASKS, Task
 
 SCHEMA = 1
 
@@ -95,8 +99,14 @@ def optuna_records(study: Any, started: float, clock: Clock) -> list[dict]:
         if t.datetime_start is None:  # still queued (mnist-hpo's budget is queued as waiting trials)
             continue
         epochs = t.user_attrs.get("epochs_run", 0)
+        segment = t.user_attrs.get("pbt_segment")  # a population-based study's trial: one member's segment
+        if segment:  # epochs_run is the member's epoch; the segment trained from its first
+            epochs = max(0, epochs - segment["first_epoch"] + 1)
         curve = [p["val_accuracy"] for p in t.user_attrs.get("learning_curve", [])]
         state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned" if epochs else "skipped"}.get(t.state, t.state.name.lower())
+        pbt = {k: segment[k] for k in ("member", "generation", "first_epoch", "last_epoch", "donor")} if segment else None
+        if segment:
+            pbt["source"] = None if segment["source"] is None else str(segment["source"])
         records.append(
             {
                 "key": str(t.number),
@@ -107,131 +117,10 @@ def optuna_records(study: Any, started: float, clock: Clock) -> list[dict]:
                 "value": t.values[0] if state == "complete" else (max(curve) if curve else None),
                 "parameters": t.user_attrs.get("parameters"),
                 "config": t.params,
+                **({"pbt": pbt} if pbt else {}),
             }
         )
     return records
-
-
-def event_records(events: list[dict], started: float) -> list[dict]:
-    """Trials from the peers' event log; one with no end was stopped by the scheduler or cut by the budget."""
-    records: dict[str, dict] = {}
-    for e in events:
-        r = records.setdefault(e["key"], {"key": e["key"], "start": None, "end": None, "epochs": 0, "state": "stopped", "value": None})
-        r.setdefault("curve", [])
-        at = e["t"] - started
-        if e["event"] == "start":
-            r.update(start=at, config=e.get("config", {}))
-        elif e["event"] == "epoch":
-            r["curve"].append(e["val_accuracy"])
-            r.update(end=at, epochs=max(r["epochs"], e["epoch"]), parameters=e["parameters"])
-        else:
-            r.update(end=at, state=e["state"], parameters=e.get("parameters"))
-            if e["state"] == "complete":
-                r["value"] = e["value"]
-    out = sorted(records.values(), key=lambda r: r["start"] if r["start"] is not None else float("inf"))
-    for r in out:
-        curve = r.pop("curve")
-        if r["state"] != "complete":
-            r["value"] = max(curve) if curve else None
-    if out and out[-1]["state"] == "stopped":
-        out[-1]["state"] = "cut"  # the last trial started, still running when the run ended
-    return out
-
-
-def peer_context(ours: Ours, spec: dict, folder: Path) -> dict:
-    from optuna.distributions import distribution_to_json
-
-    from benchmarks.peers._trial import space_distributions
-
-    distributions = space_distributions(ours)
-    return {
-        **{k: spec[k] for k in ("task", "data", "seed", "threads", "epochs", "epoch_images")},
-        "folder": str(folder),
-        "events": str(folder / "events.jsonl"),
-        "distributions": {name: distribution_to_json(d) for name, d in distributions.items()},
-    }
-
-
-def run_ray(ours: Ours, folder: Path, spec: dict, optuna_search: bool) -> tuple[list[dict], float]:
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)  # workers import benchmarks
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    from benchmarks.peers._trial import EventLog, ray_space, ray_trainable
-
-    context = peer_context(ours, spec, folder)
-    ray.init(num_cpus=spec["threads"], include_dashboard=False, log_to_driver=False, _temp_dir=str(folder / "ray-tmp"))
-    if optuna_search:
-        from ray.tune.search.optuna import OptunaSearch
-
-        define_by_run = functools.partial(sample_space, ours.settings.space)
-        search, space = OptunaSearch(space=define_by_run, metric="val_accuracy", mode="max", seed=spec["seed"]), {}
-    else:
-        from ray.tune.search import BasicVariantGenerator
-
-        search = BasicVariantGenerator(random_state=spec["seed"])
-        space = ray_space({n: _json_distribution(d) for n, d in context["distributions"].items()})
-    trainable = tune.with_resources(tune.with_parameters(ray_trainable, context=context), {"cpu": spec["threads"]})
-    tuner = tune.Tuner(
-        trainable,
-        param_space=space,
-        tune_config=tune.TuneConfig(
-            metric="val_accuracy",
-            mode="max",
-            search_alg=search,
-            scheduler=ASHAScheduler(max_t=ours.epochs),
-            num_samples=-1,
-            time_budget_s=spec["budget"],
-        ),
-        run_config=tune.RunConfig(name="peers", storage_path=str(folder / "ray"), verbose=0),
-    )
-    started = time.monotonic()
-    try:
-        tuner.fit()
-    finally:
-        ray.shutdown()
-    return event_records(EventLog(context["events"]).read(), started), started
-
-
-def run_syne(ours: Ours, folder: Path, spec: dict, multi: bool) -> tuple[list[dict], float]:
-    os.environ["SYNETUNE_FOLDER"] = str(folder / "syne")
-    os.environ.setdefault("OMP_NUM_THREADS", str(spec["threads"]))  # else Syne Tune's backend sets 1 for every trial
-    import numpy as np
-    from syne_tune import StoppingCriterion, Tuner
-    from syne_tune.backend import LocalBackend
-    from syne_tune.optimizer.baselines import ASHA
-    from syne_tune.optimizer.schedulers.multiobjective.moasha import MOASHA
-
-    from benchmarks.peers._trial import EventLog, syne_space
-
-    context = peer_context(ours, spec, folder)
-    space = {**syne_space({n: _json_distribution(d) for n, d in context["distributions"].items()}), "peer_context": json.dumps(context)}
-    np.random.seed(spec["seed"])  # MOASHA draws its configs from numpy's global generator
-    if multi:
-        scheduler = MOASHA(
-            space, metrics=["val_error", "parameters"], do_minimize=True, time_attr="epoch", max_t=ours.epochs, random_seed=spec["seed"]
-        )
-    else:
-        scheduler = ASHA(space, metric="val_accuracy", do_minimize=False, time_attr="epoch", max_t=ours.epochs, random_seed=spec["seed"])
-    backend = LocalBackend(entry_point=str(Path(__file__).with_name("_syne_entry.py")), binary=sys.executable, pass_args_as_json=True)
-    tuner = Tuner(
-        trial_backend=backend,
-        scheduler=scheduler,
-        stop_criterion=StoppingCriterion(max_wallclock_time=spec["budget"]),
-        n_workers=1,
-        tuner_name=f"peers-{spec['seed']}",
-        save_tuner=False,
-    )
-    started = time.monotonic()
-    tuner.run()
-    return event_records(EventLog(context["events"]).read(), started), started
-
-
-def _json_distribution(text: str) -> Any:
-    from optuna.distributions import json_to_distribution
-
-    return json_to_distribution(text)
 
 
 def run(spec: dict, folder: Path, clock: Clock) -> tuple[Ours, list[dict], float]:
@@ -241,12 +130,15 @@ def run(spec: dict, folder: Path, clock: Clock) -> tuple[Ours, list[dict], float
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     task, name, seed = TASKS[spec["task"]], spec["system"], spec["seed"]
     fidelity = {k: spec[k] for k in ("data", "seed", "threads", "epochs", "epoch_images")}
-    ours = our_objective(task, folder=folder, judge=never if name == "random" else None, **fidelity)
+    population = {"pbt": name.endswith("-pbt"), "population": spec.get("population"), "exploit_every": spec.get("exploit_every")}
+    ours = our_objective(task, folder=folder, judge=never if name == "random" else None, **fidelity, **population)
+    if name == "ray-pbt":
+        return ours, *run_ray_pbt(ours, folder, spec)
     if name.startswith("ray-"):
         return ours, *run_ray(ours, folder, spec, optuna_search=name == "ray-optuna")
     if name.startswith("syne-"):
         return ours, *run_syne(ours, folder, spec, multi=task.multi_objective)
-    if name == "mnist-hpo":
+    if name in ("mnist-hpo", "mnist-hpo-pbt"):
         study, started = run_engine(ours, folder, seed=seed, budget=spec["budget"], threads=spec["threads"], on_finish=keeper(ours, folder))
     elif name == "optuna-default":
         pruner = None if task.multi_objective else optuna.pruners.MedianPruner()
@@ -305,6 +197,7 @@ def main(spec: dict) -> None:
             "epoch_images": ours.settings.epoch_images,
             "max_params": task.max_params,
             "objectives": task.objectives,
+            "pbt": ours.pbt,
             "val_images": ours.val_images,
             "test_images": ours.test_images,
             "reference_parameters": ours.largest_parameters() if task.multi_objective else None,

@@ -83,6 +83,7 @@ class System:
 
 
 RAY_SINGLE = "Ray Tune's ASHAScheduler ranks trials by one metric; a Pareto search has no Ray scheduler to compare"
+PBT_SINGLE = "population-based training ranks its members by one number (`search --pbt` refuses two objectives)"
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in (
@@ -121,14 +122,43 @@ SYSTEMS: dict[str, System] = {
             why_not_multi="the Pareto task runs Syne Tune's MOASHA (syne-moasha)",
         ),
         System("syne-moasha", "Syne Tune MOASHA (non-dominated sorting, random search) on the local backend", "syne_tune", single=False),
+        System(
+            "mnist-hpo-pbt",
+            "mnist-hpo's engine on a `search --pbt` study: the profile's population and interval (quick: 8 members, every "
+            "2 epochs), synchronous generations, the bottom quarter copies a top-quarter member and perturbs lr, dropouts, "
+            "weight decay, augmentation (x1.2 / x0.8, resample 0.25, clipped to the space); generation 0 by TPE, trial 0 "
+            "the published baseline; budget population x generations segments (a trial here is one segment)",
+            None,
+            multi=False,
+            why_not_multi=PBT_SINGLE,
+        ),
+        System(
+            "ray-pbt",
+            "Ray Tune Tuner, PopulationBasedTraining(synch=True, time_attr=training_iteration, perturbation_interval = "
+            "mnist-hpo's interval, Ray's default quantile 0.25 / resample 0.25 / factors 1.2, 0.8, the same mutable "
+            "parameters and ranges, explored values clipped to the range), num_samples = the population drawn at random "
+            "from the whole space, a checkpoint of the training state at every perturbation point (a trial here is one segment)",
+            "ray.tune",
+            multi=False,
+            why_not_multi=PBT_SINGLE,
+        ),
     )
 }
 
 
-def condition(task: str, data: str, budget: float, epochs: int | None = None, epoch_images: int | None = None) -> str:
-    """What makes runs comparable: the task, the data, the budget and any change to the profile's fidelity."""
+def condition(
+    task: str,
+    data: str,
+    budget: float,
+    epochs: int | None = None,
+    epoch_images: int | None = None,
+    population: int | None = None,
+    exploit_every: int | None = None,
+) -> str:
+    """What makes runs comparable: the task, the data, the budget and any change to the profile's fidelity or population."""
     fidelity = (f"_{epochs}ep" if epochs else "") + (f"_{epoch_images}img" if epoch_images else "")
-    return f"{task}_{data}_{budget:g}s{fidelity}"
+    pbt = (f"_pop{population}" if population else "") + (f"_every{exploit_every}" if exploit_every else "")
+    return f"{task}_{data}_{budget:g}s{fidelity}{pbt}"
 
 
 def result_path(folder: Path, condition: str, system: str, seed: int) -> Path:

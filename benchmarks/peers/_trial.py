@@ -8,6 +8,11 @@ training and judging code is the very code the Optuna-driven systems run; parame
 holds but the space does not ask for (a depth of another kernel size) are ignored, exactly as
 Optuna's own samplers never draw them. Every epoch and every end is appended to an event log,
 the peers' common record (a trial their scheduler stops is killed between epochs).
+
+Ray Tune's PopulationBasedTraining trains a member as segments (``run_member``): from the checkpoint
+Ray hands it (its own after a pause, another member's after an exploit, with that member's config
+perturbed) to the next perturbation point, where it reports a checkpoint of the whole training
+state. Each segment is one record of the event log, as each of `search --pbt`'s segments is a trial.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from benchmarks.peers._adapter import Ours, our_objective
+from benchmarks.peers._adapter import NotTrained, Ours, our_objective
 from benchmarks.peers._tasks import TASKS
 
 Report = Callable[[dict[str, Any]], None]
+CheckpointReport = Callable[[dict[str, Any], "dict[str, Any] | None"], None]  # (metrics, checkpoint to save with them or None)
 _OURS: dict[str, Ours] = {}  # one objective per worker process (data loaded once)
 
 
@@ -166,3 +172,109 @@ def ray_trainable(config: dict[str, Any], context: dict[str, Any]) -> None:
     from ray import tune
 
     run_trial(context, config, tune.get_context().get_trial_id(), lambda metrics: tune.report(metrics))
+
+
+def clipped(config: dict[str, Any], bounds: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    """Ray PBT's explored config with each perturbed parameter put back into the space's range (as mnist-hpo's PBT does).
+
+    Ray multiplies by 1.2 or 0.8 without a bound: a dropout could pass 1, which no network accepts.
+    """
+    return {**config, **{name: min(max(config[name], low), high) for name, (low, high) in bounds.items() if name in config}}
+
+
+def member_index(trial_id: str) -> int:
+    """A Ray trial's place in the population: its id ends in its index (``1a2b3_00005``)."""
+    return int(trial_id.rsplit("_", 1)[-1])
+
+
+def run_member(
+    context: dict[str, Any], config: dict[str, Any], member: str, restored: dict[str, Any] | None, report: CheckpointReport
+) -> None:
+    """One Ray PBT member from ``restored`` (None: a new network) until Ray pauses it or it has trained every epoch.
+
+    ``restored``: the checkpoint Ray started it with, {"state", "epoch", "member", "segment", "spec"}: its own
+    (after a pause) or a donor's (an exploit: Ray copied the donor's checkpoint and its config, perturbed). A
+    segment runs to the next multiple of the interval; its last epoch is reported with the training state.
+    A member whose network never trained or diverged ("state" None) reports 0 % until it exploits another.
+    """
+    log = EventLog(context["events"])
+    distributions = {n: optuna.distributions.json_to_distribution(d) for n, d in context["distributions"].items()}
+    params = typed(config, distributions)
+    ours = ours_in_worker(context)
+    epochs, interval = ours.epochs, context["interval"]
+    epoch = restored["epoch"] if restored else 0
+    state = restored["state"] if restored else None
+    source = restored["segment"] if restored else None
+    donor = restored["member"] if restored and restored["member"] != member else None
+    dead = restored is not None and state is None
+    spec = restored.get("spec") if restored else None
+    while epoch < epochs:
+        until = min((epoch // interval + 1) * interval, epochs)
+        key = f"{member}-e{epoch + 1}"
+        place = {"member": member, "generation": epoch // interval, "first_epoch": epoch + 1, "last_epoch": until}
+        if donor is not None:
+            log.write(key, "exploit", donor=donor, source=source, epoch=epoch)
+        log.write(key, "start", config=params, pbt={**place, "source": source, "donor": donor})
+        last: dict[str, Any] = {}
+
+        def on_epoch(epoch_report: Any, key: str = key, until: int = until, last: dict[str, Any] = last) -> None:
+            metrics = {"epoch": epoch_report.epoch, "val_accuracy": epoch_report.val_accuracy, "val_error": 1 - epoch_report.val_accuracy}
+            log.write(key, "epoch", **metrics)
+            last.update(metrics)
+            if epoch_report.epoch < until:
+                report(metrics, None)
+
+        trained = None
+        if not dead:
+            try:
+                trained = ours.train_segment(
+                    params, seed=context["seed"] + member_index(member), resume=state, until=until, on_epoch=on_epoch
+                )
+            except NotTrained as exc:
+                log.write(key, "end", state="pruned" if last else "skipped", parameters=exc.parameters, why=str(exc))
+                dead = True
+        else:
+            log.write(key, "end", state="skipped", parameters=None, why="its network never trained or diverged")
+        if trained is not None:
+            if donor is not None and ours.shape(trained.spec) != ours.shape(spec or {"config": {}}):
+                raise RuntimeError(f"member {member} exploited {donor}'s weights into another network: {trained.spec} vs {spec}")
+            spec, state = trained.spec, trained.last_state
+            ours.keep_weights(spec, trained.model, Path(context["folder"]) / "weights" / f"{key}.pt")
+            log.write(key, "end", state="complete", value=trained.val_accuracy, parameters=trained.parameters, epochs=until)
+        else:  # 0 % for the rest of the segment, so Ray ranks it last at the perturbation point
+            state = None
+            for missing in range(last.get("epoch", epoch) + 1, until):
+                report({"epoch": missing, "val_accuracy": 0.0, "val_error": 1.0}, None)
+            last = {"epoch": until, "val_accuracy": 0.0, "val_error": 1.0}
+        report(last, {"state": state, "epoch": until, "member": member, "segment": key, "spec": spec})
+        epoch, source, donor = until, key, None
+
+
+def ray_pbt_trainable(config: dict[str, Any], context: dict[str, Any]) -> None:
+    """Ray Tune's function trainable for PopulationBasedTraining: a checkpoint of the training state at every perturbation point."""
+    import tempfile
+
+    import torch
+    from ray import tune
+
+    def load(checkpoint: Any) -> dict[str, Any] | None:
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as folder:
+            meta = json.loads((Path(folder) / "member.json").read_text(encoding="utf-8"))
+            kept = Path(folder) / "state.pt"
+            meta["state"] = torch.load(kept, map_location="cpu", weights_only=True) if kept.exists() else None
+        return meta
+
+    def report(metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
+        if checkpoint is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="peers-pbt-") as folder:
+            meta = {k: v for k, v in checkpoint.items() if k != "state"}
+            (Path(folder) / "member.json").write_text(json.dumps(meta), encoding="utf-8")
+            if checkpoint["state"] is not None:
+                torch.save(checkpoint["state"], Path(folder) / "state.pt")
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    run_member(context, config, tune.get_context().get_trial_id(), load(tune.get_checkpoint()), report)

@@ -1,8 +1,8 @@
 """`python -m benchmarks.peers` as its users run it: tiny runs on the bundled fixture, then `--read` from the files alone.
 
-CI installs '.[dev]' only, so the systems it can run are mnist-hpo, optuna-default and random. The
-Ray Tune and Syne Tune cases run where '.[peers]' is installed; elsewhere they are expected failures
-that never run (xfail, run=False): tests/conftest.py fails every *skip* under CI=true, not an xfail.
+CI installs '.[dev]' only, so the systems it can run are mnist-hpo, optuna-default, random and
+mnist-hpo-pbt. The Ray Tune and Syne Tune cases run where '.[peers]' is installed; elsewhere they are
+expected failures that never run (xfail, run=False): tests/conftest.py fails every *skip* under CI=true, not an xfail.
 """
 
 from __future__ import annotations
@@ -97,3 +97,36 @@ def test_each_peer_drives_the_same_objective(tmp_path: Path, tasks: str, systems
         assert (r["task"] == "pareto") == (r["system"] == "syne-moasha")  # MOASHA runs the Pareto task only, ASHA the others
         if r["task"] == "pareto":
             assert r["reference_parameters"] > 100_000  # the hypervolume's reference: the space's largest network
+
+
+PBT = ("--data", "fixture", "--epochs", "2", "--epoch-images", "128", "--seeds", "1", "--population", "4", "--exploit-every", "1")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("system", ["mnist-hpo-pbt", pytest.param("ray-pbt", marks=needs("ray"))])
+def test_population_based_systems_train_segments_and_exploit(tmp_path: Path, system: str) -> None:
+    """4 members, an exploit step after epoch 1 of 2: 8 segments, each going on from its member's (or a donor's) state."""
+    done = peers("--tasks", "quick", "--systems", system, "--budget-seconds", "90", "--results", str(tmp_path), *PBT, timeout=240)
+    result = json.loads((tmp_path / f"quick_fixture_90s_2ep_128img_pop4_every1_{system}_seed0.json").read_text(encoding="utf-8"))
+    assert result["pbt"] == {"population": 4, "interval": 1, "budget": 8}
+    segments = result["trials"]
+    assert len(segments) == 8 and all(t["state"] == "complete" and t["epochs"] == 1 for t in segments), segments
+    by_key = {t["key"]: t for t in segments}
+    places = [t["pbt"] for t in segments]
+    assert sorted((p["generation"], p["first_epoch"], p["last_epoch"]) for p in places) == [(0, 1, 1)] * 4 + [(1, 2, 2)] * 4
+    assert len({p["member"] for p in places}) == 4
+    for t in (t for t in segments if t["pbt"]["generation"] == 1):  # goes on from a state of generation 0: its member's or a donor's
+        source = by_key[t["pbt"]["source"]]["pbt"]
+        donor = t["pbt"]["donor"]
+        assert source["generation"] == 0 and source["member"] == (t["pbt"]["member"] if donor is None else donor), t
+    exploited = [t for t in segments if t["pbt"]["donor"] is not None]
+    assert exploited, "no member exploited another: with 4 members the bottom one copies the top one"
+    mutable = ("lr", "weight_decay", "dropout_in", "dropout_hidden", "rotation", "translation", "label_smoothing")
+    for t in exploited:  # the network is the donor's, so its weights load: only what PBT may change differs
+        assert t["pbt"]["donor"] != t["pbt"]["member"]
+        source = by_key[t["pbt"]["source"]]
+        shape = {k for k in (*t["config"], *source["config"]) if k not in mutable}
+        assert {k: t["config"].get(k) for k in shape} == {k: source["config"].get(k) for k in shape}, (t, source)
+    assert result["chosen"] and result["chosen"]["test"] is not None
+    assert f"- {system}: 0: " in done.stdout and f"8/8, 8 ep, {len(exploited)} exploit" in done.stdout
+    assert "Population-based: " in done.stdout
