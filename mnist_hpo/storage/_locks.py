@@ -34,6 +34,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from mnist_hpo.deadline import NEVER, Deadline
 from mnist_hpo.errors import StorageUnavailable, UserError
 from mnist_hpo.storage._open import describe
+from mnist_hpo.storage._optuna_internals import backend_of
 
 POLL_S = 0.1  # how often a wait with a deadline asks for the lock again
 
@@ -49,7 +50,9 @@ def study_lock(storage: BaseStorage, study_name: str, required: bool = True, dea
     ``required=False``: a worker failing its trial while the server is unreachable goes on without
     the lock (its writes ride out the outage; a lost race costs at most one extra queued trial).
     ``deadline``: raise ``StudyLocked`` if the lock is still held by another process then.
+    ``storage`` may be a study's own (Optuna's cache around an RDBStorage): the lock is its database's.
     """
+    storage = backend_of(storage)
     if isinstance(storage, RDBStorage) and storage.engine.url.get_backend_name() == "postgresql":
         with contextlib.ExitStack() as stack:
             try:

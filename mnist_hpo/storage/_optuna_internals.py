@@ -82,6 +82,14 @@ def _dotted(version: tuple[int, int]) -> str:
     return ".".join(map(str, version))
 
 
+def backend_of(storage: BaseStorage) -> BaseStorage:
+    """The storage behind Optuna's cache: ``study._storage`` (what a trial writes through) wraps an RDBStorage in a cache."""
+    try:
+        return storage._backend if isinstance(storage, optuna.storages._CachedStorage) else storage
+    except AttributeError as exc:
+        raise _changed(exc) from None
+
+
 def is_sql(storage: BaseStorage) -> bool:
     return isinstance(storage, RDBStorage)
 
