@@ -12,9 +12,11 @@ import dataclasses
 import io
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from mnist_hpo import storage as stores
 from mnist_hpo.console import console
@@ -26,8 +28,20 @@ from mnist_hpo.tuning.settings import StudySettings
 POLL_S = 1.0  # how often a worker whose members are all training looks again
 
 
-def take_segment(trial: optuna.Trial, settings: StudySettings, artifacts: Any) -> tuple[optuna.Trial, Segment]:
-    """Give ``trial`` its place in the population (a retry keeps its own); the trial handle to train with, and the place."""
+class SegmentQueued(RuntimeError):
+    """A waiting trial makes way for a dead worker's queued segment (the engine fails it and queues a fresh one)."""
+
+
+def take_segment(
+    trial: optuna.Trial, settings: StudySettings, artifacts: Any, on_wait: Callable[[], None] | None = None
+) -> tuple[optuna.Trial, Segment]:
+    """Give ``trial`` its place in the population (a retry keeps its own); the trial handle to train with, and the place.
+
+    While every member it may place is training, it waits; ``on_wait`` (the engine's check for dead
+    workers' trials) runs between looks, so a member whose worker died is re-queued. A queued segment
+    makes this trial give way (``SegmentQueued``: failed, a fresh trial queued in its place), and the
+    engine takes the queued segment next: no worker waits on a segment nobody runs.
+    """
     study, pbt = trial.study, Pbt.from_dict(settings.pbt or {})
     kept = Segment.of(trial)  # a retry inherits its place
     if kept is not None:
@@ -48,10 +62,14 @@ def take_segment(trial: optuna.Trial, settings: StudySettings, artifacts: Any) -
                 return optuna.trial.Trial(study, trial_id), segment
             if not any(Segment.of(t) and not t.state.is_finished() for t in trials if t.number != trial.number):
                 raise RuntimeError(f"every member of the population has trained its {pbt.generations(settings.epochs)} generations")
+            if any(t.state == TrialState.WAITING and Segment.of(t) for t in trials):
+                raise SegmentQueued("a member's segment is queued again (its worker died); this trial makes way so that a worker trains it")
         if not waited:
             console.print(f"trial {trial.number}: every member is training; waiting for one to finish its segment")
             waited = True
         time.sleep(POLL_S)
+        if on_wait is not None:
+            on_wait()
 
 
 def end_state_key(study_name: str, trial_number: int) -> str:

@@ -167,6 +167,7 @@ def _run_engine(
         hooks = EngineHooks(on_trial=_finished(study, on_trial), on_poll=on_poll, on_refused=partial(abandon_resume_state, store))
         stop_rule = stop_rule_for(settings, len(splits.val))
         engine = Worker(study, rdb, objective, spec, hooks=hooks, stop_rule=stop_rule, interrupts=interrupts, label=label, gpu=gpu)
+        objective.on_wait = partial(stores.ride_out, engine.heartbeats.fail_dead_trials)  # a PBT segment waiting on a dead worker's
         try:
             report = engine.run()
         except KeyboardInterrupt:

@@ -74,6 +74,7 @@ class Objective:
     on_step: Callable[[optuna.Trial, int, int], None] | None = None  # progress inside an epoch: (trial, batches done, of)
     on_finish: Callable[[optuna.Trial, TrialEnd], None] | None = None  # pictures and notes
     judge: EpochJudge | None = None  # stops a trial after an epoch; default: the study's pruner
+    on_wait: Callable[[], None] | None = None  # while a PBT segment waits for a member: re-queue dead workers' trials
     _space: Space = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,7 +87,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         segment = None
         if self.settings.pbt:  # population-based training: this trial trains one segment of a member
-            trial, segment = take_segment(trial, self.settings, self.artifacts)
+            trial, segment = take_segment(trial, self.settings, self.artifacts, self.on_wait)
         family, sampled = self._space.sample(trial)
         spec = {"name": "family", "config": family.to_dict()}
         # a member keeps its batch order whichever worker trains it

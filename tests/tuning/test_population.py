@@ -195,3 +195,34 @@ def finished_segments(url: str) -> int:
         return sum(t.state == COMPLETE for t in trials_of(url, "p"))
     except Exception:  # the study is not created yet
         return 0
+
+
+def test_a_worker_waiting_for_a_member_whose_worker_dies_trains_that_member_itself(tmp_path):
+    """Two workers, three members: one waits at the generation's end for the other's segment; that worker is SIGKILLed.
+
+    The waiting worker re-queues the dead segment (its check for dead workers runs while it waits), gives its
+    own trial's place up, takes the queued segment and finishes the study alone, to its exact budget.
+    """
+    url = f"journal:{tmp_path / 'study.log'}"
+    tiny = ["--profile", "smoke", "--space", str(TINY_SPACE), "--epochs", "4", "--exploit-every", "2"]
+    ok(run(tmp_path, "study", "create", "--study", "w", "--storage", url, "--pbt", "--population", "3", *tiny))
+    workers = [start(tmp_path, "worker", "--study", "w", "--storage", url, "--seed", str(i), *FAST, log=f"w{i}.log") for i in range(2)]
+    try:
+
+        def waiter_and_victim() -> tuple[int, int] | None:
+            for i in range(len(workers)):
+                if "waiting for one to finish its segment" in (tmp_path / f"w{i}.log").read_text():
+                    other = workers[1 - i]
+                    running = [t for t in trials_of(url, "w") if t.state.name == "RUNNING" and "pbt_segment" in t.user_attrs]
+                    if any(worker_pid(t) == other.pid for t in running if "worker" in t.user_attrs):
+                        return i, 1 - i
+            return None
+
+        waiter, victim = wait_for(waiter_and_victim, "a worker waiting on the other's segment", processes=tuple(workers))
+        kill(workers[victim].pid)
+        assert finish(workers[waiter]) == 0, (tmp_path / f"w{waiter}.log").read_text()
+    finally:
+        stop_all(*workers)
+    log = (tmp_path / f"w{waiter}.log").read_text()
+    assert "Traceback" not in log and "makes way" in log, log
+    check_population(trials_of(url, "w"), population=3, generations=2, interval=2)
