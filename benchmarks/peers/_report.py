@@ -193,8 +193,8 @@ def picture(cond: str, runs: list[dict], path: Path) -> None:
     )
     finals = [v for v in (score_at(r, budget) for r in runs) if v]
     if finals:  # the last stretch, where the systems differ; earlier values run off the bottom
-        low = min(finals) * (1 if multi else 100)
-        axis.set_ylim(low - (0.05 if multi else 2.0), None)
+        low, high = (v * (1 if multi else 100) for v in (min(finals), max(finals)))
+        axis.set_ylim(low - (0.05 if multi else 2.0), high + 0.01 if multi else min(100.0, high + 0.5))  # no accuracy above 100 %
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
