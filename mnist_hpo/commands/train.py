@@ -131,15 +131,6 @@ def train_from_study(
         + (f"; changed from the trial: {', '.join(f'{key} {value}' for key, value in changed.items())}" if changed else "")
     )
     result = _train_with_progress(model, joined, config, target, None)
-    metrics = {}
-    if len(splits.test):
-        metrics["test_accuracy"] = evaluate(result.model, splits.test, target)
-        console.print(
-            f"{accuracy('test', metrics['test_accuracy'], len(splits.test))} of the last epoch's weights "
-            "(trained on train + validation, chose nothing)"
-        )
-    else:
-        console.print(f"{splits.source} has no test split: the retrained weights are not scored")
     record = {
         "study": name,
         "trial": best.number,
@@ -148,10 +139,25 @@ def train_from_study(
         "data": _data_record(splits, joined=True),
         "retrained_on": "train + validation, last epoch kept",
     }
-    if save:
-        digest = save_checkpoint(save, result.model, best.user_attrs[MODEL_SPEC_ATTR], metrics, record)
-        console.print(f"saved checkpoint {save} (sha256 {digest}): exactly the weights trained above")
+    metrics = _score_and_save(result.model, splits, target, best.user_attrs[MODEL_SPEC_ATTR], record, save)
     return Trained(result.model, result.history, result.kept_epoch, None, metrics.get("test_accuracy"), config, save, record)
+
+
+def _score_and_save(model: torch.nn.Module, splits: data.Splits, target: torch.device, spec: dict, record: dict, save: Path | None) -> dict:
+    """Retrained weights (they chose nothing) scored on the test split, reported only, and saved as they are; the metrics."""
+    metrics = {}
+    if len(splits.test):
+        metrics["test_accuracy"] = evaluate(model, splits.test, target)
+        console.print(
+            f"{accuracy('test', metrics['test_accuracy'], len(splits.test))} of the last epoch's weights "
+            "(trained on train + validation, chose nothing)"
+        )
+    else:
+        console.print(f"{splits.source} has no test split: the retrained weights are not scored")
+    if save:
+        digest = save_checkpoint(save, model, spec, metrics, record)
+        console.print(f"saved checkpoint {save} (sha256 {digest}): exactly the weights trained above")
+    return metrics
 
 
 def _where(target: torch.device) -> str:
@@ -240,13 +246,6 @@ def replay_member(
         result = _train_with_progress(model, joined, config, target, None, resume=state, until=segment.last_epoch)
         state, history = result.last_state, history + result.history
         schedule += [{"epoch": r.epoch, "trial": trial.number, "lr_used": r.lr, **trial.params} for r in result.history]
-    metrics = {}
-    if len(splits.test):
-        metrics["test_accuracy"] = evaluate(result.model, splits.test, target)
-        console.print(
-            f"{accuracy('test', metrics['test_accuracy'], len(splits.test))} of the last epoch's weights "
-            "(trained on train + validation, chose nothing)"
-        )
     record = {
         "study": study.study_name,
         "trial": best.number,
@@ -256,7 +255,5 @@ def replay_member(
         "data": _data_record(splits, joined=True),
         "retrained_on": "train + validation, the member's schedule replayed, last epoch kept",
     }
-    if save:
-        digest = save_checkpoint(save, result.model, best.user_attrs[MODEL_SPEC_ATTR], metrics, record)
-        console.print(f"saved checkpoint {save} (sha256 {digest}): exactly the weights trained above")
+    metrics = _score_and_save(result.model, splits, target, best.user_attrs[MODEL_SPEC_ATTR], record, save)
     return Trained(result.model, history, result.kept_epoch, None, metrics.get("test_accuracy"), config, save, record)
