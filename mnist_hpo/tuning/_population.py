@@ -9,7 +9,6 @@ starts from; states no segment will start from any more are removed as the popul
 from __future__ import annotations
 
 import dataclasses
-import io
 import random
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from optuna.trial import TrialState
 
 from mnist_hpo import storage as stores
 from mnist_hpo.console import console
+from mnist_hpo.tuning._retries import state_bytes, state_from
 from mnist_hpo.tuning.attrs import PBT_SEGMENT_ATTR
 from mnist_hpo.tuning.copies import own_trials
 from mnist_hpo.tuning.pbt import Pbt, Segment, place, unreachable
@@ -78,24 +78,15 @@ def end_state_key(study_name: str, trial_number: int) -> str:
 
 
 def save_end_state(artifacts: Any, trial: optuna.Trial, state: dict[str, Any]) -> None:
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    stores.write_blob(artifacts, end_state_key(trial.study.study_name, trial.number), buffer.getvalue())
+    stores.write_blob(artifacts, end_state_key(trial.study.study_name, trial.number), state_bytes(state))
 
 
 def load_end_state(artifacts: Any, study_name: str, number: int, device: Any) -> dict[str, Any]:
     """Segment ``number``'s last training state, read as any model file is (zip checked, weights only)."""
-    import torch
-
-    from mnist_hpo.checkpoints import zip_entries
-
     data = stores.read_blob(artifacts, end_state_key(study_name, number))
     if data is None:
         raise RuntimeError(f"the training state of trial {number}, which this segment starts from, is missing")
-    zip_entries(data)
-    return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+    return state_from(data, device)
 
 
 def segment_done(trial: optuna.Trial, settings: StudySettings, segment: Segment, state: dict[str, Any], artifacts: Any) -> None:

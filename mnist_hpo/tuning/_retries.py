@@ -233,13 +233,28 @@ def resume_key(study_name: str, trial_number: int) -> str:
     return f"resume-{study_name}-{trial_number}.pt"
 
 
-def save_resume_state(store: Any, trial: optuna.Trial, state: dict[str, Any]) -> None:
-    """The trainer's state after an epoch (network, optimiser, schedule, EMA, epoch), for a retry of ``trial``."""
+def state_bytes(state: dict[str, Any]) -> bytes:
+    """A full training state as the bytes kept in the artifact store (a resume state, a PBT segment's end state)."""
     import torch
 
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    stores.write_blob(store, resume_key(trial.study.study_name, trial.number), buffer.getvalue())
+    return buffer.getvalue()
+
+
+def state_from(data: bytes, device: Any) -> dict[str, Any]:
+    """A training state read back as any model file is: the zip checked before torch reads it, weights only."""
+    import torch
+
+    from mnist_hpo.checkpoints import zip_entries
+
+    zip_entries(data)
+    return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+
+
+def save_resume_state(store: Any, trial: optuna.Trial, state: dict[str, Any]) -> None:
+    """The trainer's state after an epoch (network, optimiser, schedule, EMA, epoch), for a retry of ``trial``."""
+    stores.write_blob(store, resume_key(trial.study.study_name, trial.number), state_bytes(state))
 
 
 def load_resume_state(store: Any, trial: optuna.Trial, device: Any) -> dict[str, Any] | None:
@@ -247,17 +262,12 @@ def load_resume_state(store: Any, trial: optuna.Trial, device: Any) -> dict[str,
     history = trial.user_attrs.get(RETRY_HISTORY_ATTR) or []
     if not history:
         return None
-    import torch
-
-    from mnist_hpo.checkpoints import zip_entries
-
     previous = history[-1]
     problem = "its training state is missing (it died before its first epoch ended)"
     data = stores.read_blob(store, resume_key(trial.study.study_name, previous))
     if data is not None:
         try:
-            zip_entries(data)  # the zip checked as any model file is, before torch reads it (checkpoints.py)
-            state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+            state = state_from(data, device)
             epoch = int(state["epoch"])
         except Exception as exc:  # truncated, corrupt, or not a training state
             problem = f"its training state cannot be read ({type(exc).__name__})"
