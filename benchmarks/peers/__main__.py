@@ -1,6 +1,6 @@
 """Search efficiency against peers: the same objective driven by mnist-hpo, Optuna, random search, Ray Tune and Syne Tune.
 
-    python -m benchmarks.peers [--tasks quick,small,pareto] [--systems mnist-hpo,optuna-default,random,...]
+    python -m benchmarks.peers [--tasks quick,small,pareto,paper-space] [--systems mnist-hpo,optuna-default,random,...]
         [--seeds N | --seeds 0,3,4] [--budget-seconds S] [--data mnist|fixture] [--epochs N] [--epoch-images N]
         [--population N] [--exploit-every K] [--results DIR] [--force]
     python -m benchmarks.peers --read [--tasks ...] [--results DIR]
@@ -34,11 +34,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--data", choices=("mnist", "fixture"), default="mnist", help="fixture: the bundled 5k-image subset, for short runs"
     )
-    parser.add_argument("--epochs", type=int, help="most epochs per trial (default: the profile's)")
-    parser.add_argument("--epoch-images", type=int, help="training images per epoch (default: the profile's)")
+    parser.add_argument("--epochs", type=int, help="most epochs per trial (default: the task's, else its profile's)")
+    parser.add_argument("--epoch-images", type=int, help="training images per epoch (default: the task's, else its profile's)")
     parser.add_argument("--population", type=int, help="mnist-hpo-pbt and ray-pbt: members (default: the profile's, quick 8)")
     parser.add_argument(
-        "--exploit-every", type=int, help="mnist-hpo-pbt and ray-pbt: epochs between exploit steps (default: the profile's, quick 2)"
+        "--exploit-every",
+        type=int,
+        help="mnist-hpo-pbt and ray-pbt: epochs between exploit steps (default: the task's, else its profile's; quick 2)",
     )
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the result files are (default: %(default)s)")
     parser.add_argument("--read", action="store_true", help="run nothing: rebuild the tables and pictures from the result files")
@@ -89,10 +91,10 @@ def run_all(args: argparse.Namespace) -> int:
                     "condition": cond,
                     "budget": budget,
                     "threads": threads,
-                    "epochs": args.epochs,
-                    "epoch_images": args.epoch_images,
+                    "epochs": args.epochs or task.epochs,
+                    "epoch_images": args.epoch_images or task.epoch_images,
                     "population": args.population,
-                    "exploit_every": args.exploit_every,
+                    "exploit_every": args.exploit_every or task.exploit_every,
                     "out": str(out),
                 }
                 failed += not run_one(spec, out)

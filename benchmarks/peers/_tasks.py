@@ -21,6 +21,9 @@ class Task:
     budget_s: float
     seeds: int  # how many seeds a full run gives it
     target: float | None = None  # time to this validation accuracy is reported
+    epochs: int | None = None  # most epochs per trial, when not the profile's
+    epoch_images: int | None = None  # training images per epoch, when not the profile's
+    exploit_every: int | None = None  # the PBT systems' interval in epochs, when not the profile's
 
     @property
     def multi_objective(self) -> bool:
@@ -59,6 +62,22 @@ TASKS: dict[str, Task] = {
         objectives="accuracy,params",
         budget_s=600,
         seeds=3,
+    ),
+    "paper-space": Task(
+        "paper-space",
+        "the paper profile's space of recipes (optimizer, weight decay, batch, kernel size, EMA, schedule, augmentation, "
+        "label smoothing) at the quick profile's widths (benchmarks/paper-space-cpu.toml) and fidelity (12k images per "
+        "epoch, up to 8 epochs; PBT every 2 epochs), best validation accuracy",
+        profile="paper",
+        space_file="benchmarks/paper-space-cpu.toml",
+        max_params=None,
+        objectives="accuracy",
+        budget_s=600,
+        seeds=3,
+        target=0.99,
+        epochs=8,
+        epoch_images=12_000,
+        exploit_every=2,
     ),
 }
 

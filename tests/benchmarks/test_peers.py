@@ -132,3 +132,16 @@ def test_population_based_systems_train_segments_and_exploit(tmp_path: Path, sys
     assert result["chosen"] and result["chosen"]["test"] is not None
     assert f"- {system}: 0: " in done.stdout and f"8/8, 8 ep, {len(exploited)} exploit" in done.stdout
     assert "Population-based: " in done.stdout
+
+
+@pytest.mark.slow
+def test_the_paper_space_task_runs_the_papers_recipes_at_its_own_fidelity(tmp_path: Path) -> None:
+    """The paper profile's space with quick widths: 8 epochs and PBT every 2 from the task, unless the command line says otherwise."""
+    args = ("--tasks", "paper-space", "--systems", "mnist-hpo-pbt", "--data", "fixture", "--epoch-images", "128", "--seeds", "1")
+    peers(*args, "--budget-seconds", "5", "--results", str(tmp_path), timeout=300)
+    result = json.loads((tmp_path / "paper-space_fixture_5s_128img_mnist-hpo-pbt_seed0.json").read_text(encoding="utf-8"))
+    assert result["epochs"] == 8 and result["epoch_images"] == 128
+    assert result["pbt"] == {"population": 8, "interval": 2, "budget": 32}
+    searched = {k for t in result["trials"] for k in t["config"]}
+    assert {"optimizer", "weight_decay", "kernel_size", "label_smoothing", "rotation"} <= searched, searched
+    assert all(t["config"]["first_channels"] <= 12 for t in result["trials"])
