@@ -32,13 +32,18 @@ class SegmentQueued(RuntimeError):
     """A waiting trial makes way for a dead worker's queued segment (the engine fails it and queues a fresh one)."""
 
 
+class WaitTimedOut(RuntimeError):
+    """The worker's --timeout came while its trial waited for a member: the trial gives its place back the same way."""
+
+
 def take_segment(
     trial: optuna.Trial, settings: StudySettings, artifacts: Any, on_wait: Callable[[], None] | None = None
 ) -> tuple[optuna.Trial, Segment]:
     """Give ``trial`` its place in the population (a retry keeps its own); the trial handle to train with, and the place.
 
     While every member it may place is training, it waits; ``on_wait`` (the engine's check for dead
-    workers' trials) runs between looks, so a member whose worker died is re-queued. A queued segment
+    workers' trials, and for its deadline: ``WaitTimedOut``) runs between looks, so a member whose worker
+    died is re-queued. A queued segment
     makes this trial give way (``SegmentQueued``: failed, a fresh trial queued in its place), and the
     engine takes the queued segment next: no worker waits on a segment nobody runs.
     """

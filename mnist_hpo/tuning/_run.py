@@ -18,6 +18,7 @@ from mnist_hpo.signals import Interrupts
 from mnist_hpo.tuning._budget import BudgetView, queue_missing, wait_for_settings
 from mnist_hpo.tuning._display import trial_line
 from mnist_hpo.tuning._engine import Worker, WorkerReport, worker_label
+from mnist_hpo.tuning._population import WaitTimedOut
 from mnist_hpo.tuning._retries import Faults, RetryDeadTrial, abandon_resume_state
 from mnist_hpo.tuning._spec import EngineHooks, WorkerSpec
 from mnist_hpo.tuning.attrs import DATA_SOURCE_ATTR, LEARNING_CURVE_ATTR
@@ -167,7 +168,13 @@ def _run_engine(
         hooks = EngineHooks(on_trial=_finished(study, on_trial), on_poll=on_poll, on_refused=partial(abandon_resume_state, store))
         stop_rule = stop_rule_for(settings, len(splits.val))
         engine = Worker(study, rdb, objective, spec, hooks=hooks, stop_rule=stop_rule, interrupts=interrupts, label=label, gpu=gpu)
-        objective.on_wait = partial(stores.ride_out, engine.heartbeats.fail_dead_trials)  # a PBT segment waiting on a dead worker's
+
+        def on_wait() -> None:  # a PBT segment waiting for a member: re-queue a dead worker's, and keep to --timeout
+            stores.ride_out(engine.heartbeats.fail_dead_trials)
+            if spec.deadline.passed:
+                raise WaitTimedOut("--timeout reached while waiting for a member to finish its segment; this place stays queued")
+
+        objective.on_wait = on_wait
         try:
             report = engine.run()
         except KeyboardInterrupt:

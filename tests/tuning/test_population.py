@@ -226,3 +226,42 @@ def test_a_worker_waiting_for_a_member_whose_worker_dies_trains_that_member_itse
     log = (tmp_path / f"w{waiter}.log").read_text()
     assert "Traceback" not in log and "makes way" in log, log
     check_population(trials_of(url, "w"), population=3, generations=2, interval=2)
+
+
+def test_a_worker_waiting_for_a_member_keeps_to_its_timeout(tmp_path):
+    """A worker whose last member to place is held by a frozen worker gives the place back at its --timeout, not later.
+
+    The frozen worker's heartbeat is within a long grace period, so nothing re-queues its member: only
+    the deadline can end the wait. The place goes back to the queue (the trial failed, a fresh one queued),
+    and once the frozen worker goes on, it finishes the study to its exact budget.
+    """
+    url = f"journal:{tmp_path / 'study.log'}"
+    tiny = ["--profile", "smoke", "--space", str(TINY_SPACE), "--epochs", "4", "--exploit-every", "2"]
+    ok(run(tmp_path, "study", "create", "--study", "t", "--storage", url, "--pbt", "--population", "3", *tiny))
+    patient = ["--heartbeat-interval", "1", "--grace-period", "600"]
+    frozen = start(tmp_path, "worker", "--study", "t", "--storage", url, "--seed", "0", *patient, log="frozen.log")
+    waiter = None
+    try:
+
+        def placed() -> optuna.trial.FrozenTrial | None:
+            try:
+                return next((t for t in trials_of(url, "t") if t.state.name == "RUNNING" and "pbt_segment" in t.user_attrs), None)
+            except Exception:  # the journal file is still being written
+                return None
+
+        held = wait_for(placed, "the first worker's segment placed", processes=(frozen,))
+        frozen.send_signal(signal.SIGSTOP)  # its member stays RUNNING; its heartbeat stops, well within the grace period
+        waiter = start(tmp_path, "worker", "--study", "t", "--storage", url, "--seed", "1", *patient, "--timeout", "60", log="w.log")
+        assert finish(waiter, timeout=200) == 0, (tmp_path / "w.log").read_text()
+        log = (tmp_path / "w.log").read_text()
+        assert "waiting for one to finish its segment" in log and "--timeout reached" in log and "Traceback" not in log, log
+        trials = {t.number: t for t in trials_of(url, "t")}
+        assert trials[held.number].state.name == "RUNNING", "the frozen worker's member was taken from it"
+        given_back = [t for t in trials.values() if "--timeout reached while waiting" in t.user_attrs.get("fail_reason", "")]
+        assert len(given_back) == 1 and given_back[0].state.name == "FAIL", trials
+        frozen.send_signal(signal.SIGCONT)
+        assert finish(frozen) == 0, (tmp_path / "frozen.log").read_text()
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+        stop_all(frozen, *([waiter] if waiter else []))
+    check_population(trials_of(url, "t"), population=3, generations=2, interval=2)
