@@ -43,9 +43,9 @@ def take_segment(
 
     While every member it may place is training, it waits; ``on_wait`` (the engine's check for dead
     workers' trials, and for its deadline: ``WaitTimedOut``) runs between looks, so a member whose worker
-    died is re-queued. A queued segment
-    makes this trial give way (``SegmentQueued``: failed, a fresh trial queued in its place), and the
-    engine takes the queued segment next: no worker waits on a segment nobody runs.
+    died is re-queued. A queued segment makes this trial give way (``SegmentQueued``: failed, a fresh
+    trial queued in its place), and the engine takes the queued segment next: no worker waits on a
+    segment nobody runs.
     """
     study, pbt = trial.study, Pbt.from_dict(settings.pbt or {})
     kept = Segment.of(trial)  # a retry inherits its place

@@ -74,7 +74,7 @@ class Objective:
     on_step: Callable[[optuna.Trial, int, int], None] | None = None  # progress inside an epoch: (trial, batches done, of)
     on_finish: Callable[[optuna.Trial, TrialEnd], None] | None = None  # pictures and notes
     judge: EpochJudge | None = None  # stops a trial after an epoch; default: the study's pruner
-    on_wait: Callable[[], None] | None = None  # while a PBT segment waits for a member: re-queue dead workers' trials
+    on_wait: Callable[[], None] | None = None  # while a PBT segment waits for a member: re-queue dead workers' trials, keep the deadline
     _space: Space = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -35,6 +35,8 @@ from outside import (
 pytestmark = pytest.mark.slow
 MUTABLE = {"lr", "weight_decay", "dropout_in", "dropout_hidden", "rotation", "translation", "label_smoothing"}
 COMPLETE = optuna.trial.TrialState.COMPLETE
+# two generations of two epochs for the tests where one worker waits for another's member
+TWO_GENERATIONS = ["--profile", "smoke", "--space", str(TINY_SPACE), "--epochs", "4", "--exploit-every", "2"]
 
 
 def check_population(trials: list[optuna.trial.FrozenTrial], population: int, generations: int, interval: int) -> int:
@@ -204,8 +206,7 @@ def test_a_worker_waiting_for_a_member_whose_worker_dies_trains_that_member_itse
     own trial's place up, takes the queued segment and finishes the study alone, to its exact budget.
     """
     url = f"journal:{tmp_path / 'study.log'}"
-    tiny = ["--profile", "smoke", "--space", str(TINY_SPACE), "--epochs", "4", "--exploit-every", "2"]
-    ok(run(tmp_path, "study", "create", "--study", "w", "--storage", url, "--pbt", "--population", "3", *tiny))
+    ok(run(tmp_path, "study", "create", "--study", "w", "--storage", url, "--pbt", "--population", "3", *TWO_GENERATIONS))
     workers = [start(tmp_path, "worker", "--study", "w", "--storage", url, "--seed", str(i), *FAST, log=f"w{i}.log") for i in range(2)]
     try:
 
@@ -236,8 +237,7 @@ def test_a_worker_waiting_for_a_member_keeps_to_its_timeout(tmp_path):
     and once the frozen worker goes on, it finishes the study to its exact budget.
     """
     url = f"journal:{tmp_path / 'study.log'}"
-    tiny = ["--profile", "smoke", "--space", str(TINY_SPACE), "--epochs", "4", "--exploit-every", "2"]
-    ok(run(tmp_path, "study", "create", "--study", "t", "--storage", url, "--pbt", "--population", "3", *tiny))
+    ok(run(tmp_path, "study", "create", "--study", "t", "--storage", url, "--pbt", "--population", "3", *TWO_GENERATIONS))
     patient = ["--heartbeat-interval", "1", "--grace-period", "600"]
     frozen = start(tmp_path, "worker", "--study", "t", "--storage", url, "--seed", "0", *patient, log="frozen.log")
     waiter = None
