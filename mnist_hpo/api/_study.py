@@ -84,8 +84,8 @@ class StudyResult:
             return export_trial(self.storage, self.name, trial, Path(path), format, self.artifacts, input_dtype)
 
     def ensemble(self, k: int = 3, path: str | Path | None = None, format: str = "pt", *, device: str = "cpu") -> Ensemble:
-        """The mean softmax of the ``k`` best trials by validation, scored on validation and test (reported only);
-        with ``path``, also written as one model file, as `mnist-hpo ensemble` does."""
+        """The mean softmax of the ``k`` best trials by validation (of a PBT study: the ``k`` best members), scored on
+        validation and test (reported only); with ``path``, also written as one model file, as `mnist-hpo ensemble` does."""
         with shown(False):
             return build_ensemble(self.storage, self.name, k, Path(path) if path is not None else None, self.artifacts, device, format)
 

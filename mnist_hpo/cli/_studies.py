@@ -60,7 +60,9 @@ def export(
 @app.command("ensemble")
 def ensemble(
     study: str = typer.Option(..., help="Study name."),
-    top_k: int = typer.Option(3, "--top-k", help="Members: the K best trials by validation."),
+    top_k: int = typer.Option(
+        3, "--top-k", help="Members: the K best trials by validation (of a PBT study: the K best members, one segment each)."
+    ),
     out: Path = typer.Option(..., help="Output file (one model: the mean of the members' softmax)."),
     format: str = FormatOpt,
     input_dtype: str = InputDtypeOpt,

@@ -25,6 +25,7 @@ from mnist_hpo.models import SoftmaxAverage
 from mnist_hpo.trainer import evaluate, resolve_device
 from mnist_hpo.tuning import StudySettings, is_copied
 from mnist_hpo.tuning.attrs import COPIED_ATTR, TRAIN_CONFIG_ATTR
+from mnist_hpo.tuning.pbt import Segment, one_per_member
 
 
 def export_trial(
@@ -87,8 +88,9 @@ def build_ensemble(
     splits = study_splits(study)
     table = Table("member", "validation accuracy", "test accuracy (reported only)")
     for trial, model, _ in members:
+        segment = Segment.of(trial)
         table.add_row(
-            f"trial {trial.number}",
+            f"trial {trial.number}" + (f" (member {segment.member})" if segment else ""),
             f"{100 * evaluate(model, splits.val, target):.2f}%",
             f"{100 * evaluate(model, splits.test, target):.2f}%",
         )
@@ -125,13 +127,15 @@ def check_top_k(top_k: int) -> None:
 def best_members(
     url: str | None, name: str, top_k: int, artifacts: str | Path | None
 ) -> tuple[optuna.Study, list[tuple[FrozenTrial, torch.nn.Module, dict]]]:
-    """The K best trials by validation with their kept networks (eval mode) and checkpoint payloads."""
+    """The K best trials by validation (of a PBT study: the K best members) with their kept networks (eval mode) and
+    checkpoint payloads."""
     check_top_k(top_k)
     store = stores.open_artifacts(artifacts, create=False)
     study, storage = open_study(url, name)
-    chosen = completed_by_validation(study)[:top_k]
+    chosen = one_per_member(completed_by_validation(study))[:top_k]  # a PBT study: its best members, one segment each
     if len(chosen) < top_k:
-        console.print(f"only {len(chosen)} completed trials; the ensemble uses them all")
+        what = "members" if StudySettings.load(study).pbt else "completed trials"
+        console.print(f"only {len(chosen)} {what}; the ensemble uses them all")
     return study, [(trial, *trial_model(storage, study, trial, store)) for trial in chosen]
 
 

@@ -199,6 +199,24 @@ def lineage(trials: Sequence[FrozenTrial], number: int) -> list[FrozenTrial]:
     return chain[::-1]
 
 
+def one_per_member(ranked: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """Each member's first segment in ``ranked`` (its best, when ranked best first); trials outside a population pass.
+
+    An ensemble of a PBT study's top trials would otherwise average one member's successive generations: one network
+    counted several times.
+    """
+    seen: set[int] = set()
+    kept = []
+    for trial in ranked:
+        segment = Segment.of(trial)
+        if segment is not None and segment.member in seen:
+            continue
+        if segment is not None:
+            seen.add(segment.member)
+        kept.append(trial)
+    return kept
+
+
 def schedule(trials: Sequence[FrozenTrial], number: int) -> list[dict[str, Any]]:
     """Trial ``number``'s parameters epoch by epoch, from its first segment: what `train --from-study` replays."""
     epochs = []

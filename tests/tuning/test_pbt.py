@@ -10,7 +10,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from mnist_hpo.tuning.attrs import EPOCHS_RUN_ATTR, LEARNING_CURVE_ATTR, PBT_SEGMENT_ATTR
-from mnist_hpo.tuning.pbt import MUTABLE, Pbt, Segment, explore, lineage, place, quantiles, schedule, unreachable
+from mnist_hpo.tuning.pbt import MUTABLE, Pbt, Segment, explore, lineage, one_per_member, place, quantiles, schedule, unreachable
 
 DISTRIBUTIONS = {
     "lr": FloatDistribution(1e-3, 1e-2, log=True),
@@ -172,6 +172,20 @@ def test_the_schedule_follows_the_weights_across_an_exploit():
     assert [t.number for t in lineage(population.trials, copied.number)] == [a.number, copied.number]
     epochs = schedule(population.trials, copied.number)
     assert [(e["epoch"], e["trial"], e["lr"]) for e in epochs] == [(1, a.number, a.params["lr"]), (2, copied.number, copied.params["lr"])]
+
+
+def test_one_per_member_keeps_each_members_first_segment_in_the_ranking():
+    population = Population(Pbt(population=2, interval=1), epochs=2)
+    a, b = population.place(), population.place()
+    population.finish(a, 0.9)
+    population.finish(b, 0.8)
+    c, d = population.place(), population.place()
+    population.finish(c, 0.95)
+    population.finish(d, 0.85)
+    ranked = sorted(population.trials, key=lambda t: -t.value)
+    kept = one_per_member(ranked)
+    assert len(kept) == 2 and {Segment.of(t).member for t in kept} == {0, 1} and kept[0] is ranked[0]
+    assert one_per_member([create_trial(value=0.5)]) != []  # a trial outside a population passes
 
 
 def test_settings_out_of_range_are_one_line_errors():

@@ -1,4 +1,5 @@
-"""`mnist-hpo search --pbt` from outside: one worker, two workers, a worker killed mid-segment, then export.
+"""`mnist-hpo search --pbt` from outside: one worker, two workers, a worker killed mid-segment, then export, ensemble
+and predict.
 
 What each study must show, read back through Optuna's API: exactly population x generations finished
 trials, each member placed once per generation on the epochs of that generation; a generation starts
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 import signal
 from pathlib import Path
 
@@ -99,6 +101,25 @@ def test_the_best_member_exports_and_a_done_study_is_not_extended(one_worker):
     done = run(folder, "search", "--study", "p")
     assert done.returncode == 2 and "study 'p' is done: its 4 members trained their 3 generations" in done.stderr
     assert len(trials_of(url, "p")) == 12
+
+
+def test_an_ensemble_takes_the_best_members_one_segment_each_and_predict_reads_it(one_worker):
+    """Ranked by validation, a member's later generations crowd the top; an ensemble of them would be one network."""
+    folder, url = one_worker
+    ranked = sorted((t for t in trials_of(url, "p") if t.state == COMPLETE), key=lambda t: (-t.value, t.number))
+    member = {t.number: t.user_attrs["pbt_segment"]["member"] for t in ranked}
+    assert len({member[t.number] for t in ranked[:3]}) < 3, "the study must have one member twice in its top 3"
+    best_segments: dict[int, int] = {}
+    for trial in ranked:
+        best_segments.setdefault(member[trial.number], trial.number)
+    done = ok(run(folder, "ensemble", "--study", "p", "--top-k", "3", "--out", "members.pt", "--device", "cpu"))
+    chosen = [(int(n), int(m)) for n, m in re.findall(r"trial (\d+) \(member (\d+)\)", done.stdout)]
+    assert chosen == [(n, member[n]) for n in list(best_segments.values())[:3]], done.stdout
+    ok(run(folder, "data", "samples", "--data", "fixture", "--count", "6", "--out", "samples"))
+    ok(run(folder, "export", "--study", "p", "--out", "best-member.pt"))
+    for model in ("members.pt", "best-member.pt"):
+        ok(run(folder, "predict", "--checkpoint", model, "--kaggle-csv", "samples/test.csv", "--out", f"{model}.csv"))
+        assert len((folder / f"{model}.csv").read_text().splitlines()) == 1 + 6  # header and one label per digit
 
 
 def test_two_workers_on_a_journal_file_place_each_member_once_per_generation(tmp_path):
