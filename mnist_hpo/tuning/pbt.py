@@ -209,9 +209,9 @@ def one_per_member(ranked: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     kept = []
     for trial in ranked:
         segment = Segment.of(trial)
-        if segment is not None and segment.member in seen:
-            continue
         if segment is not None:
+            if segment.member in seen:
+                continue
             seen.add(segment.member)
         kept.append(trial)
     return kept
