@@ -203,6 +203,7 @@ def our_objective(
     pbt: bool = False,
     population: int | None = None,
     exploit_every: int | None = None,
+    baseline: bool | None = None,
 ) -> Ours:
     """The task's objective on ``data`` ("mnist" or the bundled "fixture"), trial seeds from ``seed``, artifacts in ``folder``.
 
@@ -227,6 +228,7 @@ def our_objective(
         pbt=pbt,
         population=population if pbt else None,
         exploit_every=exploit_every if pbt else None,
+        baseline=baseline,
     )
     settings = new_settings(request, get_profile(task.profile, False))
     settings = replace(settings, data=data, epoch_images=epoch_images or settings.epoch_images)
@@ -246,7 +248,7 @@ def _never(trial: Any, report: Any, parameters: int, last: bool) -> None:
 def run_engine(ours: Ours, folder: Path, *, seed: int, budget: float, threads: int, on_finish: Callable) -> tuple[Any, float]:
     """System (1): a new study run by mnist-hpo's trial engine as `mnist-hpo search --timeout BUDGET --seed SEED` runs it.
 
-    The study's settings (sampler tpe, pruner hyperband or mo-asha, the published baseline as trial 0) are
+    The study's settings (sampler tpe, pruner hyperband or mo-asha, the published baseline as trial 0 or not) are
     new_settings' defaults. Its trial budget (queued before the clock starts) is one trial per 3 s of the time
     budget, at least the profile's 40: the time budget binds, as for every system. A population-based
     study (``ours`` made with ``pbt=True``: `search --pbt`) has its own, population x generations segments,

@@ -109,7 +109,12 @@ SYSTEMS: dict[str, System] = {
         System(
             "mnist-hpo",
             "mnist-hpo's defaults: TPE (multivariate, 5 start-up trials) + Hyperband; MO-ASHA for two objectives; "
-            "trial 0 the published baseline",
+            "trial 0 the published baseline except on the quick profile",
+            None,
+        ),
+        System(
+            "mnist-hpo-baseline",
+            "mnist-hpo's defaults with `search --baseline`: trial 0 the published baseline (the quick profile's default until 2026-12-05)",
             None,
         ),
         System(

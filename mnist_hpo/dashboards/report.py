@@ -105,7 +105,7 @@ def render_report(study: optuna.Study, storage_handle: Any, store: Any = None, a
     name = html.escape(study.study_name)
     sections = [
         _header(study, trials, settings, len(all_trials) - len(trials)),
-        _honest_numbers(study, ranked, trials, multi),
+        _honest_numbers(study, ranked, trials, multi, baseline=settings.get("baseline", True)),
         _figures_section(own_study(study) if len(trials) < len(all_trials) else study, complete, multi),
         _population_section(trials, ranked, settings),
         _top_trials(ranked, multi),
@@ -181,7 +181,7 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f}%"
 
 
-def _honest_numbers(study: optuna.Study, ranked: list[FrozenTrial], trials: list[FrozenTrial], multi: bool) -> str:
+def _honest_numbers(study: optuna.Study, ranked: list[FrozenTrial], trials: list[FrozenTrial], multi: bool, baseline: bool) -> str:
     parts = ["<h2>Results</h2>"]
     if not ranked:
         parts.append("<p>No trial has completed yet, so there is no best trial; run <code>mnist-hpo search</code> to add trials.</p>")
@@ -202,7 +202,7 @@ def _honest_numbers(study: optuna.Study, ranked: list[FrozenTrial], trials: list
             rows.append((f"trial {number}", "", _Raw(f'<span class="split">test</span> {_percent(value)}')))
     parts.append(_table(("", "validation accuracy (selection)", "test accuracy (reported only)"), rows))
     if not multi:  # the console summary's comparison, word for word
-        parts.append(f'<p class="baseline">{html.escape(baseline_comparison(best, trials))}.</p>')
+        parts.append(f'<p class="baseline">{html.escape(baseline_comparison(best, trials, queued=baseline))}.</p>')
     if multi:
         front = sorted(own_pareto_front(study), key=lambda t: t.values[1])
         parts.append("<p>Pareto front (validation accuracy against parameters):</p>")

@@ -91,9 +91,9 @@ def _own(view: BudgetView, copied: dict[str, int]) -> BudgetView:
 
 
 def queue_budget(study: optuna.Study, settings: StudySettings, count: int, baseline: bool) -> None:
-    """Queue ``count`` waiting trials: the published configuration first when ``baseline``, then free ones."""
+    """Queue ``count`` waiting trials: the published configuration first when ``baseline`` (and the study has one), then free ones."""
     for index in range(count):
-        if index == 0 and baseline:
+        if index == 0 and baseline and settings.baseline:
             study.enqueue_trial(Space.from_dict(settings.space).published(), user_attrs={PUBLISHED_BASELINE_ATTR: True})
         else:
             study.enqueue_trial({})
@@ -245,11 +245,10 @@ def _ensure(
         if data_source:
             study.set_user_attr(DATA_SOURCE_ATTR, data_source)
         settings.save(study)  # last: a study with settings has its whole budget queued
-        return (
-            study,
-            settings,
-            f"created study {name!r} with a budget of {settings.n_trials} trials (trial 0 is the published {settings.profile} baseline){warm}",
+        first = (
+            f"trial 0 is the published {settings.profile} baseline" if settings.baseline else "no baseline trial: every trial is searched"
         )
+        return study, settings, f"created study {name!r} with a budget of {settings.n_trials} trials ({first}){warm}"
 
     study_id = storage.get_study_id_from_name(name)
     stored = wait_for_settings(study, storage, deadline=deadline)

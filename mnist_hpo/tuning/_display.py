@@ -88,7 +88,7 @@ def print_outcome(study: optuna.Study, settings: StudySettings, where: str, past
             f"({plural(attrs.get(PARAMETERS_ATTR, 0), 'parameter')}, {plural(attrs.get(EPOCHS_RUN_ATTR) or 0, 'epoch')}, "
             f"{attrs.get(SECONDS_ATTR, 0):.0f} s)"
         )
-        console.print(baseline_comparison(best, trials))
+        console.print(baseline_comparison(best, trials, queued=settings.baseline))
     console.print("next:" + (f" ({paste.secret_note})" if paste.secret_note else ""))
     stored = f"{where}{paste.artifacts}"
     for command in (

@@ -59,6 +59,7 @@ class SearchRequest:
     pbt: bool = False  # population-based training (tuning.pbt)
     population: int | None = None  # its members (default: the profile's)
     exploit_every: int | None = None  # epochs between its exploit steps (default: the profile's)
+    baseline: bool | None = None  # the published configuration as trial 0 (default: the profile's)
     command: str = ""  # the command line that made the study, recorded in it
 
     def check_counts(self) -> None:
@@ -116,6 +117,7 @@ def new_settings(request: SearchRequest, profile: Profile) -> StudySettings:
         terminator=request.terminator,
         warm_start=request.warm_start,
         pbt=pbt.to_dict() if pbt else None,
+        baseline=profile.baseline if request.baseline is None else request.baseline,
         versions=library_versions(),
         command=request.command,
     )

@@ -14,11 +14,16 @@ from mnist_hpo.tuning.copies import own_trials
 __all__ = ["baseline_comparison"]
 
 
-def baseline_comparison(best: FrozenTrial, trials: list[FrozenTrial]) -> str:
-    """The best trial against trial 0, the published configuration: validation accuracy, parameters, time (own trials only)."""
+def baseline_comparison(best: FrozenTrial, trials: list[FrozenTrial], queued: bool = True) -> str:
+    """The best trial against trial 0, the published configuration: validation accuracy, parameters, time (own trials only).
+
+    ``queued``: the study queued the baseline (False: made with --no-baseline, so there is nothing to compare with).
+    """
     finished = (TrialState.COMPLETE, TrialState.PRUNED)  # a failed baseline was replaced by a retry that carries its label
     baseline = next((t for t in own_trials(trials) if t.user_attrs.get(PUBLISHED_BASELINE_ATTR) and t.state in finished), None)
     if baseline is None:
+        if not queued:
+            return "no published baseline to compare with: the study was made without one (--baseline adds it as trial 0)"
         return "the published baseline (trial 0) has not finished yet"
     if baseline.number == best.number:
         return "the best trial is the published baseline itself"

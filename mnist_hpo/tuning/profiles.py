@@ -21,6 +21,7 @@ class Profile:
     space: dict[str, dict[str, Any]] = field(default_factory=dict)  # overrides on the default space
     population: int = 8  # --pbt: members
     exploit_every: int = 2  # --pbt: epochs between exploit steps
+    baseline: bool = True  # queue the published configuration as trial 0 (--baseline / --no-baseline)
 
 
 PROFILES: dict[str, Profile] = {
@@ -57,6 +58,7 @@ PROFILES: dict[str, Profile] = {
         epoch_images=12_000,
         n_trials=40,
         timeout=600,
+        baseline=False,  # its slowest network at lr 1e-3: a quarter of the 10 minutes, never the best (BENCHMARKS.md, Peers)
         space={
             "kernel_size": {"value": 3},
             "conv_layers_k3": {"low": 5, "high": 10},

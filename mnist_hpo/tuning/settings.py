@@ -19,7 +19,7 @@ from mnist_hpo.errors import UserError
 from mnist_hpo.tuning.attrs import SETTINGS_ATTR
 from mnist_hpo.versions import VERSION
 
-SCHEMA = 3  # 1: no schema field (mnist-hpo 0.1); 2: schema, stop rules, warm start; 3: population-based training
+SCHEMA = 4  # 1: no schema field (mnist-hpo 0.1); 2: schema, stop rules, warm start; 3: population-based training; 4: baseline
 OBJECTIVES = {"accuracy": "maximize", "params": "minimize"}
 
 
@@ -47,6 +47,7 @@ class StudySettings:
     terminator: bool = False  # stop when Optuna's Terminator says the regret bound is below the noise
     warm_start: str | None = None  # the study whose finished trials seeded this one's sampler
     pbt: dict[str, Any] | None = None  # population-based training (tuning.pbt.Pbt.to_dict), or None
+    baseline: bool = True  # the published configuration is queued as trial 0
     data_digest: str = ""
     versions: dict[str, str] = field(default_factory=dict)
     command: str = ""
