@@ -41,6 +41,7 @@ def search(
     pbt: bool = False,
     population: int | None = None,
     exploit_every: int | None = None,
+    baseline: bool | None = None,
     progress: bool = False,
     command: str = "mnist_hpo.search() in Python",
 ) -> StudyResult:
@@ -53,7 +54,8 @@ def search(
     is true (then the bars and one line per trial, as on the command line). ``mlflow`` is an MLflow
     tracking URI that receives every finished trial as a run (needs the ``[mlflow]`` extra). ``pbt`` makes a new
     study population-based (``population`` members, an exploit step every ``exploit_every`` epochs; its budget
-    is one trial per member and segment, and no timeout applies unless given). ``command`` is recorded in
+    is one trial per member and segment, and no timeout applies unless given). ``baseline``: a new study trains the
+    published configuration first, as trial 0 (None: the profile's choice; the quick profile has none). ``command`` is recorded in
     the study as what made or continued it. Bad options raise ``mnist_hpo.UserError`` before anything
     is stored; Ctrl-C raises ``SearchInterrupted`` with the running trial re-queued. ``timeout`` bounds the
     whole call from its start (the README's budget section): no trial starts after it, and still waiting
@@ -89,6 +91,7 @@ def search(
         pbt=pbt,
         population=population,
         exploit_every=exploit_every,
+        baseline=baseline,
         command=command,
     )
     with shown(progress):

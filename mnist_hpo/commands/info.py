@@ -86,7 +86,7 @@ def show_space(profile_name: str | None, space_file: Path | None) -> None:
     profile = resolve_profile(SearchRequest(profile=profile_name))
     console.print(f"profile {profile.name}: {profile.description}")
     space = load_space_file(space_file, Space().with_overrides(profile.space, origin=f"profile {profile.name}"))
-    table = Table("parameter", "searched as", "published (trial 0)")
+    table = Table("parameter", "searched as", "published (trial 0)" if profile.baseline else "published (trial 0 with --baseline)")
     published = space.published()
     for name, description in space.describe():
         table.add_row(name, description, repr(published[name]) if name in published else "")

@@ -213,7 +213,7 @@ def create_budget(request: SearchRequest, profile: Profile, asked: StudySettings
 
 
 #: What `search` on an existing study would otherwise ignore: the study keeps its own.
-STUDY_DEFINING = ("profile", "epochs", "max_params", "space", "pbt")
+STUDY_DEFINING = ("profile", "epochs", "max_params", "space", "pbt", "baseline")
 
 
 def check_same_study(request: SearchRequest, stored: StudySettings, asked: StudySettings, keys: tuple[str, ...] | None = None) -> None:
@@ -227,6 +227,7 @@ def check_same_study(request: SearchRequest, stored: StudySettings, asked: Study
         "pruner": request.pruner,
         "space": asked.space if request.space_file is not None else None,
         "pbt": asked.pbt if request.pbt else None,
+        "baseline": request.baseline,
     }
     differ = [key for key, value in given.items() if value is not None and getattr(stored, key) != value and key in (keys or given)]
     if differ:

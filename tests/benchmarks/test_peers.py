@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CI_SYSTEMS = ("mnist-hpo", "optuna-default", "random")
+CI_SYSTEMS = ("mnist-hpo", "mnist-hpo-baseline", "optuna-default", "random")
 TINY = ("--data", "fixture", "--epochs", "1", "--epoch-images", "128", "--seeds", "1")
 
 
@@ -44,6 +44,7 @@ def check_run(path: Path, system: str, budget: float) -> dict:
 def test_each_optuna_driven_system_runs_and_read_rebuilds_the_table_from_the_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
     done = peers(
         "--tasks", "small", "--systems", ",".join(CI_SYSTEMS), "--budget-seconds", "3", "--results", str(tmp_path), *TINY, timeout=150
     )
@@ -55,6 +56,8 @@ def test_each_optuna_driven_system_runs_and_read_rebuilds_the_table_from_the_fil
         assert result["max_params"] == 9956
         over = [t for t in result["trials"] if t["parameters"] and t["parameters"] > 9956]
         assert all(t["state"] == "skipped" and t["epochs"] == 0 for t in over), over  # over the budget: never trained
+    first = {s: json.loads(files[f"small_fixture_3s_1ep_128img_{s}_seed0.json"].read_text())["trials"][0]["config"] for s in CI_SYSTEMS}
+    assert first["mnist-hpo-baseline"] == published("small") != first["mnist-hpo"]  # the quick profile's default: no baseline
     picture = tmp_path / "small_fixture_3s_1ep_128img.png"
     assert picture.stat().st_size > 10_000
     rows = table(done.stdout)
@@ -66,12 +69,21 @@ def test_each_optuna_driven_system_runs_and_read_rebuilds_the_table_from_the_fil
     assert table(again.stdout) == rows
     assert picture.exists()
 
-    monkeypatch.syspath_prepend(str(ROOT))
     from benchmarks.peers.__main__ import parse_args, run_all
 
     same = ["--tasks", "small", "--systems", ",".join(CI_SYSTEMS), "--budget-seconds", "3", "--results", str(tmp_path), *TINY]
     assert run_all(parse_args(same)) == 0  # runs accumulate: a run whose result file exists is not run again
     assert capsys.readouterr().out.count("kept from an earlier run") == len(CI_SYSTEMS)
+
+
+def published(task: str) -> dict:
+    """The published configuration in ``task``'s space: trial 0 of a study with a baseline."""
+    from benchmarks.peers._tasks import TASKS
+    from mnist_hpo.tuning import SearchRequest, Space, get_profile, new_settings
+
+    spec = TASKS[task]
+    request = SearchRequest(profile=spec.profile, space_file=ROOT / spec.space_file, max_params=spec.max_params)
+    return Space.from_dict(new_settings(request, get_profile(spec.profile, False)).space).published()
 
 
 def needs(package: str):

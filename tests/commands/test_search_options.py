@@ -13,7 +13,9 @@ import re
 
 import optuna
 import pytest
-from outside import TINY_SPACE, load, ok, run, settings_of, sqlite_url
+from outside import TINY_SPACE, error_line, load, ok, run, settings_of, sqlite_url
+
+from mnist_hpo.tuning.space import Space
 
 pytestmark = pytest.mark.slow  # real studies or several processes: `-m 'not slow'` leaves it out
 
@@ -165,3 +167,21 @@ def test_timeout_stops_starting_trials_and_leaves_none_running(tmp_path):
     assert len(trials) == 200 and 1 <= len(ran) < 200 and all(t.state in FINISHED for t in ran), [t.state for t in ran]
     assert "--timeout reached, starting no more trials" in done.stdout, done.stdout
     assert re.search(r"budget 200 trials: \d+ finished .*, 0 running, \d+ waiting", done.stdout) and "best trial" in done.stdout
+
+
+def test_no_baseline_searches_every_trial_and_the_study_keeps_that_choice(tmp_path):
+    done, study = search(tmp_path, "--no-baseline", trials=3)
+    assert "(no baseline trial: every trial is searched)" in done.stdout, done.stdout
+    assert "no published baseline to compare with: the study was made without one (--baseline adds it" in done.stdout, done.stdout
+    assert settings_of(study)["baseline"] is False
+    published = Space.from_dict(settings_of(study)["space"]).published()
+    assert [t.user_attrs.get("published_baseline") for t in study.trials] == [None] * 3
+    assert all(t.params != published for t in study.trials), [t.params for t in study.trials]
+
+    refused = run(tmp_path, "search", "--study", "x", "--baseline", "--n-trials", "1")
+    error_line(refused, "study 'x' exists with baseline False; leave those options out to keep it")
+    assert len(load(sqlite_url(tmp_path), "x").trials) == 3
+
+    ok(run(tmp_path, "search", "--study", "x", "--n-trials", "1"))  # continuing adds a searched trial, not the baseline
+    trials = load(sqlite_url(tmp_path), "x").trials
+    assert len(trials) == 4 and not any(t.user_attrs.get("published_baseline") for t in trials)
