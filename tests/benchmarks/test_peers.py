@@ -76,6 +76,34 @@ def test_each_optuna_driven_system_runs_and_read_rebuilds_the_table_from_the_fil
     assert capsys.readouterr().out.count("kept from an earlier run") == len(CI_SYSTEMS)
 
 
+def crafted(folder: Path, system: str, seed: int, early: float, late: float) -> None:
+    """A result file as a quick-task run leaves it: one trial done by 40 % of the budget, one by 90 %."""
+    trials = [
+        {"key": str(i), "start": start, "end": end, "epochs": 8, "state": "complete", "value": value, "parameters": 100_000, "config": {}}
+        for i, (start, end, value) in enumerate(((0, 240, early), (240, 540, late)))
+    ]
+    run = {
+        "system": system, "task": "quick", "seed": seed, "data": "mnist", "condition": "quick_mnist_600s", "budget": 600,
+        "threads": 2, "epochs": 8, "epoch_images": 12_000, "val_images": 5000, "test_images": 10_000, "pbt": None,
+        "reference_parameters": None, "machine": "crafted", "trials": trials,
+        "chosen": {"key": "1", "value": max(early, late), "test": 0.99, "parameters": 100_000},
+    }  # fmt: skip
+    (folder / f"quick_mnist_600s_{system}_seed{seed}.json").write_text(json.dumps(run), encoding="utf-8")
+
+
+def test_read_compares_each_system_with_mnist_hpo_seed_by_seed_over_the_seeds_both_ran(tmp_path: Path) -> None:
+    """A peer 0.30 pp ahead in two of three shared seeds is called higher; its own bad fourth seed is not paired with anything."""
+    for seed in range(3):
+        crafted(tmp_path, "mnist-hpo", seed, 0.985, 0.989)
+        crafted(tmp_path, "random", seed, 0.985, 0.992 if seed < 2 else 0.989)
+    crafted(tmp_path, "random", 3, 0.970, 0.975)
+    rows = table(peers("--read", "--tasks", "quick", "--results", str(tmp_path), timeout=60).stdout)
+    row = next(r for r in rows if r.startswith("| random |"))
+    half, full = row.split(" | ")[5:7]
+    assert half == "same within noise (+0.00 pp; 0 higher, 0 lower of 3)"
+    assert full == "higher (+0.30 pp; 2 higher, 0 lower of 3)"  # unpaired, the medians over 4 and 3 seeds differ by 0.15 pp
+
+
 def published(task: str) -> dict:
     """The published configuration in ``task``'s space: trial 0 of a study with a baseline."""
     from benchmarks.peers._tasks import TASKS
