@@ -204,12 +204,14 @@ def our_objective(
     population: int | None = None,
     exploit_every: int | None = None,
     baseline: bool | None = None,
+    pruner: str | None = None,
 ) -> Ours:
     """The task's objective on ``data`` ("mnist" or the bundled "fixture"), trial seeds from ``seed``, artifacts in ``folder``.
 
     ``judge`` stops a trial after an epoch (default: the study's Optuna pruner for one objective, none for two).
     ``pbt``: the settings of `search --pbt` (``population`` members, an exploit step every ``exploit_every``
-    epochs; default the profile's), pruner none.
+    epochs; default the profile's), pruner none. ``baseline`` and ``pruner``: `search --baseline` and
+    `--pruner` (default: the profile's).
     """
     from mnist_hpo.data import load_splits
     from mnist_hpo.storage import open_artifacts
@@ -229,6 +231,7 @@ def our_objective(
         population=population if pbt else None,
         exploit_every=exploit_every if pbt else None,
         baseline=baseline,
+        pruner=pruner,
     )
     settings = new_settings(request, get_profile(task.profile, False))
     settings = replace(settings, data=data, epoch_images=epoch_images or settings.epoch_images)

@@ -131,15 +131,15 @@ def run(spec: dict, folder: Path, clock: Clock) -> tuple[Ours, list[dict], float
     task, name, seed = TASKS[spec["task"]], spec["system"], spec["seed"]
     fidelity = {k: spec[k] for k in ("data", "seed", "threads", "epochs", "epoch_images")}
     population = {"pbt": name.endswith("-pbt"), "population": spec.get("population"), "exploit_every": spec.get("exploit_every")}
-    baseline = True if name == "mnist-hpo-baseline" else None  # None: the profile's
-    ours = our_objective(task, folder=folder, judge=never if name == "random" else None, baseline=baseline, **fidelity, **population)
+    variant = {"baseline": True if name == "mnist-hpo-baseline" else None, "pruner": "sha" if name == "mnist-hpo-sha" else None}
+    ours = our_objective(task, folder=folder, judge=never if name == "random" else None, **variant, **fidelity, **population)
     if name == "ray-pbt":
         return ours, *run_ray_pbt(ours, folder, spec)
     if name.startswith("ray-"):
         return ours, *run_ray(ours, folder, spec, optuna_search=name == "ray-optuna")
     if name.startswith("syne-"):
         return ours, *run_syne(ours, folder, spec, multi=task.multi_objective)
-    if name in ("mnist-hpo", "mnist-hpo-baseline", "mnist-hpo-pbt"):
+    if name.startswith("mnist-hpo"):
         study, started = run_engine(ours, folder, seed=seed, budget=spec["budget"], threads=spec["threads"], on_finish=keeper(ours, folder))
     elif name == "optuna-default":
         pruner = None if task.multi_objective else optuna.pruners.MedianPruner()

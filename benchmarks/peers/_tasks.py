@@ -118,6 +118,15 @@ SYSTEMS: dict[str, System] = {
             None,
         ),
         System(
+            "mnist-hpo-sha",
+            "mnist-hpo's defaults with `search --pruner sha`: successive halving in one bracket (rungs after epochs 1 and 3, "
+            "the top third goes on), so TPE learns from every trial; Hyperband splits the trials into brackets and TPE sees "
+            "only its trial's bracket",
+            None,
+            multi=False,
+            why_not_multi="two objectives are pruned by MO-ASHA (mnist-hpo's own default there)",
+        ),
+        System(
             "optuna-default",
             "optuna.create_study() defaults (TPESampler) + MedianPruner(), trial.report per epoch "
             "(no pruner for two objectives: Optuna cannot prune them)",
