@@ -8,8 +8,10 @@
 Every run is one (system, task, seed): its own process, alone on the machine (runs go one after
 the other, systems interleaved within each seed), trials one at a time on all the cores the process
 may use. A run whose result file exists is skipped (runs accumulate over days; --force runs it
-again). After the runs, or with --read alone, the tables and one picture per task are rebuilt from
-every result file in --results. Systems whose packages are missing are skipped with the reason
+again). Result files name the machine (its CPU and cores: a budget in seconds buys more on a faster
+one), so runs of different machines accumulate side by side and never share a table. After the runs,
+or with --read alone, the tables and one picture per task and machine are rebuilt from every result
+file in --results. Systems whose packages are missing are skipped with the reason
 (`pip install -e '.[peers]'` installs Ray Tune and Syne Tune).
 """
 
@@ -63,12 +65,13 @@ def seeds_of(args: argparse.Namespace, default: int) -> list[int]:
 
 def run_all(args: argparse.Namespace) -> int:
     """Every run asked for that has no result file yet; returns how many failed."""
+    from benchmarks.machine import tag
     from benchmarks.peers._adapter import usable_cores
 
-    threads, failed = usable_cores(), 0
+    threads, failed, machine = usable_cores(), 0, tag()
     for task in (TASKS[n] for n in args.tasks.split(",")):
         budget = args.budget_seconds or task.budget_s
-        cond = condition(task.name, args.data, budget, args.epochs, args.epoch_images, args.population, args.exploit_every)
+        cond = condition(task.name, args.data, budget, machine, args.epochs, args.epoch_images, args.population, args.exploit_every)
         systems = []
         for system in (SYSTEMS[n] for n in args.systems.split(",")):
             if not system.runs(task):

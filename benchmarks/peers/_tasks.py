@@ -183,17 +183,19 @@ def condition(
     task: str,
     data: str,
     budget: float,
+    machine: str,
     epochs: int | None = None,
     epoch_images: int | None = None,
     population: int | None = None,
     exploit_every: int | None = None,
 ) -> str:
-    """What makes runs comparable: the task, the data, the budget and any change to the profile's fidelity or population."""
+    """What makes runs comparable: the task, the data, the budget, the machine (benchmarks.machine.tag: a budget in seconds
+    buys more on a faster one) and any change to the profile's fidelity or population."""
     fidelity = (f"_{epochs}ep" if epochs else "") + (f"_{epoch_images}img" if epoch_images else "")
     pbt = (f"_pop{population}" if population else "") + (f"_every{exploit_every}" if exploit_every else "")
-    return f"{task}_{data}_{budget:g}s{fidelity}{pbt}"
+    return f"{task}_{data}_{budget:g}s{fidelity}{pbt}_{machine}"
 
 
 def result_path(folder: Path, condition: str, system: str, seed: int) -> Path:
-    """One JSON file per (condition, system, seed): runs of other data, budgets or fidelities never mix."""
+    """One JSON file per (condition, system, seed): runs of other data, budgets, machines or fidelities never mix."""
     return folder / f"{condition}_{system}_seed{seed}.json"

@@ -17,6 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CI_SYSTEMS = ("mnist-hpo", "mnist-hpo-baseline", "optuna-default", "random")
+HERE = subprocess.run(  # this machine, as result files name it
+    [sys.executable, "-c", "from benchmarks.machine import tag; print(tag())"], cwd=ROOT, capture_output=True, text=True, check=True
+).stdout.strip()
 TINY = ("--data", "fixture", "--epochs", "1", "--epoch-images", "128", "--seeds", "1")
 
 
@@ -49,16 +52,18 @@ def test_each_optuna_driven_system_runs_and_read_rebuilds_the_table_from_the_fil
         "--tasks", "small", "--systems", ",".join(CI_SYSTEMS), "--budget-seconds", "3", "--results", str(tmp_path), *TINY, timeout=150
     )
     files = {p.name: p for p in tmp_path.glob("*.json")}
-    assert sorted(files) == sorted(f"small_fixture_3s_1ep_128img_{s}_seed0.json" for s in CI_SYSTEMS)
+    assert sorted(files) == sorted(f"small_fixture_3s_1ep_128img_{HERE}_{s}_seed0.json" for s in CI_SYSTEMS)
     for system in CI_SYSTEMS:
-        result = check_run(files[f"small_fixture_3s_1ep_128img_{system}_seed0.json"], system, 3)
+        result = check_run(files[f"small_fixture_3s_1ep_128img_{HERE}_{system}_seed0.json"], system, 3)
         assert result["trials"], f"{system} started no trial in 3 s"
         assert result["max_params"] == 9956
         over = [t for t in result["trials"] if t["parameters"] and t["parameters"] > 9956]
         assert all(t["state"] == "skipped" and t["epochs"] == 0 for t in over), over  # over the budget: never trained
-    first = {s: json.loads(files[f"small_fixture_3s_1ep_128img_{s}_seed0.json"].read_text())["trials"][0]["config"] for s in CI_SYSTEMS}
+    first = {
+        s: json.loads(files[f"small_fixture_3s_1ep_128img_{HERE}_{s}_seed0.json"].read_text())["trials"][0]["config"] for s in CI_SYSTEMS
+    }
     assert first["mnist-hpo-baseline"] == published("small") != first["mnist-hpo"]  # the quick profile's default: no baseline
-    picture = tmp_path / "small_fixture_3s_1ep_128img.png"
+    picture = tmp_path / f"small_fixture_3s_1ep_128img_{HERE}.png"
     assert picture.stat().st_size > 10_000
     rows = table(done.stdout)
     assert any(row.startswith("| mnist-hpo | 1 |") for row in rows) and any(row.startswith("| random | 1 |") for row in rows)
@@ -76,32 +81,40 @@ def test_each_optuna_driven_system_runs_and_read_rebuilds_the_table_from_the_fil
     assert capsys.readouterr().out.count("kept from an earlier run") == len(CI_SYSTEMS)
 
 
-def crafted(folder: Path, system: str, seed: int, early: float, late: float) -> None:
+def crafted(folder: Path, system: str, seed: int, early: float, late: float, machine: str = "amd-epyc-2c") -> None:
     """A result file as a quick-task run leaves it: one trial done by 40 % of the budget, one by 90 %."""
     trials = [
         {"key": str(i), "start": start, "end": end, "epochs": 8, "state": "complete", "value": value, "parameters": 100_000, "config": {}}
         for i, (start, end, value) in enumerate(((0, 240, early), (240, 540, late)))
     ]
+    cond = f"quick_mnist_600s_{machine}"
     run = {
-        "system": system, "task": "quick", "seed": seed, "data": "mnist", "condition": "quick_mnist_600s", "budget": 600,
+        "system": system, "task": "quick", "seed": seed, "data": "mnist", "condition": cond, "budget": 600,
         "threads": 2, "epochs": 8, "epoch_images": 12_000, "val_images": 5000, "test_images": 10_000, "pbt": None,
-        "reference_parameters": None, "machine": "crafted", "trials": trials,
+        "reference_parameters": None, "machine": f"{machine}, 2 cores, no GPU", "trials": trials,
         "chosen": {"key": "1", "value": max(early, late), "test": 0.99, "parameters": 100_000},
     }  # fmt: skip
-    (folder / f"quick_mnist_600s_{system}_seed{seed}.json").write_text(json.dumps(run), encoding="utf-8")
+    (folder / f"{cond}_{system}_seed{seed}.json").write_text(json.dumps(run), encoding="utf-8")
 
 
-def test_read_compares_each_system_with_mnist_hpo_seed_by_seed_over_the_seeds_both_ran(tmp_path: Path) -> None:
-    """A peer 0.30 pp ahead in two of three shared seeds is called higher; its own bad fourth seed is not paired with anything."""
+def test_read_compares_each_system_with_mnist_hpo_seed_by_seed_on_one_machine(tmp_path: Path) -> None:
+    """A peer 0.30 pp ahead in two of three shared seeds is called higher; its bad fourth seed is paired with nothing,
+    and its runs on a faster machine have their own table."""
     for seed in range(3):
         crafted(tmp_path, "mnist-hpo", seed, 0.985, 0.989)
         crafted(tmp_path, "random", seed, 0.985, 0.992 if seed < 2 else 0.989)
+        crafted(tmp_path, "random", seed, 0.995, 0.996, machine="intel-xeon-2c")
     crafted(tmp_path, "random", 3, 0.970, 0.975)
-    rows = table(peers("--read", "--tasks", "quick", "--results", str(tmp_path), timeout=60).stdout)
-    row = next(r for r in rows if r.startswith("| random |"))
-    half, full = row.split(" | ")[5:7]
+    stdout = peers("--read", "--tasks", "quick", "--results", str(tmp_path), timeout=60).stdout
+    here, faster = stdout.split("### quick_mnist_600s_intel-xeon-2c")
+    assert "### quick_mnist_600s_amd-epyc-2c" in here and "| mnist-hpo |" not in faster
+    row = next(r for r in table(here) if r.startswith("| random |"))
+    cells = row.split(" | ")
+    assert (cells[1], cells[4]) == ("4", "99.05 (97.50)")  # seeds, best by the full budget: this machine's runs only
+    half, full = cells[5:7]
     assert half == "same within noise (+0.00 pp; 0 higher, 0 lower of 3)"
     assert full == "higher (+0.30 pp; 2 higher, 0 lower of 3)"  # unpaired, the medians over 4 and 3 seeds differ by 0.15 pp
+    assert (tmp_path / "quick_mnist_600s_amd-epyc-2c.png").exists() and (tmp_path / "quick_mnist_600s_intel-xeon-2c.png").exists()
 
 
 def published(task: str) -> dict:
@@ -149,7 +162,7 @@ def test_population_based_systems_train_segments_and_exploit(tmp_path: Path, sys
     # A budget far beyond the population's 8 one-epoch segments: both systems end when the population is done, and a
     # busy machine (the rest of the suite beside it) cannot push a segment past the budget, out of the counts below.
     done = peers("--tasks", "quick", "--systems", system, "--budget-seconds", "900", "--results", str(tmp_path), *PBT, timeout=900)
-    result = json.loads((tmp_path / f"quick_fixture_900s_2ep_128img_pop4_every1_{system}_seed0.json").read_text(encoding="utf-8"))
+    result = json.loads((tmp_path / f"quick_fixture_900s_2ep_128img_pop4_every1_{HERE}_{system}_seed0.json").read_text(encoding="utf-8"))
     assert result["pbt"] == {"population": 4, "interval": 1, "budget": 8}
     segments = result["trials"]
     assert len(segments) == 8 and all(t["state"] == "complete" and t["epochs"] == 1 for t in segments), segments
@@ -179,7 +192,7 @@ def test_the_paper_space_task_runs_the_papers_recipes_at_its_own_fidelity(tmp_pa
     """The paper profile's space with quick widths: 8 epochs and PBT every 2 from the task, unless the command line says otherwise."""
     args = ("--tasks", "paper-space", "--systems", "mnist-hpo-pbt", "--data", "fixture", "--epoch-images", "128", "--seeds", "1")
     peers(*args, "--budget-seconds", "5", "--results", str(tmp_path), timeout=300)
-    result = json.loads((tmp_path / "paper-space_fixture_5s_128img_mnist-hpo-pbt_seed0.json").read_text(encoding="utf-8"))
+    result = json.loads((tmp_path / f"paper-space_fixture_5s_128img_{HERE}_mnist-hpo-pbt_seed0.json").read_text(encoding="utf-8"))
     assert result["epochs"] == 8 and result["epoch_images"] == 128
     assert result["pbt"] == {"population": 8, "interval": 2, "budget": 32}
     searched = {k for t in result["trials"] for k in t["config"]}
