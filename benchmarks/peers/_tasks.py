@@ -119,9 +119,9 @@ SYSTEMS: dict[str, System] = {
         ),
         System(
             "mnist-hpo-sha",
-            "mnist-hpo's defaults with `search --pruner sha`: successive halving in one bracket (rungs after epochs 1 and 3, "
-            "the top third goes on), so TPE learns from every trial; Hyperband splits the trials into brackets and TPE sees "
-            "only its trial's bracket",
+            "mnist-hpo's defaults with `search --pruner sha`: successive halving in one bracket, every trial judged after "
+            "epochs 1 and 3 against all the others (the top third goes on); Hyperband (the default) judges 2 in 5 trials "
+            "first after epoch 3, and only against the trials of their own bracket",
             None,
             multi=False,
             why_not_multi="two objectives are pruned by MO-ASHA (mnist-hpo's own default there)",
