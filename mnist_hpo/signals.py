@@ -6,18 +6,27 @@ signal waits until the block ends, so that a state change in the storage is neve
 ``raise_pending()`` then raises it. ``enter_shield()``/``leave_shield()`` guard library code that must not see a
 KeyboardInterrupt at all (Optuna's journal lock, which may then remove another process's lock or
 raise a RuntimeError in the interrupt's place): a signal there is raised as the section ends.
+
+A signal may also land while Python runs a finalizer or a weakref callback (SQLAlchemy has many),
+where an exception cannot propagate: Python would print it as "Exception ignored" and run on. The
+interrupt is then lost, so ``installed()`` catches it there (``sys.unraisablehook``) and delivers
+the signal again a moment later, once the main thread is back in ordinary code.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 _installed: list[Interrupts] = []  # the innermost installed handler last
 _shields = 0  # how many shielded sections the main thread is in
+_redelivery = threading.Lock()  # a redelivered signal is sent only while its handler is still installed
+REDELIVER_AFTER_S = 0.05  # long enough for the main thread to leave the finalizer that swallowed the interrupt
 
 
 class Interrupts:
@@ -28,9 +37,11 @@ class Interrupts:
         self.pending: int | None = None
         self._defer = 0
         self._previous: dict[int, Any] = {}
+        self._closing = False
+        self._previous_hook: Any = sys.unraisablehook
 
     def _handler(self, signum: int, frame: Any) -> None:
-        if self.fired:
+        if self._closing or self.fired:
             return  # the first signal is being handled: a second one must not cut the cleanup short
         if self._defer or _shields:
             self.pending = signum
@@ -49,12 +60,31 @@ class Interrupts:
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._previous[signum] = signal.signal(signum, self._handler)
         _installed.append(self)
+        self._closing, self._previous_hook, sys.unraisablehook = False, sys.unraisablehook, self._unraisable
         try:
             yield self
         finally:
-            _installed.remove(self)
-            for signum, previous in self._previous.items():
-                signal.signal(signum, previous)
+            self._closing = True  # from here on a redelivered signal is ignored, not raised mid-cleanup
+            with _redelivery:  # one being sent now has reached the handler once this lock is ours
+                sys.unraisablehook = self._previous_hook
+                _installed.remove(self)
+                for signum, previous in self._previous.items():
+                    signal.signal(signum, previous)  # runs a pending handler first, ours, which ignores it
+
+    def _unraisable(self, unraisable: Any) -> None:
+        """A finalizer swallowed this handler's KeyboardInterrupt: as if it never fired, the signal comes again."""
+        exc = unraisable.exc_value
+        if isinstance(exc, KeyboardInterrupt) and self.fired and exc.args == (self.fired,):
+            signum, self.fired = signal.Signals[self.fired], None
+            threading.Thread(target=self._redeliver, args=(signum,), name="redeliver-signal", daemon=True).start()
+            return
+        self._previous_hook(unraisable)
+
+    def _redeliver(self, signum: int) -> None:
+        time.sleep(REDELIVER_AFTER_S)
+        with _redelivery:
+            if not self._closing:
+                signal.pthread_kill(threading.main_thread().ident, signum)
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
