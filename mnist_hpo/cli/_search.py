@@ -27,7 +27,7 @@ from mnist_hpo.cli._app import (
 study_app = typer.Typer(help="Studies for workers.", no_args_is_help=True)
 PrunerOpt = typer.Option(
     None,
-    help="hyperband (default), median, percentile, sha, patient, wilcoxon or none; "
+    help="sha (successive halving, default), hyperband, median, percentile, patient, wilcoxon or none; "
     "with two objectives mo-asha (default), threshold or none.",
 )
 StopAfterOpt = typer.Option(

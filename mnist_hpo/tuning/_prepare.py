@@ -38,7 +38,7 @@ class SearchRequest:
     profile: str | None = None
     space_file: Path | None = None
     sampler: str | None = None  # default tpe
-    pruner: str | None = None  # default hyperband (mo-asha for two objectives)
+    pruner: str | None = None  # default sha (mo-asha for two objectives)
     seed: int | None = None
     device: str = "auto"
     epochs: int | None = None
@@ -92,7 +92,7 @@ def new_settings(request: SearchRequest, profile: Profile) -> StudySettings:
     objectives = parse_objectives(request.objectives)
     multi = len(objectives) > 1
     sampler = request.sampler or "tpe"
-    pruner = request.pruner or ("mo-asha" if multi else "hyperband")
+    pruner = request.pruner or ("mo-asha" if multi else "sha")
     make_sampler(sampler, request.seed, multi)
     check_pruner(pruner, multi)
     pbt = population_of(request, profile, epochs, multi)

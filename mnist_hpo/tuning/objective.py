@@ -163,7 +163,7 @@ class Objective:
             trial.set_user_attr(LEARNING_CURVE_ATTR, curve)
             trial.set_user_attr(IMAGES_PER_S_ATTR, round(report.images_per_s, 1))
             # The judge never stops a trial after its last epoch: there is nothing left to save, and
-            # pruning then would only throw the finished result away (Hyperband puts a rung at 3, 9, 27).
+            # pruning then would only throw the finished result away (successive halving puts rungs at epochs 1, 3, 9, 27).
             stopped = self.judge(trial, report, parameters, report.epoch >= epochs)
             if stopped:
                 trial.set_user_attr(TRIAL_STOPPED_ATTR, stopped)

@@ -24,7 +24,7 @@ from mnist_hpo.tuning.settings import StudySettings
 if TYPE_CHECKING:
     from mnist_hpo.trainer import EpochReport
 
-PRUNERS = ("median", "percentile", "sha", "hyperband", "patient", "wilcoxon", "none")
+PRUNERS = ("sha", "hyperband", "median", "percentile", "patient", "wilcoxon", "none")  # the default first
 MULTI_OBJECTIVE_PRUNERS = ("mo-asha", "threshold", "none")
 RUNG_STATES = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)  # every trial that trained
 
@@ -70,7 +70,7 @@ def judge_for(settings: StudySettings):
     def optuna_pruner(trial: optuna.Trial, report: EpochReport, parameters: int, last: bool) -> str | None:
         trial.report(report.val_accuracy, report.epoch)
         if not last and trial.should_prune():
-            return why_pruned(trial, settings.pruner or "hyperband", report)
+            return why_pruned(trial, settings.pruner or "sha", report)
         return None
 
     return optuna_pruner

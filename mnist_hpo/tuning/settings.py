@@ -41,7 +41,7 @@ class StudySettings:
     min_accuracy: float = 0.5  # the threshold pruner: validation accuracy below this after an epoch stops a trial
     seed: int | None = None
     sampler: str = "tpe"
-    pruner: str = "hyperband"
+    pruner: str = "sha"
     stop_after: int | None = None  # stop when the last N finished trials brought no better best validation
     target: float | None = None  # stop once a trial reaches this validation accuracy
     terminator: bool = False  # stop when Optuna's Terminator says the regret bound is below the noise

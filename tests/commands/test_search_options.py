@@ -73,19 +73,22 @@ def traced(study: optuna.Study, prefix: str) -> list[int]:
 
 # sampler, pruner, trials, the trial system attribute the sampler or pruner leaves (None: it leaves none).
 # Median, percentile and patient pruning judge from the fourth trial on (three start-up trials).
+# None: the option left out, so the study records the default (tpe, sha).
 RUNS = {
     "cmaes+median": ("cmaes", "median", 4, "cma:generation"),
     "qmc+percentile": ("qmc", "percentile", 4, None),
-    "tpe+sha": ("tpe", "sha", 3, "completed_rung_0"),
+    "defaults": (None, None, 3, "completed_rung_0"),
+    "tpe+hyperband": ("tpe", "hyperband", 3, "completed_rung_0"),
     "nsga2+wilcoxon": ("nsga2", "wilcoxon", 3, "NSGAIISampler:generation"),
 }
 
 
 @pytest.mark.parametrize("sampler, pruner, trials, trace", list(RUNS.values()), ids=list(RUNS))
 def test_sampler_and_pruner_run_a_study(tmp_path, sampler, pruner, trials, trace):
-    done, study = search(tmp_path, "--sampler", sampler, "--pruner", pruner, trials=trials)
+    chosen = [*(["--sampler", sampler] if sampler else []), *(["--pruner", pruner] if pruner else [])]
+    done, study = search(tmp_path, *chosen, trials=trials)
     assert_ran_to_the_end(study, trials)
-    assert (settings_of(study)["sampler"], settings_of(study)["pruner"]) == (sampler, pruner)
+    assert (settings_of(study)["sampler"], settings_of(study)["pruner"]) == (sampler or "tpe", pruner or "sha")
     if trace:
         assert traced(study, trace), f"no trial carries {trace!r}: was {sampler}/{pruner} used at all?"
     if sampler == "qmc":
