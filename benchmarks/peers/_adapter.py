@@ -251,7 +251,7 @@ def _never(trial: Any, report: Any, parameters: int, last: bool) -> None:
 def run_engine(ours: Ours, folder: Path, *, seed: int, budget: float, threads: int, on_finish: Callable) -> tuple[Any, float]:
     """System (1): a new study run by mnist-hpo's trial engine as `mnist-hpo search --timeout BUDGET --seed SEED` runs it.
 
-    The study's settings (sampler tpe, pruner hyperband or mo-asha, the published baseline as trial 0 or not) are
+    The study's settings (sampler tpe, pruner sha or mo-asha, the published baseline as trial 0 or not) are
     new_settings' defaults. Its trial budget (queued before the clock starts) is one trial per 3 s of the time
     budget, at least the profile's 40: the time budget binds, as for every system. A population-based
     study (``ours`` made with ``pbt=True``: `search --pbt`) has its own, population x generations segments,

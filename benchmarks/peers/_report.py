@@ -3,8 +3,8 @@
 Per system and condition (task, data, budget, machine): best validation accuracy (two objectives:
 the hypervolume) at a quarter, half and all of the budget, median and worst over the seeds; time to
 the task's target; trials started and finished and epochs trained within the budget; the chosen
-trial's test accuracy (reported only). Each system is compared with mnist-hpo seed by seed, over the
-seeds both ran (the systems driven by Optuna share their first random trials within a seed), at half
+trial's test accuracy (reported only). Each system is compared with mnist-hpo seed by seed (on a
+machine without its runs, with mnist-hpo-hyperband: the default until 2026-12-05), over the seeds both ran (the systems driven by Optuna share their first random trials within a seed), at half
 and all of the budget; a difference is called only where the median paired difference exceeds the
 validation split's binomial standard error. For the population-based systems a trial is one member's
 segment (the epochs between two exploit steps), and each run says how many segments exploited another member.
@@ -23,7 +23,7 @@ from benchmarks.peers._tasks import SYSTEMS, TASKS
 
 FRACTIONS = (0.25, 0.5, 1.0)
 PAIRED = (0.5, 1.0)  # the goal's two points: half and the full budget
-BASE = "mnist-hpo"
+BASES = ("mnist-hpo", "mnist-hpo-hyperband")  # what the others are paired with: the default, else the earlier one
 
 
 def load(folder: Path) -> dict[str, list[dict]]:
@@ -90,7 +90,7 @@ def median_worst(values: list[float | None], multi: bool) -> str:
 
 
 def paired(runs: list[dict], base: list[dict], at: float) -> list[float]:
-    """A system minus mnist-hpo at ``at`` seconds, seed by seed, over the seeds both ran (nothing completed counts as 0)."""
+    """A system minus the base at ``at`` seconds, seed by seed, over the seeds both ran (nothing completed counts as 0)."""
     by_seed = {r["seed"]: score_at(r, at) or 0.0 for r in base}
     return [(score_at(r, at) or 0.0) - by_seed[r["seed"]] for r in runs if r["seed"] in by_seed]
 
@@ -113,6 +113,7 @@ def table(cond: str, runs: list[dict]) -> list[str]:
     for run in sorted(runs, key=lambda r: r["seed"]):
         by_system[run["system"]].append(run)
     order = [s for s in SYSTEMS if s in by_system]
+    base = next((s for s in BASES if s in by_system), BASES[0])
     chosen = [r["chosen"]["value"] for r in runs if r["chosen"]]  # the accuracy at which differences are judged
     p = statistics.median(chosen) if chosen else 0.99
     se = noise(p, first["val_images"])
@@ -123,7 +124,7 @@ def table(cond: str, runs: list[dict]) -> list[str]:
         f"data {first['data']} ({first['val_images']:,} validation / {first['test_images']:,} test images), {first['threads']} threads. "
         f"Machine: {first['machine']}.",
         f"Validation noise: binomial SE of a {first['val_images']:,}-image split at {pct(p)} % = {100 * se:.2f} pp; "
-        "a difference from mnist-hpo is called only above it"
+        f"a difference from {base} is called only above it"
         + (" (hypervolume: judged against the same SE, an approximation)." if multi else "."),
     ]
     if multi:
@@ -133,7 +134,7 @@ def table(cond: str, runs: list[dict]) -> list[str]:
         )
     what = "hypervolume" if multi else "best validation %"
     head = ["system", "seeds", *(f"{what} at {f:g} budget: median (worst)" for f in FRACTIONS)]
-    head += [f"vs mnist-hpo at {f:g} budget, paired by seed: median difference (seeds beyond noise)" for f in PAIRED]
+    head += [f"vs {base} at {f:g} budget, paired by seed: median difference (seeds beyond noise)" for f in PAIRED]
     if task.target and not multi:
         head.append(f"time to {pct(task.target, 1)} %: median (seeds reaching it)")
     head += ["trials started / finished", "epochs", "chosen trial's test % (reported only): median (range)"]
@@ -141,7 +142,7 @@ def table(cond: str, runs: list[dict]) -> list[str]:
     for s in order:
         rs = by_system[s]
         cells = [s, str(len(rs)), *(median_worst([score_at(r, f * budget) for r in rs], multi) for f in FRACTIONS)]
-        cells += ["" if s == BASE else verdict(paired(rs, by_system.get(BASE, []), f * budget), se, multi) for f in PAIRED]
+        cells += ["" if s == base else verdict(paired(rs, by_system.get(base, []), f * budget), se, multi) for f in PAIRED]
         if task.target and not multi:
             times = [time_to(r, task.target) for r in rs]
             reached = [t for t in times if t is not None]

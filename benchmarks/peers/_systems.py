@@ -131,7 +131,8 @@ def run(spec: dict, folder: Path, clock: Clock) -> tuple[Ours, list[dict], float
     task, name, seed = TASKS[spec["task"]], spec["system"], spec["seed"]
     fidelity = {k: spec[k] for k in ("data", "seed", "threads", "epochs", "epoch_images")}
     population = {"pbt": name.endswith("-pbt"), "population": spec.get("population"), "exploit_every": spec.get("exploit_every")}
-    variant = {"baseline": True if name == "mnist-hpo-baseline" else None, "pruner": "sha" if name == "mnist-hpo-sha" else None}
+    earlier = name in ("mnist-hpo-hyperband", "mnist-hpo-baseline") and not task.multi_objective  # the defaults until 2026-12-05
+    variant = {"baseline": True if name == "mnist-hpo-baseline" else None, "pruner": "hyperband" if earlier else None}
     ours = our_objective(task, folder=folder, judge=never if name == "random" else None, **variant, **fidelity, **population)
     if name == "ray-pbt":
         return ours, *run_ray_pbt(ours, folder, spec)

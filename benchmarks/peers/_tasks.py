@@ -108,23 +108,23 @@ SYSTEMS: dict[str, System] = {
     for s in (
         System(
             "mnist-hpo",
-            "mnist-hpo's defaults: TPE (multivariate, 5 start-up trials) + Hyperband; MO-ASHA for two objectives; "
-            "trial 0 the published baseline except on the quick profile",
+            "mnist-hpo's defaults: TPE (multivariate, 5 start-up trials) + successive halving (rungs at epochs 1 and 3, "
+            "the top third goes on); MO-ASHA for two objectives; trial 0 the published baseline except on the quick profile",
             None,
         ),
         System(
-            "mnist-hpo-baseline",
-            "mnist-hpo's defaults with `search --baseline`: trial 0 the published baseline (the quick profile's default until 2026-12-05)",
-            None,
-        ),
-        System(
-            "mnist-hpo-sha",
-            "mnist-hpo's defaults with `search --pruner sha`: successive halving in one bracket, every trial judged after "
-            "epochs 1 and 3 against all the others (the top third goes on); Hyperband (the default) judges 2 in 5 trials "
-            "first after epoch 3, and only against the trials of their own bracket",
+            "mnist-hpo-hyperband",
+            "mnist-hpo's defaults with `search --pruner hyperband` (the default until 2026-12-05): 2 in 5 trials fall in a "
+            "second bracket, judged first after epoch 3 and only against that bracket; TPE reads every trial either way",
             None,
             multi=False,
             why_not_multi="two objectives are pruned by MO-ASHA (mnist-hpo's own default there)",
+        ),
+        System(
+            "mnist-hpo-baseline",
+            "mnist-hpo's defaults until 2026-12-05, `search --baseline --pruner hyperband` (MO-ASHA for two objectives): "
+            "trial 0 the published baseline",
+            None,
         ),
         System(
             "optuna-default",

@@ -99,11 +99,12 @@ def crafted(folder: Path, system: str, seed: int, early: float, late: float, mac
 
 def test_read_compares_each_system_with_mnist_hpo_seed_by_seed_on_one_machine(tmp_path: Path) -> None:
     """A peer 0.30 pp ahead in two of three shared seeds is called higher; its bad fourth seed is paired with nothing,
-    and its runs on a faster machine have their own table."""
+    and its runs on a faster machine have their own table, paired with the earlier default where mnist-hpo has no run."""
     for seed in range(3):
         crafted(tmp_path, "mnist-hpo", seed, 0.985, 0.989)
         crafted(tmp_path, "random", seed, 0.985, 0.992 if seed < 2 else 0.989)
         crafted(tmp_path, "random", seed, 0.995, 0.996, machine="intel-xeon-2c")
+        crafted(tmp_path, "mnist-hpo-hyperband", seed, 0.990, 0.993, machine="intel-xeon-2c")
     crafted(tmp_path, "random", 3, 0.970, 0.975)
     stdout = peers("--read", "--tasks", "quick", "--results", str(tmp_path), timeout=60).stdout
     here, faster = stdout.split("### quick_mnist_600s_intel-xeon-2c")
@@ -114,6 +115,9 @@ def test_read_compares_each_system_with_mnist_hpo_seed_by_seed_on_one_machine(tm
     half, full = cells[5:7]
     assert half == "same within noise (+0.00 pp; 0 higher, 0 lower of 3)"
     assert full == "higher (+0.30 pp; 2 higher, 0 lower of 3)"  # unpaired, the medians over 4 and 3 seeds differ by 0.15 pp
+    assert "vs mnist-hpo at 1 budget" in here and "mnist-hpo-hyperband" not in here
+    row = next(r for r in table(faster) if r.startswith("| random |"))
+    assert row.split(" | ")[6] == "higher (+0.30 pp; 3 higher, 0 lower of 3)" and "| vs mnist-hpo-hyperband at 1 budget" in faster
     assert (tmp_path / "quick_mnist_600s_amd-epyc-2c.png").exists() and (tmp_path / "quick_mnist_600s_intel-xeon-2c.png").exists()
 
 
