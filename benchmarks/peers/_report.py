@@ -4,8 +4,9 @@ Per system and condition (task, data, budget, machine): best validation accuracy
 the hypervolume) at a quarter, half and all of the budget, median and worst over the seeds; time to
 the task's target; trials started and finished and epochs trained within the budget; the chosen
 trial's test accuracy (reported only). Each system is compared with mnist-hpo seed by seed (on a
-machine without its runs, with mnist-hpo-hyperband: the default until 2026-12-05), over the seeds both ran (the systems driven by Optuna share their first random trials within a seed), at half
-and all of the budget; a difference is called only where the median paired difference exceeds the
+machine without its runs, with mnist-hpo-hyperband: the default until 2026-12-05), over the seeds
+both ran (the systems driven by Optuna share their first random trials within a seed), at half and
+all of the budget; a difference is called only where the median paired difference exceeds the
 validation split's binomial standard error. For the population-based systems a trial is one member's
 segment (the epochs between two exploit steps), and each run says how many segments exploited another member.
 """
