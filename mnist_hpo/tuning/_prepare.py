@@ -18,7 +18,7 @@ from mnist_hpo.tuning.pbt import Pbt
 from mnist_hpo.tuning.profiles import Profile, get_profile
 from mnist_hpo.tuning.pruners import check_pruner
 from mnist_hpo.tuning.samplers import make_sampler
-from mnist_hpo.tuning.settings import StudySettings, parse_objectives
+from mnist_hpo.tuning.settings import DEFAULT_PRUNER, StudySettings, parse_objectives
 from mnist_hpo.tuning.space import Space, load_space_file
 from mnist_hpo.versions import library_versions
 
@@ -92,7 +92,7 @@ def new_settings(request: SearchRequest, profile: Profile) -> StudySettings:
     objectives = parse_objectives(request.objectives)
     multi = len(objectives) > 1
     sampler = request.sampler or "tpe"
-    pruner = request.pruner or ("mo-asha" if multi else "sha")
+    pruner = request.pruner or ("mo-asha" if multi else DEFAULT_PRUNER)
     make_sampler(sampler, request.seed, multi)
     check_pruner(pruner, multi)
     pbt = population_of(request, profile, epochs, multi)

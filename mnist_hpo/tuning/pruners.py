@@ -19,7 +19,7 @@ from mnist_hpo.errors import UserError
 from mnist_hpo.tuning import mo_asha
 from mnist_hpo.tuning.attrs import RUNGS_ATTR
 from mnist_hpo.tuning.copies import own_trials
-from mnist_hpo.tuning.settings import StudySettings
+from mnist_hpo.tuning.settings import DEFAULT_PRUNER, StudySettings
 
 if TYPE_CHECKING:
     from mnist_hpo.trainer import EpochReport
@@ -70,7 +70,7 @@ def judge_for(settings: StudySettings):
     def optuna_pruner(trial: optuna.Trial, report: EpochReport, parameters: int, last: bool) -> str | None:
         trial.report(report.val_accuracy, report.epoch)
         if not last and trial.should_prune():
-            return why_pruned(trial, settings.pruner or "sha", report)
+            return why_pruned(trial, settings.pruner or DEFAULT_PRUNER, report)
         return None
 
     return optuna_pruner

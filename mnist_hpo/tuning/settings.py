@@ -19,6 +19,7 @@ from mnist_hpo.errors import UserError
 from mnist_hpo.tuning.attrs import SETTINGS_ATTR
 from mnist_hpo.versions import VERSION
 
+DEFAULT_PRUNER = "sha"  # one objective; successive halving since 2026-12-05 (BENCHMARKS.md "Peers")
 SCHEMA = 4  # 1: no schema field (mnist-hpo 0.1); 2: schema, stop rules, warm start; 3: population-based training; 4: baseline
 OBJECTIVES = {"accuracy": "maximize", "params": "minimize"}
 
@@ -41,7 +42,7 @@ class StudySettings:
     min_accuracy: float = 0.5  # the threshold pruner: validation accuracy below this after an epoch stops a trial
     seed: int | None = None
     sampler: str = "tpe"
-    pruner: str = "sha"
+    pruner: str = DEFAULT_PRUNER
     stop_after: int | None = None  # stop when the last N finished trials brought no better best validation
     target: float | None = None  # stop once a trial reaches this validation accuracy
     terminator: bool = False  # stop when Optuna's Terminator says the regret bound is below the noise
