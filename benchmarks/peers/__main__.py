@@ -52,15 +52,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         unknown = [n for n in getattr(args, kind).split(",") if n not in known]
         if unknown:
             parser.error(f"unknown {kind}: {', '.join(unknown)}; choose from {', '.join(known)}")
+    try:
+        args.seeds = parse_seeds(args.seeds)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 
+def parse_seeds(text: str | None) -> list[int] | None:
+    """`--seeds N` is seeds 0..N-1 and `--seeds 0,3,4` those seeds; refused when it names no seed (`--seeds 0` once ran nothing, silently)."""
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.split(",")] if "," in text else list(range(int(text)))
+    except ValueError:
+        raise ValueError(
+            f"--seeds {text!r} is neither a count nor a comma-separated list of seeds, e.g. --seeds 5 or --seeds 0,3,4"
+        ) from None
+    if not seeds or min(seeds) < 0:
+        raise ValueError(f"--seeds {text} names no seed to run: give a count of at least 1 (--seeds 1 runs seed 0) or seeds of 0 and up")
+    return seeds
+
+
 def seeds_of(args: argparse.Namespace, default: int) -> list[int]:
-    if args.seeds is None:
-        return list(range(default))
-    if "," in args.seeds:
-        return [int(s) for s in args.seeds.split(",")]
-    return list(range(int(args.seeds)))
+    return list(range(default)) if args.seeds is None else args.seeds
 
 
 def run_all(args: argparse.Namespace) -> int:

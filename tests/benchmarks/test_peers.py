@@ -43,6 +43,20 @@ def check_run(path: Path, system: str, budget: float) -> dict:
     return result
 
 
+@pytest.mark.parametrize("seeds", ["0", "x", "1,a", "0,-1"])
+def test_seeds_that_name_no_seed_are_refused_in_one_line(tmp_path: Path, seeds: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.peers", "--tasks", "small", "--seeds", seeds, "--results", str(tmp_path), *TINY[:-2]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "--seeds" in done.stderr.splitlines()[-1], done.stderr
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.slow
 def test_each_optuna_driven_system_runs_and_read_rebuilds_the_table_from_the_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
