@@ -31,7 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}")
-    parser.add_argument("--seeds", help="a count (seeds 0..N-1) or a comma-separated list; default: each task's (quick 5, others 3)")
+    parser.add_argument(
+        "--seeds", type=parse_seeds, help="a count (seeds 0..N-1) or a comma-separated list; default: each task's (quick 5, others 3)"
+    )
     parser.add_argument("--budget-seconds", type=float, help="seconds per run (default: each task's, 600)")
     parser.add_argument(
         "--data", choices=("mnist", "fixture"), default="mnist", help="fixture: the bundled 5k-image subset, for short runs"
@@ -52,25 +54,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         unknown = [n for n in getattr(args, kind).split(",") if n not in known]
         if unknown:
             parser.error(f"unknown {kind}: {', '.join(unknown)}; choose from {', '.join(known)}")
-    try:
-        args.seeds = parse_seeds(args.seeds)
-    except ValueError as error:
-        parser.error(str(error))
     return args
 
 
-def parse_seeds(text: str | None) -> list[int] | None:
+def parse_seeds(text: str) -> list[int]:
     """`--seeds N` is seeds 0..N-1 and `--seeds 0,3,4` those seeds; refused when it names no seed (`--seeds 0` once ran nothing, silently)."""
-    if text is None:
-        return None
     try:
         seeds = [int(s) for s in text.split(",")] if "," in text else list(range(int(text)))
     except ValueError:
-        raise ValueError(
-            f"--seeds {text!r} is neither a count nor a comma-separated list of seeds, e.g. --seeds 5 or --seeds 0,3,4"
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a count nor a comma-separated list of seeds, e.g. --seeds 5 or --seeds 0,3,4"
         ) from None
     if not seeds or min(seeds) < 0:
-        raise ValueError(f"--seeds {text} names no seed to run: give a count of at least 1 (--seeds 1 runs seed 0) or seeds of 0 and up")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names no seed to run: give a count of at least 1 (--seeds 1 runs seed 0) or seeds of 0 and up"
+        )
     return seeds
 
 
