@@ -114,6 +114,12 @@ class Ours:
         """A network spec less what PBT may change (the dropouts): equal shapes load each other's weights."""
         return {k: v for k, v in spec["config"].items() if k not in self.mutable()}
 
+    def sampler(self, seed: int) -> Any:
+        """The study's own sampler (the profile's default, as `mnist-hpo search` makes it), for a study driven by plain Optuna."""
+        from mnist_hpo.tuning.samplers import make_sampler
+
+        return make_sampler(self.settings.sampler, seed, self.settings.multi_objective)
+
     def sample(self, trial: Any) -> None:
         sample_space(self.settings.space, trial)
 

@@ -140,7 +140,10 @@ def run(spec: dict, folder: Path, clock: Clock) -> tuple[Ours, list[dict], float
         return ours, *run_ray(ours, folder, spec, optuna_search=name == "ray-optuna")
     if name.startswith("syne-"):
         return ours, *run_syne(ours, folder, spec, multi=task.multi_objective)
-    if name.startswith("mnist-hpo"):
+    if name == "mnist-hpo-rung2":
+        rung2 = optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
+        study, started = run_optuna(ours, folder, spec, ours.sampler(seed), rung2)
+    elif name.startswith("mnist-hpo"):
         study, started = run_engine(ours, folder, seed=seed, budget=spec["budget"], threads=spec["threads"], on_finish=keeper(ours, folder))
     elif name == "optuna-default":
         pruner = None if task.multi_objective else optuna.pruners.MedianPruner()

@@ -121,6 +121,15 @@ SYSTEMS: dict[str, System] = {
             why_not_multi="two objectives are pruned by MO-ASHA (mnist-hpo's own default there)",
         ),
         System(
+            "mnist-hpo-rung2",
+            "mnist-hpo's sampler (TPE, multivariate, 5 start-up trials) with successive halving's first rung at epoch 2, "
+            "not 1 (rungs at epochs 2 and 6, the top third goes on), in a plain optuna.create_study(): a trial of the "
+            "small task's networks after one epoch says little about its end",
+            None,
+            multi=False,
+            why_not_multi="two objectives are pruned by MO-ASHA (mnist-hpo's own default there)",
+        ),
+        System(
             "mnist-hpo-baseline",
             "mnist-hpo's defaults until 2026-12-05, `search --baseline --pruner hyperband` (MO-ASHA for two objectives): "
             "trial 0 the published baseline",

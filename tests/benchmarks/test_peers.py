@@ -1,7 +1,7 @@
 """`python -m benchmarks.peers` as its users run it: tiny runs on the bundled fixture, then `--read` from the files alone.
 
-CI installs '.[dev]' only, so the systems it can run are mnist-hpo, optuna-default, random and
-mnist-hpo-pbt. The Ray Tune and Syne Tune cases run where '.[peers]' is installed; elsewhere they are
+CI installs '.[dev]' only, so the systems it can run are mnist-hpo and its variants, optuna-default
+and random. The Ray Tune and Syne Tune cases run where '.[peers]' is installed; elsewhere they are
 expected failures that never run (xfail, run=False): tests/conftest.py fails every *skip* under CI=true, not an xfail.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CI_SYSTEMS = ("mnist-hpo", "mnist-hpo-baseline", "optuna-default", "random")
+CI_SYSTEMS = ("mnist-hpo", "mnist-hpo-baseline", "mnist-hpo-rung2", "optuna-default", "random")
 HERE = subprocess.run(  # this machine, as result files name it
     [sys.executable, "-c", "from benchmarks.machine import tag; print(tag())"], cwd=ROOT, capture_output=True, text=True, check=True
 ).stdout.strip()
