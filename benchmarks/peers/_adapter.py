@@ -120,6 +120,20 @@ class Ours:
 
         return make_sampler(self.settings.sampler, seed, self.settings.multi_objective)
 
+    @staticmethod
+    def sampler_with_startup(seed: int, startup_trials: int) -> Any:
+        """mnist-hpo's TPE (multivariate, grouped) with another number of random start-up trials than its
+        ``TPE_STARTUP_TRIALS``: the variant that measures the start-up alone."""
+        import optuna
+
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=startup_trials)
+
+    def pruner(self) -> Any:
+        """The study's own pruner for one objective (the profile's default, scaled to its epochs)."""
+        from mnist_hpo.tuning.pruners import make_pruner
+
+        return make_pruner(self.settings.pruner, self.settings.epochs)
+
     def sample(self, trial: Any) -> None:
         sample_space(self.settings.space, trial)
 

@@ -130,6 +130,14 @@ SYSTEMS: dict[str, System] = {
             why_not_multi="two objectives are pruned by MO-ASHA (mnist-hpo's own default there)",
         ),
         System(
+            "mnist-hpo-startup10",
+            "mnist-hpo's sampler with 10 random start-up trials (Optuna's default) instead of 5, and its successive halving, "
+            "in a plain optuna.create_study(): the one difference from the peers that share Optuna's TPE",
+            None,
+            multi=False,
+            why_not_multi="two objectives are pruned by MO-ASHA (mnist-hpo's own default there)",
+        ),
+        System(
             "mnist-hpo-baseline",
             "mnist-hpo's defaults until 2026-12-05, `search --baseline --pruner hyperband` (MO-ASHA for two objectives): "
             "trial 0 the published baseline",

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CI_SYSTEMS = ("mnist-hpo", "mnist-hpo-baseline", "mnist-hpo-rung2", "optuna-default", "random")
+CI_SYSTEMS = ("mnist-hpo", "mnist-hpo-baseline", "mnist-hpo-rung2", "mnist-hpo-startup10", "optuna-default", "random")
 HERE = subprocess.run(  # this machine, as result files name it
     [sys.executable, "-c", "from benchmarks.machine import tag; print(tag())"], cwd=ROOT, capture_output=True, text=True, check=True
 ).stdout.strip()
