@@ -131,8 +131,8 @@ SYSTEMS: dict[str, System] = {
         ),
         System(
             "mnist-hpo-startup10",
-            "mnist-hpo's sampler with 10 random start-up trials (Optuna's default) instead of 5, and its successive halving, "
-            "in a plain optuna.create_study(): the one difference from the peers that share Optuna's TPE",
+            "mnist-hpo's sampler (TPE, multivariate) with 10 random start-up trials, Optuna's default, instead of 5, and its "
+            "successive halving, in a plain optuna.create_study(): the start-up that the peers driving Optuna's TPE have",
             None,
             multi=False,
             why_not_multi="two objectives are pruned by MO-ASHA (mnist-hpo's own default there)",
