@@ -114,19 +114,13 @@ class Ours:
         """A network spec less what PBT may change (the dropouts): equal shapes load each other's weights."""
         return {k: v for k, v in spec["config"].items() if k not in self.mutable()}
 
-    def sampler(self, seed: int) -> Any:
-        """The study's own sampler (the profile's default, as `mnist-hpo search` makes it), for a study driven by plain Optuna."""
-        from mnist_hpo.tuning.samplers import make_sampler
+    def sampler(self, seed: int, startup_trials: int | None = None) -> Any:
+        """The study's own sampler (the profile's default, as `mnist-hpo search` makes it), for a study driven by plain Optuna;
+        ``startup_trials``: TPE's random start-up trials instead of mnist-hpo's own, for the variant that measures them."""
+        from mnist_hpo.tuning.samplers import TPE_STARTUP_TRIALS, make_sampler
 
-        return make_sampler(self.settings.sampler, seed, self.settings.multi_objective)
-
-    @staticmethod
-    def sampler_with_startup(seed: int, startup_trials: int) -> Any:
-        """mnist-hpo's TPE (multivariate, grouped) with another number of random start-up trials than its
-        ``TPE_STARTUP_TRIALS``: the variant that measures the start-up alone."""
-        import optuna
-
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=startup_trials)
+        startup = startup_trials or TPE_STARTUP_TRIALS
+        return make_sampler(self.settings.sampler, seed, self.settings.multi_objective, startup_trials=startup)
 
     def pruner(self) -> Any:
         """The study's own pruner for one objective (the profile's default, scaled to its epochs)."""

@@ -144,7 +144,7 @@ def run(spec: dict, folder: Path, clock: Clock) -> tuple[Ours, list[dict], float
         rung2 = optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3)
         study, started = run_optuna(ours, folder, spec, ours.sampler(seed), rung2)
     elif name == "mnist-hpo-startup10":
-        study, started = run_optuna(ours, folder, spec, ours.sampler_with_startup(seed, 10), ours.pruner())
+        study, started = run_optuna(ours, folder, spec, ours.sampler(seed, startup_trials=10), ours.pruner())
     elif name.startswith("mnist-hpo"):
         study, started = run_engine(ours, folder, seed=seed, budget=spec["budget"], threads=spec["threads"], on_finish=keeper(ours, folder))
     elif name == "optuna-default":
